@@ -1,0 +1,1 @@
+//! Criterion benchmarks for Rollgate; see benches/benches/.

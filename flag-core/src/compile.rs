@@ -1,0 +1,244 @@
+//! Snapshot JSON to [`Engine`]: every check that evaluation must not have to make.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::bucketing::{BUCKETS, Murmur3};
+use crate::condition::Condition;
+use crate::context::TARGETING_KEY;
+use crate::error::{ConfigError, Problem, at};
+use crate::eval::{Engine, Flag, FlagId, FlagType, Rule, Segment, Serve, VariantId};
+use crate::keyset::KeySet;
+use crate::wire::{self, SCHEMA};
+
+/// How many flag evaluations one flag's prerequisites may expand to, repeats included.
+/// Bounds evaluation time and recursion depth whatever the snapshot.
+pub const MAX_PREREQUISITE_EVALUATIONS: usize = 64;
+
+impl Engine {
+    /// Parses, validates and compiles a snapshot.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let snapshot: wire::Snapshot = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            at(if path == "." { String::new() } else { path }, Problem::Syntax(e.into_inner().to_string()))
+        })?;
+        deserializer.end().map_err(|e| at("", Problem::Syntax(e.to_string())))?;
+        Self::from_snapshot(snapshot)
+    }
+
+    /// Validates and compiles an already parsed snapshot.
+    pub fn from_snapshot(snapshot: wire::Snapshot) -> Result<Self, ConfigError> {
+        if snapshot.schema != SCHEMA {
+            return Err(at("schema", Problem::UnsupportedSchema(snapshot.schema)));
+        }
+        let mut segment_keys = KeySet::new();
+        let mut segments = Vec::with_capacity(snapshot.segments.len());
+        for (i, segment) in snapshot.segments.into_iter().enumerate() {
+            let path = format!("segments[{i}]");
+            if !segment_keys.insert(&segment.key).1 {
+                return Err(at(format!("{path}.key"), Problem::DuplicateKey(segment.key)));
+            }
+            segments.push(Segment {
+                conditions: compile_conditions(&segment.conditions, &path)?,
+                included: segment.included,
+                excluded: segment.excluded,
+            });
+        }
+
+        let mut flag_keys = KeySet::new();
+        for (i, flag) in snapshot.flags.iter().enumerate() {
+            if !flag_keys.insert(&flag.key).1 {
+                return Err(at(format!("flags[{i}].key"), Problem::DuplicateKey(flag.key.clone())));
+            }
+        }
+        let mut flags = Vec::with_capacity(snapshot.flags.len());
+        for (i, flag) in snapshot.flags.iter().enumerate() {
+            flags.push(compile_flag(flag, &format!("flags[{i}]"), &flag_keys, &snapshot.flags, &segment_keys)?);
+        }
+        check_prerequisite_trees(&flags, &flag_keys)?;
+
+        Ok(Self { environment: snapshot.environment, version: snapshot.version, flag_keys, flags, segments })
+    }
+}
+
+fn compile_flag(
+    flag: &wire::Flag,
+    path: &str,
+    flag_keys: &KeySet,
+    all_flags: &[wire::Flag],
+    segment_keys: &KeySet,
+) -> Result<Flag, ConfigError> {
+    let kind = FlagType::from_name(&flag.kind)
+        .ok_or_else(|| at(format!("{path}.type"), Problem::UnknownType(flag.kind.clone())))?;
+    for (name, value) in &flag.variants {
+        if !kind.admits(value) {
+            return Err(at(format!("{path}.variants.{name}"), Problem::WrongType(type_name(kind))));
+        }
+    }
+    let variant = |name: &str, at_path: &dyn Fn() -> String| variant_id(&flag.variants, name, at_path);
+
+    let mut prerequisites = Vec::with_capacity(flag.prerequisites.len());
+    for (i, prerequisite) in flag.prerequisites.iter().enumerate() {
+        let prerequisite_path = format!("{path}.prerequisites[{i}]");
+        let other = flag_keys
+            .get(&prerequisite.flag)
+            .ok_or_else(|| at(format!("{prerequisite_path}.flag"), Problem::UnknownFlag(prerequisite.flag.clone())))?;
+        let required = variant_id(&all_flags[other].variants, &prerequisite.variant, &|| {
+            format!("{prerequisite_path}.variant")
+        })?;
+        prerequisites.push((other, required));
+    }
+
+    let mut rules = Vec::with_capacity(flag.rules.len());
+    for (i, rule) in flag.rules.iter().enumerate() {
+        let rule_path = format!("{path}.rules[{i}]");
+        let mut segments = Vec::with_capacity(rule.segments.len());
+        for (j, key) in rule.segments.iter().enumerate() {
+            let id = segment_keys
+                .get(key)
+                .ok_or_else(|| at(format!("{rule_path}.segments[{j}]"), Problem::UnknownSegment(key.clone())))?;
+            segments.push(id);
+        }
+        rules.push(Rule {
+            conditions: compile_conditions(&rule.conditions, &rule_path)?,
+            segments,
+            serve: compile_serve(&rule.serve, &format!("{rule_path}.serve"), &variant)?,
+        });
+    }
+
+    let salt = flag.salt.as_deref().unwrap_or(&flag.key);
+    let mut salt_hash = Murmur3::new(0);
+    salt_hash.write(salt.as_bytes());
+    salt_hash.write(b":");
+
+    Ok(Flag {
+        kind,
+        variants: flag.variants.iter().map(|(name, value)| (Box::from(name.as_str()), value.clone())).collect(),
+        off_variant: variant(&flag.off_variant, &|| format!("{path}.off_variant"))?,
+        enabled: flag.enabled,
+        salt_hash,
+        prerequisites,
+        rules,
+        fallthrough: compile_serve(&flag.fallthrough, &format!("{path}.fallthrough"), &variant)?,
+    })
+}
+
+fn compile_conditions(conditions: &[wire::Condition], path: &str) -> Result<Vec<Condition>, ConfigError> {
+    conditions.iter().enumerate().map(|(i, c)| Condition::compile(c, &format!("{path}.conditions[{i}]"))).collect()
+}
+
+type VariantLookup<'a> = dyn Fn(&str, &dyn Fn() -> String) -> Result<VariantId, ConfigError> + 'a;
+
+fn compile_serve(serve: &wire::Serve, path: &str, variant: &VariantLookup<'_>) -> Result<Serve, ConfigError> {
+    let rollout = match serve {
+        wire::Serve::Variant(name) => return Ok(Serve::Variant(variant(name, &|| format!("{path}.variant"))?)),
+        wire::Serve::Rollout(rollout) => rollout,
+    };
+    let path = format!("{path}.rollout");
+    let bucket_by: Box<str> = rollout.bucket_by.as_deref().unwrap_or(TARGETING_KEY).into();
+    let shape = |problem| Err(at(path.clone(), Problem::RolloutShape(problem)));
+    match (rollout.percent, &rollout.weights) {
+        (Some(percent), None) => {
+            if percent > BUCKETS {
+                return Err(at(format!("{path}.percent"), Problem::PercentOutOfRange(percent)));
+            }
+            let (Some(inside), Some(outside)) = (&rollout.inside, &rollout.outside) else {
+                return shape("a percent rollout names both `inside` and `outside` variants");
+            };
+            Ok(Serve::Percent {
+                bucket_by,
+                percent,
+                inside: variant(inside, &|| format!("{path}.inside"))?,
+                outside: variant(outside, &|| format!("{path}.outside"))?,
+            })
+        }
+        (None, Some(weights)) => {
+            if rollout.inside.is_some() || rollout.outside.is_some() {
+                return shape("`inside` and `outside` go with `percent`, not with `weights`");
+            }
+            let mut bounds = Vec::with_capacity(weights.len());
+            let mut total: u64 = 0;
+            for (i, weight) in weights.iter().enumerate() {
+                total += u64::from(weight.weight);
+                let id = variant(&weight.variant, &|| format!("{path}.weights[{i}].variant"))?;
+                bounds.push((u32::try_from(total).unwrap_or(u32::MAX), id));
+            }
+            if total != u64::from(BUCKETS) {
+                return Err(at(format!("{path}.weights"), Problem::WeightsSum(total)));
+            }
+            Ok(Serve::Weights { bucket_by, bounds })
+        }
+        (Some(_), Some(_)) => shape("a rollout has either `percent` or `weights`, not both"),
+        (None, None) => shape("a rollout needs `percent` (with `inside` and `outside`) or `weights`"),
+    }
+}
+
+fn variant_id(
+    variants: &alloc::collections::BTreeMap<String, serde_json::Value>,
+    name: &str,
+    path: &dyn Fn() -> String,
+) -> Result<VariantId, ConfigError> {
+    variants.keys().position(|v| v == name).ok_or_else(|| at(path(), Problem::UnknownVariant(name.to_string())))
+}
+
+fn type_name(kind: FlagType) -> &'static str {
+    match kind {
+        FlagType::Boolean => "a boolean, as the flag's type says",
+        FlagType::String => "a string, as the flag's type says",
+        FlagType::Number => "a number, as the flag's type says",
+        FlagType::Object => "an object, as the flag's type says",
+    }
+}
+
+/// Rejects prerequisite cycles and trees that expand past [`MAX_PREREQUISITE_EVALUATIONS`].
+fn check_prerequisite_trees(flags: &[Flag], keys: &KeySet) -> Result<(), ConfigError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        Unvisited,
+        InProgress,
+        Done(usize),
+    }
+    let mut states = alloc::vec![State::Unvisited; flags.len()];
+    // Iterative depth-first search: a long chain in a hostile snapshot must not overflow the stack.
+    for root in 0..flags.len() {
+        let mut stack: Vec<(FlagId, usize)> = alloc::vec![(root, 0)];
+        while let Some(&mut (flag, ref mut next)) = stack.last_mut() {
+            if *next == 0 {
+                if let State::Done(_) = states[flag] {
+                    stack.pop();
+                    continue;
+                }
+                states[flag] = State::InProgress;
+            }
+            if let Some(&(child, _)) = flags[flag].prerequisites.get(*next) {
+                *next += 1;
+                match states[child] {
+                    State::InProgress => {
+                        return Err(at(
+                            format!("flags[{flag}].prerequisites[{}]", *next - 1),
+                            Problem::PrerequisiteCycle(keys.key(child).to_string()),
+                        ));
+                    }
+                    State::Unvisited => stack.push((child, 0)),
+                    State::Done(_) => {}
+                }
+                continue;
+            }
+            let mut cost: usize = 0;
+            for &(child, _) in &flags[flag].prerequisites {
+                // Every child is done by now: an unfinished one would have been a cycle.
+                let child_cost = if let State::Done(c) = states[child] { c } else { 0 };
+                cost = cost.saturating_add(1).saturating_add(child_cost);
+            }
+            if cost > MAX_PREREQUISITE_EVALUATIONS {
+                return Err(at(format!("flags[{flag}].prerequisites"), Problem::PrerequisitesTooLarge(MAX_PREREQUISITE_EVALUATIONS)));
+            }
+            states[flag] = State::Done(cost);
+            stack.pop();
+        }
+    }
+    Ok(())
+}

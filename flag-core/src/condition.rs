@@ -1,0 +1,225 @@
+//! Conditions: one context attribute tested by one operator, compiled once, matched per call.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde_json::Value;
+
+use crate::context::Context;
+use crate::error::{ConfigError, Problem, at};
+use crate::keyset::KeySet;
+use crate::semver::Version;
+use crate::timestamp::parse_rfc3339_millis;
+use crate::wire;
+
+/// A compiled condition. Matching never fails: an attribute that is missing, null or of another
+/// type than the operator wants makes the condition false (only `not_exists` holds then).
+#[derive(Debug, Clone)]
+pub(crate) struct Condition {
+    /// `None` only for `before` and `after`, which then compare the caller's clock.
+    attribute: Option<Box<str>>,
+    test: Test,
+}
+
+#[derive(Debug, Clone)]
+enum Test {
+    Eq(Scalar),
+    Neq(Scalar),
+    In(ScalarSet),
+    NotIn(ScalarSet),
+    StartsWith(Vec<Box<str>>),
+    EndsWith(Vec<Box<str>>),
+    Contains(Vec<Box<str>>),
+    Lt(f64),
+    Lte(f64),
+    Gt(f64),
+    Gte(f64),
+    SemverEq(OwnedVersion),
+    SemverLt(OwnedVersion),
+    SemverGt(OwnedVersion),
+    Before(i64),
+    After(i64),
+    Exists,
+    NotExists,
+}
+
+#[derive(Debug, Clone)]
+enum Scalar {
+    String(Box<str>),
+    Number(f64),
+    Bool(bool),
+}
+
+#[derive(Debug, Clone, Default)]
+struct ScalarSet {
+    strings: KeySet,
+    numbers: Vec<f64>,
+    bools: Vec<bool>,
+}
+
+#[derive(Debug, Clone)]
+struct OwnedVersion {
+    core: [u64; 3],
+    pre: Box<str>,
+}
+
+impl Condition {
+    pub(crate) fn compile(wire: &wire::Condition, path: &str) -> Result<Self, ConfigError> {
+        let values_path = || alloc::format!("{path}.values");
+        let value_path = |i: usize| alloc::format!("{path}.values[{i}]");
+        let one = || match wire.values.as_slice() {
+            [value] => Ok(value),
+            _ => Err(at(values_path(), Problem::BadOperands("this operator takes exactly one value"))),
+        };
+        let many = || {
+            if wire.values.is_empty() {
+                Err(at(values_path(), Problem::BadOperands("this operator takes one or more values")))
+            } else {
+                Ok(wire.values.iter().enumerate())
+            }
+        };
+        let strings = || -> Result<Vec<Box<str>>, ConfigError> {
+            many()?
+                .map(|(i, v)| v.as_str().map(Box::from).ok_or_else(|| at(value_path(i), Problem::WrongType("a string"))))
+                .collect()
+        };
+        let number = || one()?.as_f64().ok_or_else(|| at(value_path(0), Problem::WrongType("a number")));
+        let version = || {
+            let text = one()?.as_str().unwrap_or_default();
+            Version::parse(text)
+                .map(|v| OwnedVersion { core: v.core(), pre: v.pre().into() })
+                .ok_or_else(|| at(value_path(0), Problem::WrongType("a semantic version such as 1.2.3")))
+        };
+        let timestamp = || {
+            one()?
+                .as_str()
+                .and_then(parse_rfc3339_millis)
+                .ok_or_else(|| at(value_path(0), Problem::WrongType("an RFC 3339 timestamp")))
+        };
+        let scalar = |i: usize, value: &Value| {
+            Scalar::from_json(value).ok_or_else(|| at(value_path(i), Problem::WrongType("a string, number or boolean")))
+        };
+        let scalar_set = || {
+            let mut set = ScalarSet::default();
+            for (i, value) in many()? {
+                match scalar(i, value)? {
+                    Scalar::String(s) => _ = set.strings.insert(&s),
+                    Scalar::Number(n) => set.numbers.push(n),
+                    Scalar::Bool(b) => set.bools.push(b),
+                }
+            }
+            Ok(set)
+        };
+        let none = || {
+            if wire.values.is_empty() {
+                Ok(())
+            } else {
+                Err(at(values_path(), Problem::BadOperands("this operator takes no values")))
+            }
+        };
+
+        let test = match wire.op.as_str() {
+            "eq" => Test::Eq(scalar(0, one()?)?),
+            "neq" => Test::Neq(scalar(0, one()?)?),
+            "in" => Test::In(scalar_set()?),
+            "not_in" => Test::NotIn(scalar_set()?),
+            "starts_with" => Test::StartsWith(strings()?),
+            "ends_with" => Test::EndsWith(strings()?),
+            "contains" => Test::Contains(strings()?),
+            "lt" => Test::Lt(number()?),
+            "lte" => Test::Lte(number()?),
+            "gt" => Test::Gt(number()?),
+            "gte" => Test::Gte(number()?),
+            "semver_eq" => Test::SemverEq(version()?),
+            "semver_lt" => Test::SemverLt(version()?),
+            "semver_gt" => Test::SemverGt(version()?),
+            "before" => Test::Before(timestamp()?),
+            "after" => Test::After(timestamp()?),
+            "exists" => none().map(|()| Test::Exists)?,
+            "not_exists" => none().map(|()| Test::NotExists)?,
+            other => return Err(at(alloc::format!("{path}.op"), Problem::UnknownOperator(String::from(other)))),
+        };
+        let compares_clock = matches!(test, Test::Before(_) | Test::After(_));
+        if wire.attribute.is_none() && !compares_clock {
+            return Err(at(
+                alloc::format!("{path}.attribute"),
+                Problem::BadOperands("missing attribute; only before and after may omit it to compare the clock"),
+            ));
+        }
+        Ok(Self { attribute: wire.attribute.as_deref().map(Box::from), test })
+    }
+
+    pub(crate) fn holds(&self, context: &Context) -> bool {
+        let Some(name) = &self.attribute else {
+            return match (&self.test, context.now_millis()) {
+                (Test::Before(t), Some(now)) => now < *t,
+                (Test::After(t), Some(now)) => now > *t,
+                _ => false,
+            };
+        };
+        let value = context.get(name).filter(|v| !v.is_null());
+        let Some(value) = value else { return matches!(self.test, Test::NotExists) };
+        let text = value.as_str();
+        let number = value.as_f64();
+        match &self.test {
+            Test::Eq(s) => s.matches(value),
+            Test::Neq(s) => !s.matches(value),
+            Test::In(set) => set.contains(value),
+            Test::NotIn(set) => !set.contains(value),
+            Test::StartsWith(p) => text.is_some_and(|t| p.iter().any(|p| t.starts_with(&**p))),
+            Test::EndsWith(p) => text.is_some_and(|t| p.iter().any(|p| t.ends_with(&**p))),
+            Test::Contains(p) => text.is_some_and(|t| p.iter().any(|p| t.contains(&**p))),
+            Test::Lt(n) => number.is_some_and(|x| x < *n),
+            Test::Lte(n) => number.is_some_and(|x| x <= *n),
+            Test::Gt(n) => number.is_some_and(|x| x > *n),
+            Test::Gte(n) => number.is_some_and(|x| x >= *n),
+            Test::SemverEq(v) => v.compare(text).is_some_and(|o| o.is_eq()),
+            Test::SemverLt(v) => v.compare(text).is_some_and(|o| o.is_lt()),
+            Test::SemverGt(v) => v.compare(text).is_some_and(|o| o.is_gt()),
+            Test::Before(t) => text.and_then(parse_rfc3339_millis).is_some_and(|x| x < *t),
+            Test::After(t) => text.and_then(parse_rfc3339_millis).is_some_and(|x| x > *t),
+            Test::Exists => true,
+            Test::NotExists => false,
+        }
+    }
+}
+
+impl Scalar {
+    fn from_json(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => Some(Self::String(s.as_str().into())),
+            Value::Number(n) => n.as_f64().map(Self::Number),
+            Value::Bool(b) => Some(Self::Bool(*b)),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Self::String(s), Value::String(v)) => **s == **v,
+            (Self::Number(n), Value::Number(v)) => v.as_f64() == Some(*n),
+            (Self::Bool(b), Value::Bool(v)) => b == v,
+            _ => false,
+        }
+    }
+}
+
+impl ScalarSet {
+    fn contains(&self, value: &Value) -> bool {
+        match value {
+            Value::String(v) => self.strings.contains(v),
+            Value::Number(v) => v.as_f64().is_some_and(|v| self.numbers.contains(&v)),
+            Value::Bool(v) => self.bools.contains(v),
+            _ => false,
+        }
+    }
+}
+
+impl OwnedVersion {
+    /// How the attribute's version compares to this one, if the attribute is a version.
+    fn compare(&self, attribute: Option<&str>) -> Option<core::cmp::Ordering> {
+        let theirs = Version::parse(attribute?)?;
+        Some(theirs.precedence(&Version::from_parts(self.core, &self.pre)))
+    }
+}

@@ -1,0 +1,384 @@
+//! The compiled engine and evaluation. Evaluation never fails and never allocates.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+
+use crate::bucketing::{Murmur3, bucket_of_hash};
+use crate::condition::Condition;
+use crate::context::Context;
+use crate::keyset::KeySet;
+
+/// A compiled snapshot, ready to evaluate. Build it with [`Engine::from_json`].
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) environment: String,
+    pub(crate) version: u64,
+    /// Flag keys, numbered like `flags`.
+    pub(crate) flag_keys: KeySet,
+    pub(crate) flags: Vec<Flag>,
+    pub(crate) segments: Vec<Segment>,
+}
+
+/// The result of evaluating one flag for one context.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation<'e> {
+    /// The served value; `None` with an error reason, where the caller's default applies.
+    pub value: Option<&'e Value>,
+    /// The served variant's name.
+    pub variant: Option<&'e str>,
+    /// Why this value was served.
+    pub reason: Reason,
+    /// The index of the rule that decided, if a rule did.
+    pub rule_index: Option<usize>,
+    /// A rollout was passed over because the unit had no key to bucket by.
+    pub bucket_key_missing: bool,
+}
+
+/// Why a value was served, as OpenFeature and OFREP name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The flag has no rules or prerequisites: everyone gets the fallthrough variant.
+    Static,
+    /// A rule matched and served a fixed variant.
+    TargetingMatch,
+    /// A rollout bucketed the unit, in a rule or the fallthrough.
+    Split,
+    /// The flag is killed: `off_variant` was served before any rule was looked at.
+    Disabled,
+    /// No rule matched: the fallthrough variant was served.
+    Default,
+    /// A prerequisite flag did not serve its required variant: `off_variant` was served.
+    PrerequisiteFailed,
+    /// No value: the caller should use its default.
+    Error(ErrorCode),
+}
+
+/// OpenFeature's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No flag has that key.
+    FlagNotFound,
+    /// Only a rollout could decide, and the unit has no key to bucket by.
+    TargetingKeyMissing,
+    /// The flag's type is not the one asked for.
+    TypeMismatch,
+    /// The context could not be parsed (reported by hosts, never by the engine itself).
+    ParseError,
+    /// The context is not a valid context (reported by hosts).
+    InvalidContext,
+    /// Anything else (reported by hosts).
+    General,
+}
+
+/// A flag's value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlagType {
+    /// `true` or `false`.
+    Boolean,
+    /// Any string.
+    String,
+    /// Any JSON number.
+    Number,
+    /// A JSON object.
+    Object,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Flag {
+    pub(crate) kind: FlagType,
+    /// Sorted by name, so `VariantId`s follow the JSON names' order.
+    pub(crate) variants: Vec<(Box<str>, Value)>,
+    pub(crate) off_variant: VariantId,
+    pub(crate) enabled: bool,
+    /// `salt + ":"` already hashed, so bucketing only hashes the unit key.
+    pub(crate) salt_hash: Murmur3,
+    pub(crate) prerequisites: Vec<(FlagId, VariantId)>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) fallthrough: Serve,
+}
+
+pub(crate) type FlagId = usize;
+pub(crate) type VariantId = usize;
+pub(crate) type SegmentId = usize;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub(crate) conditions: Vec<Condition>,
+    pub(crate) segments: Vec<SegmentId>,
+    pub(crate) serve: Serve,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Serve {
+    Variant(VariantId),
+    Percent { bucket_by: Box<str>, percent: u32, inside: VariantId, outside: VariantId },
+    /// Cumulative upper bounds: the first entry whose bound exceeds the bucket wins.
+    Weights { bucket_by: Box<str>, bounds: Vec<(u32, VariantId)> },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    pub(crate) included: KeySet,
+    pub(crate) excluded: KeySet,
+    pub(crate) conditions: Vec<Condition>,
+}
+
+/// What one step of evaluation decided, before values are looked up.
+struct Outcome {
+    variant: Option<VariantId>,
+    reason: Reason,
+    rule_index: Option<usize>,
+    bucket_key_missing: bool,
+}
+
+impl Engine {
+    /// The environment the snapshot is for.
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// The snapshot's version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Flag keys in snapshot order.
+    pub fn flag_keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.flag_keys.iter()
+    }
+
+    /// The type of a flag, if it exists.
+    pub fn flag_type(&self, flag_key: &str) -> Option<FlagType> {
+        self.flag_keys.get(flag_key).map(|id| self.flags[id].kind)
+    }
+
+    /// Evaluates one flag. Unknown flags give `Reason::Error(ErrorCode::FlagNotFound)`.
+    pub fn evaluate(&self, flag_key: &str, context: &Context) -> Evaluation<'_> {
+        match self.flag_keys.get(flag_key) {
+            Some(id) => self.evaluation(id, self.decide(id, context)),
+            None => Evaluation::error(ErrorCode::FlagNotFound),
+        }
+    }
+
+    /// Evaluates one flag, requiring it to be of type `expected`.
+    pub fn evaluate_as(&self, flag_key: &str, context: &Context, expected: FlagType) -> Evaluation<'_> {
+        match self.flag_type(flag_key) {
+            Some(kind) if kind != expected => Evaluation::error(ErrorCode::TypeMismatch),
+            _ => self.evaluate(flag_key, context),
+        }
+    }
+
+    /// Evaluates every flag, in snapshot order, lazily.
+    pub fn evaluate_all<'e>(
+        &'e self,
+        context: &'e Context,
+    ) -> impl ExactSizeIterator<Item = (&'e str, Evaluation<'e>)> + 'e {
+        (0..self.flags.len()).map(move |id| (self.flag_keys.key(id), self.evaluation(id, self.decide(id, context))))
+    }
+
+    fn evaluation(&self, id: FlagId, outcome: Outcome) -> Evaluation<'_> {
+        let variant = outcome.variant.map(|v| &self.flags[id].variants[v]);
+        Evaluation {
+            value: variant.map(|(_, value)| value),
+            variant: variant.map(|(name, _)| &**name),
+            reason: outcome.reason,
+            rule_index: outcome.rule_index,
+            bucket_key_missing: outcome.bucket_key_missing,
+        }
+    }
+
+    fn decide(&self, id: FlagId, context: &Context) -> Outcome {
+        let flag = &self.flags[id];
+        let fixed = |variant, reason| Outcome { variant: Some(variant), reason, rule_index: None, bucket_key_missing: false };
+        if !flag.enabled {
+            return fixed(flag.off_variant, Reason::Disabled);
+        }
+        // Compilation bounds the prerequisite tree, so this recursion is shallow and finite.
+        for &(prerequisite, required) in &flag.prerequisites {
+            if self.decide(prerequisite, context).variant != Some(required) {
+                return fixed(flag.off_variant, Reason::PrerequisiteFailed);
+            }
+        }
+        let mut bucket_key_missing = false;
+        for (index, rule) in flag.rules.iter().enumerate() {
+            if !self.rule_matches(rule, context) {
+                continue;
+            }
+            match self.serve(flag, &rule.serve, context) {
+                Some(variant) => {
+                    let reason = if matches!(rule.serve, Serve::Variant(_)) { Reason::TargetingMatch } else { Reason::Split };
+                    return Outcome { variant: Some(variant), reason, rule_index: Some(index), bucket_key_missing };
+                }
+                None => bucket_key_missing = true,
+            }
+        }
+        let reason = match flag.fallthrough {
+            Serve::Variant(_) if flag.rules.is_empty() && flag.prerequisites.is_empty() => Reason::Static,
+            Serve::Variant(_) => Reason::Default,
+            _ => Reason::Split,
+        };
+        match self.serve(flag, &flag.fallthrough, context) {
+            Some(variant) => Outcome { variant: Some(variant), reason, rule_index: None, bucket_key_missing },
+            None => Outcome {
+                variant: None,
+                reason: Reason::Error(ErrorCode::TargetingKeyMissing),
+                rule_index: None,
+                bucket_key_missing: true,
+            },
+        }
+    }
+
+    fn rule_matches(&self, rule: &Rule, context: &Context) -> bool {
+        rule.conditions.iter().all(|c| c.holds(context))
+            && (rule.segments.is_empty() || rule.segments.iter().any(|&s| self.segments[s].contains(context)))
+    }
+
+    /// The variant a serve picks; `None` when it must bucket and the unit has no key.
+    fn serve(&self, flag: &Flag, serve: &Serve, context: &Context) -> Option<VariantId> {
+        match serve {
+            Serve::Variant(variant) => Some(*variant),
+            Serve::Percent { bucket_by, percent, inside, outside } => {
+                let bucket = unit_bucket(flag.salt_hash, bucket_by, context)?;
+                Some(if bucket < *percent { *inside } else { *outside })
+            }
+            Serve::Weights { bucket_by, bounds } => {
+                let bucket = unit_bucket(flag.salt_hash, bucket_by, context)?;
+                // Weights sum to 100000 > bucket, so some bound always exceeds it.
+                bounds.iter().find(|(bound, _)| bucket < *bound).map(|&(_, variant)| variant)
+            }
+        }
+    }
+}
+
+impl Segment {
+    fn contains(&self, context: &Context) -> bool {
+        if let Some(key) = context.targeting_key() {
+            if self.excluded.contains(key) {
+                return false;
+            }
+            if self.included.contains(key) {
+                return true;
+            }
+        }
+        !self.conditions.is_empty() && self.conditions.iter().all(|c| c.holds(context))
+    }
+}
+
+/// The rg1 bucket of the unit named by `bucket_by`, or `None` if it has no usable key: a unit
+/// without a key is never bucketed at random. Strings and integers are keys; "" is not.
+fn unit_bucket(salt_hash: Murmur3, bucket_by: &str, context: &Context) -> Option<u32> {
+    let mut hasher = salt_hash;
+    let mut digits = itoa::Buffer::new();
+    let key = match context.get(bucket_by)? {
+        Value::String(s) => s.as_str(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => digits.format(u),
+            (None, Some(i)) => digits.format(i),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if key.is_empty() {
+        return None;
+    }
+    hasher.write(key.as_bytes());
+    Some(bucket_of_hash(hasher.finish()))
+}
+
+impl Evaluation<'_> {
+    /// An evaluation that served nothing.
+    pub fn error(code: ErrorCode) -> Self {
+        Self { value: None, variant: None, reason: Reason::Error(code), rule_index: None, bucket_key_missing: false }
+    }
+}
+
+impl Reason {
+    /// The OpenFeature name, e.g. `TARGETING_MATCH`; every error is `ERROR`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Static => "STATIC",
+            Self::TargetingMatch => "TARGETING_MATCH",
+            Self::Split => "SPLIT",
+            Self::Disabled => "DISABLED",
+            Self::Default => "DEFAULT",
+            Self::PrerequisiteFailed => "PREREQUISITE_FAILED",
+            Self::Error(_) => "ERROR",
+        }
+    }
+
+    /// The error code, for `Reason::Error`.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Error(code) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The OpenFeature name, e.g. `FLAG_NOT_FOUND`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::FlagNotFound => "FLAG_NOT_FOUND",
+            Self::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+            Self::TypeMismatch => "TYPE_MISMATCH",
+            Self::ParseError => "PARSE_ERROR",
+            Self::InvalidContext => "INVALID_CONTEXT",
+            Self::General => "GENERAL",
+        }
+    }
+}
+
+impl FlagType {
+    /// Parses the snapshot's `type` field.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "boolean" => Some(Self::Boolean),
+            "string" => Some(Self::String),
+            "number" => Some(Self::Number),
+            "object" => Some(Self::Object),
+            _ => None,
+        }
+    }
+
+    /// Whether `value` is of this type.
+    pub fn admits(&self, value: &Value) -> bool {
+        match self {
+            Self::Boolean => value.is_boolean(),
+            Self::String => value.is_string(),
+            Self::Number => value.is_number(),
+            Self::Object => value.is_object(),
+        }
+    }
+}
+
+/// Serializes as OFREP's evaluation fields: `value`, `variant`, `reason`, `errorCode`, plus
+/// `ruleIndex` and `bucketKeyMissing` when they apply.
+impl Serialize for Evaluation<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(value) = self.value {
+            map.serialize_entry("value", value)?;
+        }
+        if let Some(variant) = self.variant {
+            map.serialize_entry("variant", variant)?;
+        }
+        map.serialize_entry("reason", self.reason.as_str())?;
+        if let Some(code) = self.reason.error_code() {
+            map.serialize_entry("errorCode", code.as_str())?;
+        }
+        if let Some(index) = self.rule_index {
+            map.serialize_entry("ruleIndex", &index)?;
+        }
+        if self.bucket_key_missing {
+            map.serialize_entry("bucketKeyMissing", &true)?;
+        }
+        map.end()
+    }
+}
