@@ -178,8 +178,11 @@ impl Engine {
     pub fn evaluate_all<'e>(
         &'e self,
         context: &'e Context,
-    ) -> impl ExactSizeIterator<Item = (&'e str, Evaluation<'e>)> + 'e {
-        (0..self.flags.len()).map(move |id| (self.flag_keys.key(id), self.evaluation(id, self.decide(id, context))))
+    ) -> impl ExactSizeIterator<Item = KeyedEvaluation<'e>> + Clone + 'e {
+        (0..self.flags.len()).map(move |id| KeyedEvaluation {
+            key: self.flag_keys.key(id),
+            evaluation: self.evaluation(id, self.decide(id, context)),
+        })
     }
 
     fn evaluation(&self, id: FlagId, outcome: Outcome) -> Evaluation<'_> {
@@ -363,6 +366,31 @@ impl FlagType {
 impl Serialize for Evaluation<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
+        self.serialize_fields(&mut map)?;
+        map.end()
+    }
+}
+
+/// An evaluation with its flag key, serialized as `{"key": ..., ...the evaluation's fields}`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyedEvaluation<'e> {
+    /// The flag's key.
+    pub key: &'e str,
+    /// Its evaluation.
+    pub evaluation: Evaluation<'e>,
+}
+
+impl Serialize for KeyedEvaluation<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("key", self.key)?;
+        self.evaluation.serialize_fields(&mut map)?;
+        map.end()
+    }
+}
+
+impl Evaluation<'_> {
+    fn serialize_fields<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
         if let Some(value) = self.value {
             map.serialize_entry("value", value)?;
         }
@@ -379,6 +407,6 @@ impl Serialize for Evaluation<'_> {
         if self.bucket_key_missing {
             map.serialize_entry("bucketKeyMissing", &true)?;
         }
-        map.end()
+        Ok(())
     }
 }

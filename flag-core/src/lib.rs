@@ -32,5 +32,5 @@ mod wasm;
 pub use compile::MAX_PREREQUISITE_EVALUATIONS;
 pub use context::{Context, ContextError, TARGETING_KEY};
 pub use error::{ConfigError, Problem};
-pub use eval::{Engine, ErrorCode, Evaluation, FlagType, Reason};
+pub use eval::{Engine, ErrorCode, Evaluation, FlagType, KeyedEvaluation, Reason};
 pub use keyset::KeySet;

@@ -1,0 +1,6 @@
+//! flag-core's integration tests: one binary, one module per concern.
+
+mod allocations;
+mod config_errors;
+mod properties;
+mod spec;
