@@ -21,10 +21,14 @@ impl Engine {
     /// Parses, validates and compiles a snapshot.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
         let mut deserializer = serde_json::Deserializer::from_slice(json);
-        let snapshot: wire::Snapshot = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            at(if path == "." { String::new() } else { path }, Problem::Syntax(e.into_inner().to_string()))
-        })?;
+        let snapshot: wire::Snapshot = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                at(
+                    if path == "." { String::new() } else { path },
+                    Problem::Syntax(e.into_inner().to_string()),
+                )
+            })?;
         deserializer.end().map_err(|e| at("", Problem::Syntax(e.to_string())))?;
         Self::from_snapshot(snapshot)
     }
@@ -56,11 +60,23 @@ impl Engine {
         }
         let mut flags = Vec::with_capacity(snapshot.flags.len());
         for (i, flag) in snapshot.flags.iter().enumerate() {
-            flags.push(compile_flag(flag, &format!("flags[{i}]"), &flag_keys, &snapshot.flags, &segment_keys)?);
+            flags.push(compile_flag(
+                flag,
+                &format!("flags[{i}]"),
+                &flag_keys,
+                &snapshot.flags,
+                &segment_keys,
+            )?);
         }
         check_prerequisite_trees(&flags, &flag_keys)?;
 
-        Ok(Self { environment: snapshot.environment, version: snapshot.version, flag_keys, flags, segments })
+        Ok(Self {
+            environment: snapshot.environment,
+            version: snapshot.version,
+            flag_keys,
+            flags,
+            segments,
+        })
     }
 }
 
@@ -78,14 +94,15 @@ fn compile_flag(
             return Err(at(format!("{path}.variants.{name}"), Problem::WrongType(type_name(kind))));
         }
     }
-    let variant = |name: &str, at_path: &dyn Fn() -> String| variant_id(&flag.variants, name, at_path);
+    let variant =
+        |name: &str, at_path: &dyn Fn() -> String| variant_id(&flag.variants, name, at_path);
 
     let mut prerequisites = Vec::with_capacity(flag.prerequisites.len());
     for (i, prerequisite) in flag.prerequisites.iter().enumerate() {
         let prerequisite_path = format!("{path}.prerequisites[{i}]");
-        let other = flag_keys
-            .get(&prerequisite.flag)
-            .ok_or_else(|| at(format!("{prerequisite_path}.flag"), Problem::UnknownFlag(prerequisite.flag.clone())))?;
+        let other = flag_keys.get(&prerequisite.flag).ok_or_else(|| {
+            at(format!("{prerequisite_path}.flag"), Problem::UnknownFlag(prerequisite.flag.clone()))
+        })?;
         let required = variant_id(&all_flags[other].variants, &prerequisite.variant, &|| {
             format!("{prerequisite_path}.variant")
         })?;
@@ -97,9 +114,9 @@ fn compile_flag(
         let rule_path = format!("{path}.rules[{i}]");
         let mut segments = Vec::with_capacity(rule.segments.len());
         for (j, key) in rule.segments.iter().enumerate() {
-            let id = segment_keys
-                .get(key)
-                .ok_or_else(|| at(format!("{rule_path}.segments[{j}]"), Problem::UnknownSegment(key.clone())))?;
+            let id = segment_keys.get(key).ok_or_else(|| {
+                at(format!("{rule_path}.segments[{j}]"), Problem::UnknownSegment(key.clone()))
+            })?;
             segments.push(id);
         }
         rules.push(Rule {
@@ -116,7 +133,11 @@ fn compile_flag(
 
     Ok(Flag {
         kind,
-        variants: flag.variants.iter().map(|(name, value)| (Box::from(name.as_str()), value.clone())).collect(),
+        variants: flag
+            .variants
+            .iter()
+            .map(|(name, value)| (Box::from(name.as_str()), value.clone()))
+            .collect(),
         off_variant: variant(&flag.off_variant, &|| format!("{path}.off_variant"))?,
         enabled: flag.enabled,
         salt_hash,
@@ -126,15 +147,28 @@ fn compile_flag(
     })
 }
 
-fn compile_conditions(conditions: &[wire::Condition], path: &str) -> Result<Vec<Condition>, ConfigError> {
-    conditions.iter().enumerate().map(|(i, c)| Condition::compile(c, &format!("{path}.conditions[{i}]"))).collect()
+fn compile_conditions(
+    conditions: &[wire::Condition],
+    path: &str,
+) -> Result<Vec<Condition>, ConfigError> {
+    conditions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Condition::compile(c, &format!("{path}.conditions[{i}]")))
+        .collect()
 }
 
 type VariantLookup<'a> = dyn Fn(&str, &dyn Fn() -> String) -> Result<VariantId, ConfigError> + 'a;
 
-fn compile_serve(serve: &wire::Serve, path: &str, variant: &VariantLookup<'_>) -> Result<Serve, ConfigError> {
+fn compile_serve(
+    serve: &wire::Serve,
+    path: &str,
+    variant: &VariantLookup<'_>,
+) -> Result<Serve, ConfigError> {
     let rollout = match serve {
-        wire::Serve::Variant(name) => return Ok(Serve::Variant(variant(name, &|| format!("{path}.variant"))?)),
+        wire::Serve::Variant(name) => {
+            return Ok(Serve::Variant(variant(name, &|| format!("{path}.variant"))?));
+        }
         wire::Serve::Rollout(rollout) => rollout,
     };
     let path = format!("{path}.rollout");
@@ -172,7 +206,9 @@ fn compile_serve(serve: &wire::Serve, path: &str, variant: &VariantLookup<'_>) -
             Ok(Serve::Weights { bucket_by, bounds })
         }
         (Some(_), Some(_)) => shape("a rollout has either `percent` or `weights`, not both"),
-        (None, None) => shape("a rollout needs `percent` (with `inside` and `outside`) or `weights`"),
+        (None, None) => {
+            shape("a rollout needs `percent` (with `inside` and `outside`) or `weights`")
+        }
     }
 }
 
@@ -181,7 +217,10 @@ fn variant_id(
     name: &str,
     path: &dyn Fn() -> String,
 ) -> Result<VariantId, ConfigError> {
-    variants.keys().position(|v| v == name).ok_or_else(|| at(path(), Problem::UnknownVariant(name.to_string())))
+    variants
+        .keys()
+        .position(|v| v == name)
+        .ok_or_else(|| at(path(), Problem::UnknownVariant(name.to_string())))
 }
 
 fn type_name(kind: FlagType) -> &'static str {
@@ -234,7 +273,10 @@ fn check_prerequisite_trees(flags: &[Flag], keys: &KeySet) -> Result<(), ConfigE
                 cost = cost.saturating_add(1).saturating_add(child_cost);
             }
             if cost > MAX_PREREQUISITE_EVALUATIONS {
-                return Err(at(format!("flags[{flag}].prerequisites"), Problem::PrerequisitesTooLarge(MAX_PREREQUISITE_EVALUATIONS)));
+                return Err(at(
+                    format!("flags[{flag}].prerequisites"),
+                    Problem::PrerequisitesTooLarge(MAX_PREREQUISITE_EVALUATIONS),
+                ));
             }
             states[flag] = State::Done(cost);
             stack.pop();

@@ -70,26 +70,39 @@ impl Condition {
         let value_path = |i: usize| alloc::format!("{path}.values[{i}]");
         let one = || match wire.values.as_slice() {
             [value] => Ok(value),
-            _ => Err(at(values_path(), Problem::BadOperands("this operator takes exactly one value"))),
+            _ => Err(at(
+                values_path(),
+                Problem::BadOperands("this operator takes exactly one value"),
+            )),
         };
         let many = || {
             if wire.values.is_empty() {
-                Err(at(values_path(), Problem::BadOperands("this operator takes one or more values")))
+                Err(at(
+                    values_path(),
+                    Problem::BadOperands("this operator takes one or more values"),
+                ))
             } else {
                 Ok(wire.values.iter().enumerate())
             }
         };
         let strings = || -> Result<Vec<Box<str>>, ConfigError> {
             many()?
-                .map(|(i, v)| v.as_str().map(Box::from).ok_or_else(|| at(value_path(i), Problem::WrongType("a string"))))
+                .map(|(i, v)| {
+                    v.as_str()
+                        .map(Box::from)
+                        .ok_or_else(|| at(value_path(i), Problem::WrongType("a string")))
+                })
                 .collect()
         };
-        let number = || one()?.as_f64().ok_or_else(|| at(value_path(0), Problem::WrongType("a number")));
+        let number =
+            || one()?.as_f64().ok_or_else(|| at(value_path(0), Problem::WrongType("a number")));
         let version = || {
             let text = one()?.as_str().unwrap_or_default();
             Version::parse(text)
                 .map(|v| OwnedVersion { core: v.core(), pre: v.pre().into() })
-                .ok_or_else(|| at(value_path(0), Problem::WrongType("a semantic version such as 1.2.3")))
+                .ok_or_else(|| {
+                    at(value_path(0), Problem::WrongType("a semantic version such as 1.2.3"))
+                })
         };
         let timestamp = || {
             one()?
@@ -98,7 +111,8 @@ impl Condition {
                 .ok_or_else(|| at(value_path(0), Problem::WrongType("an RFC 3339 timestamp")))
         };
         let scalar = |i: usize, value: &Value| {
-            Scalar::from_json(value).ok_or_else(|| at(value_path(i), Problem::WrongType("a string, number or boolean")))
+            Scalar::from_json(value)
+                .ok_or_else(|| at(value_path(i), Problem::WrongType("a string, number or boolean")))
         };
         let scalar_set = || {
             let mut set = ScalarSet::default();
@@ -138,13 +152,20 @@ impl Condition {
             "after" => Test::After(timestamp()?),
             "exists" => none().map(|()| Test::Exists)?,
             "not_exists" => none().map(|()| Test::NotExists)?,
-            other => return Err(at(alloc::format!("{path}.op"), Problem::UnknownOperator(String::from(other)))),
+            other => {
+                return Err(at(
+                    alloc::format!("{path}.op"),
+                    Problem::UnknownOperator(String::from(other)),
+                ));
+            }
         };
         let compares_clock = matches!(test, Test::Before(_) | Test::After(_));
         if wire.attribute.is_none() && !compares_clock {
             return Err(at(
                 alloc::format!("{path}.attribute"),
-                Problem::BadOperands("missing attribute; only before and after may omit it to compare the clock"),
+                Problem::BadOperands(
+                    "missing attribute; only before and after may omit it to compare the clock",
+                ),
             ));
         }
         Ok(Self { attribute: wire.attribute.as_deref().map(Box::from), test })

@@ -117,9 +117,17 @@ pub(crate) struct Rule {
 #[derive(Debug, Clone)]
 pub(crate) enum Serve {
     Variant(VariantId),
-    Percent { bucket_by: Box<str>, percent: u32, inside: VariantId, outside: VariantId },
+    Percent {
+        bucket_by: Box<str>,
+        percent: u32,
+        inside: VariantId,
+        outside: VariantId,
+    },
     /// Cumulative upper bounds: the first entry whose bound exceeds the bucket wins.
-    Weights { bucket_by: Box<str>, bounds: Vec<(u32, VariantId)> },
+    Weights {
+        bucket_by: Box<str>,
+        bounds: Vec<(u32, VariantId)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +175,12 @@ impl Engine {
     }
 
     /// Evaluates one flag, requiring it to be of type `expected`.
-    pub fn evaluate_as(&self, flag_key: &str, context: &Context, expected: FlagType) -> Evaluation<'_> {
+    pub fn evaluate_as(
+        &self,
+        flag_key: &str,
+        context: &Context,
+        expected: FlagType,
+    ) -> Evaluation<'_> {
         match self.flag_type(flag_key) {
             Some(kind) if kind != expected => Evaluation::error(ErrorCode::TypeMismatch),
             _ => self.evaluate(flag_key, context),
@@ -198,7 +211,12 @@ impl Engine {
 
     fn decide(&self, id: FlagId, context: &Context) -> Outcome {
         let flag = &self.flags[id];
-        let fixed = |variant, reason| Outcome { variant: Some(variant), reason, rule_index: None, bucket_key_missing: false };
+        let fixed = |variant, reason| Outcome {
+            variant: Some(variant),
+            reason,
+            rule_index: None,
+            bucket_key_missing: false,
+        };
         if !flag.enabled {
             return fixed(flag.off_variant, Reason::Disabled);
         }
@@ -215,19 +233,32 @@ impl Engine {
             }
             match self.serve(flag, &rule.serve, context) {
                 Some(variant) => {
-                    let reason = if matches!(rule.serve, Serve::Variant(_)) { Reason::TargetingMatch } else { Reason::Split };
-                    return Outcome { variant: Some(variant), reason, rule_index: Some(index), bucket_key_missing };
+                    let reason = if matches!(rule.serve, Serve::Variant(_)) {
+                        Reason::TargetingMatch
+                    } else {
+                        Reason::Split
+                    };
+                    return Outcome {
+                        variant: Some(variant),
+                        reason,
+                        rule_index: Some(index),
+                        bucket_key_missing,
+                    };
                 }
                 None => bucket_key_missing = true,
             }
         }
         let reason = match flag.fallthrough {
-            Serve::Variant(_) if flag.rules.is_empty() && flag.prerequisites.is_empty() => Reason::Static,
+            Serve::Variant(_) if flag.rules.is_empty() && flag.prerequisites.is_empty() => {
+                Reason::Static
+            }
             Serve::Variant(_) => Reason::Default,
             _ => Reason::Split,
         };
         match self.serve(flag, &flag.fallthrough, context) {
-            Some(variant) => Outcome { variant: Some(variant), reason, rule_index: None, bucket_key_missing },
+            Some(variant) => {
+                Outcome { variant: Some(variant), reason, rule_index: None, bucket_key_missing }
+            }
             None => Outcome {
                 variant: None,
                 reason: Reason::Error(ErrorCode::TargetingKeyMissing),
@@ -239,7 +270,8 @@ impl Engine {
 
     fn rule_matches(&self, rule: &Rule, context: &Context) -> bool {
         rule.conditions.iter().all(|c| c.holds(context))
-            && (rule.segments.is_empty() || rule.segments.iter().any(|&s| self.segments[s].contains(context)))
+            && (rule.segments.is_empty()
+                || rule.segments.iter().any(|&s| self.segments[s].contains(context)))
     }
 
     /// The variant a serve picks; `None` when it must bucket and the unit has no key.
@@ -297,7 +329,13 @@ fn unit_bucket(salt_hash: Murmur3, bucket_by: &str, context: &Context) -> Option
 impl Evaluation<'_> {
     /// An evaluation that served nothing.
     pub fn error(code: ErrorCode) -> Self {
-        Self { value: None, variant: None, reason: Reason::Error(code), rule_index: None, bucket_key_missing: false }
+        Self {
+            value: None,
+            variant: None,
+            reason: Reason::Error(code),
+            rule_index: None,
+            bucket_key_missing: false,
+        }
     }
 }
 

@@ -25,9 +25,9 @@ mod eval;
 mod keyset;
 mod semver;
 mod timestamp;
-pub mod wire;
 #[cfg(feature = "wasm")]
 mod wasm;
+pub mod wire;
 
 pub use compile::MAX_PREREQUISITE_EVALUATIONS;
 pub use context::{Context, ContextError, TARGETING_KEY};

@@ -20,10 +20,10 @@ impl<'a> Version<'a> {
             Some((rest, build)) => (rest, Some(build)),
             None => (text, None),
         };
-        if let Some(build) = build {
-            if !build.split('.').all(|id| !id.is_empty() && id.bytes().all(is_ident_byte)) {
-                return None;
-            }
+        if let Some(build) = build
+            && !build.split('.').all(|id| !id.is_empty() && id.bytes().all(is_ident_byte))
+        {
+            return None;
         }
         let (core, pre) = rest.split_once('-').unwrap_or((rest, ""));
         if rest.contains('-') && !pre.split('.').all(valid_pre_identifier) {
@@ -99,7 +99,9 @@ fn valid_pre_identifier(id: &str) -> bool {
 /// A numeric identifier: digits without a leading zero, fitting in u64.
 fn parse_numeric(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) || (bytes.len() > 1 && bytes[0] == b'0')
+    if bytes.is_empty()
+        || !bytes.iter().all(u8::is_ascii_digit)
+        || (bytes.len() > 1 && bytes[0] == b'0')
     {
         return None;
     }
@@ -136,8 +138,20 @@ mod tests {
 
     #[test]
     fn rejects_what_the_spec_rejects() {
-        for bad in ["", "1", "1.2", "1.2.3.4", "v1.2.3", "01.2.3", "1.2.3-", "1.2.3-01", "1.2.3+", "1.2.3-a..b", " 1.2.3", "1.2.3-é"]
-        {
+        for bad in [
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "v1.2.3",
+            "01.2.3",
+            "1.2.3-",
+            "1.2.3-01",
+            "1.2.3+",
+            "1.2.3-a..b",
+            " 1.2.3",
+            "1.2.3-é",
+        ] {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
             assert!(semver::Version::parse(bad).is_err(), "oracle accepts {bad:?}");
         }
@@ -146,15 +160,16 @@ mod tests {
     fn version() -> impl Strategy<Value = String> {
         let number = prop_oneof![Just("0".to_owned()), "[1-9][0-9]{0,3}"];
         let ident = prop_oneof![number.clone(), "[0-9A-Za-z-]{1,6}"];
-        (number.clone(), number.clone(), number, proptest::collection::vec(ident, 0..3))
-            .prop_map(|(a, b, c, pre)| {
+        (number.clone(), number.clone(), number, proptest::collection::vec(ident, 0..3)).prop_map(
+            |(a, b, c, pre)| {
                 let mut v = format!("{a}.{b}.{c}");
                 if !pre.is_empty() {
                     v.push('-');
                     v.push_str(&pre.join("."));
                 }
                 v
-            })
+            },
+        )
     }
 
     proptest! {

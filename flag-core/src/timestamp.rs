@@ -53,9 +53,9 @@ pub(crate) fn parse_rfc3339_millis(text: &str) -> Option<i64> {
     if second == 60 {
         millis = 999;
     }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60
-        + second.min(59)
-        - offset_minutes * 60;
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59)
+            - offset_minutes * 60;
     Some(seconds * 1000 + millis)
 }
 

@@ -6,7 +6,7 @@
 //! engine.evaluateAll({targetingKey: "user-1"});    // [{key, value, variant, reason, ...}, ...]
 //! ```
 //!
-//! Contexts may be objects or JSON text. Results are the OFREP-shaped objects that
+//! Contexts may be objects or JSON text; an omitted context is an empty one. Results are the OFREP-shaped objects that
 //! [`crate::Evaluation`]'s `Serialize` gives, so native and WebAssembly results compare as JSON.
 
 use alloc::string::{String, ToString};
@@ -59,7 +59,8 @@ impl WasmEngine {
 }
 
 fn to_context(context: &JsValue, now: Option<f64>) -> Result<Context, ErrorCode> {
-    let json = if context.is_undefined() || context.is_null() {
+    // Only a missing argument means "no context"; `null` is as invalid as the JSON text `null`.
+    let json = if context.is_undefined() {
         String::from("{}")
     } else if let Some(text) = context.as_string() {
         text

@@ -182,11 +182,16 @@ where
         fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
             f.write_str("an object of variant names to values")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = BTreeMap::new();
             while let Some((name, value)) = map.next_entry::<String, Value>()? {
                 if out.contains_key(&name) {
-                    return Err(serde::de::Error::custom(alloc::format!("duplicate variant `{name}`")));
+                    return Err(serde::de::Error::custom(alloc::format!(
+                        "duplicate variant `{name}`"
+                    )));
                 }
                 out.insert(name, value);
             }

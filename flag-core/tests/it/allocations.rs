@@ -51,10 +51,17 @@ fn evaluating_every_fixture_case_allocates_nothing() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec");
     let mut evaluations = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
-        let fixture: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let fixture: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
         let engine = Engine::from_json(fixture["snapshot"].to_string().as_bytes()).unwrap();
-        let contexts: Vec<Context> = fixture["cases"].as_array().unwrap().iter().map(crate::spec::fixture_context).collect();
-        let flags: Vec<&str> = fixture["cases"].as_array().unwrap().iter().map(|c| c["flag"].as_str().unwrap()).collect();
+        let contexts: Vec<Context> =
+            fixture["cases"].as_array().unwrap().iter().map(crate::spec::fixture_context).collect();
+        let flags: Vec<&str> = fixture["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["flag"].as_str().unwrap())
+            .collect();
         let count = allocations_during(|| {
             for context in &contexts {
                 for flag in &flags {
@@ -85,7 +92,11 @@ fn long_keys_semver_tags_and_integer_keys_allocate_nothing() {
         .with("app", "2.0.0-rc.very-long-prerelease-tag.9+build.1234567890")
         .with("accountId", -9_007_199_254_740_991i64);
     let evaluation = engine.evaluate("f", &context);
-    assert_eq!(evaluation.reason, flag_core::Reason::Split, "the semver rule and its integer-keyed rollout decided");
+    assert_eq!(
+        evaluation.reason,
+        flag_core::Reason::Split,
+        "the semver rule and its integer-keyed rollout decided"
+    );
     assert_eq!(evaluation.rule_index, Some(0));
     assert_eq!(allocations_during(|| _ = std::hint::black_box(engine.evaluate("f", &context))), 0);
 }

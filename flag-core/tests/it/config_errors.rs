@@ -24,7 +24,8 @@ fn base() -> Value {
 fn rejection(edit: impl FnOnce(&mut Value)) -> (String, Problem) {
     let mut snapshot = base();
     edit(&mut snapshot);
-    let error = Engine::from_json(snapshot.to_string().as_bytes()).expect_err("snapshot should be rejected");
+    let error = Engine::from_json(snapshot.to_string().as_bytes())
+        .expect_err("snapshot should be rejected");
     (error.path, error.problem)
 }
 
@@ -38,63 +39,192 @@ fn the_base_snapshot_compiles() {
 #[test]
 fn each_error_names_its_json_path() {
     type Edit = fn(&mut Value);
-    let cases: Vec<(Edit, &str, fn(&Problem) -> bool)> = vec![
-        (|s| s["flags"][1]["rules"][0]["conditions"][0]["op"] = json!("matches"),
-         "flags[1].rules[0].conditions[0].op", |p| matches!(p, Problem::UnknownOperator(o) if o == "matches")),
-        (|s| s["flags"][1]["rules"][1]["segments"][0] = json!("nobody"),
-         "flags[1].rules[1].segments[0]", |p| matches!(p, Problem::UnknownSegment(_))),
-        (|s| s["flags"][1]["key"] = json!("a"), "flags[1].key", |p| matches!(p, Problem::DuplicateKey(k) if k == "a")),
-        (|s| s["segments"].as_array_mut().unwrap().push(json!({"key": "staff"})), "segments[1].key", |p| matches!(p, Problem::DuplicateKey(_))),
-        (|s| s["flags"][1]["rules"][1]["serve"]["rollout"]["percent"] = json!(100001),
-         "flags[1].rules[1].serve.rollout.percent", |p| matches!(p, Problem::PercentOutOfRange(100_001))),
-        (|s| s["flags"][1]["fallthrough"]["rollout"]["weights"][1]["weight"] = json!(49999),
-         "flags[1].fallthrough.rollout.weights", |p| matches!(p, Problem::WeightsSum(99_999))),
-        (|s| s["flags"][1]["fallthrough"]["rollout"]["weights"][1]["weight"] = json!(4294967295u32),
-         "flags[1].fallthrough.rollout.weights", |p| matches!(p, Problem::WeightsSum(_))),
-        (|s| s["flags"][0]["variants"]["on"] = json!("yes"), "flags[0].variants.on", |p| matches!(p, Problem::WrongType(_))),
-        (|s| s["flags"][0]["type"] = json!("integer"), "flags[0].type", |p| matches!(p, Problem::UnknownType(_))),
-        (|s| s["flags"][0]["off_variant"] = json!("maybe"), "flags[0].off_variant", |p| matches!(p, Problem::UnknownVariant(_))),
-        (|s| s["flags"][1]["rules"][0]["serve"] = json!({"variant": "maybe"}),
-         "flags[1].rules[0].serve.variant", |p| matches!(p, Problem::UnknownVariant(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"attribute": "age", "op": "lt", "values": ["18"]}),
-         "flags[1].rules[0].conditions[0].values[0]", |p| matches!(p, Problem::WrongType(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"attribute": "age", "op": "lt", "values": [1, 2]}),
-         "flags[1].rules[0].conditions[0].values", |p| matches!(p, Problem::BadOperands(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"attribute": "v", "op": "semver_gt", "values": ["1.2"]}),
-         "flags[1].rules[0].conditions[0].values[0]", |p| matches!(p, Problem::WrongType(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"op": "after", "values": ["2026-13-01T00:00:00Z"]}),
-         "flags[1].rules[0].conditions[0].values[0]", |p| matches!(p, Problem::WrongType(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"op": "eq", "values": ["x"]}),
-         "flags[1].rules[0].conditions[0].attribute", |p| matches!(p, Problem::BadOperands(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"attribute": "a", "op": "in", "values": []}),
-         "flags[1].rules[0].conditions[0].values", |p| matches!(p, Problem::BadOperands(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"attribute": "a", "op": "in", "values": [{"x": 1}]}),
-         "flags[1].rules[0].conditions[0].values[0]", |p| matches!(p, Problem::WrongType(_))),
-        (|s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"attribute": "a", "op": "exists", "values": [1]}),
-         "flags[1].rules[0].conditions[0].values", |p| matches!(p, Problem::BadOperands(_))),
-        (|s| s["flags"][1]["fallthrough"] = json!({"rollout": {"percent": 5000}}),
-         "flags[1].fallthrough.rollout", |p| matches!(p, Problem::RolloutShape(_))),
-        (|s| s["flags"][1]["fallthrough"] = json!({"rollout": {"percent": 5000, "inside": "on", "outside": "off", "weights": []}}),
-         "flags[1].fallthrough.rollout", |p| matches!(p, Problem::RolloutShape(_))),
-        (|s| s["flags"][1]["fallthrough"] = json!({"rollout": {}}), "flags[1].fallthrough.rollout", |p| matches!(p, Problem::RolloutShape(_))),
-        (|s| s["flags"][0]["prerequisites"] = json!([{"flag": "zzz", "variant": "on"}]),
-         "flags[0].prerequisites[0].flag", |p| matches!(p, Problem::UnknownFlag(_))),
-        (|s| s["flags"][0]["prerequisites"] = json!([{"flag": "b", "variant": "maybe"}]),
-         "flags[0].prerequisites[0].variant", |p| matches!(p, Problem::UnknownVariant(_))),
-        (|s| s["flags"][0]["prerequisites"] = json!([{"flag": "a", "variant": "on"}]),
-         "flags[0].prerequisites[0]", |p| matches!(p, Problem::PrerequisiteCycle(k) if k == "a")),
-        (|s| {
-            s["flags"][0]["prerequisites"] = json!([{"flag": "b", "variant": "on"}]);
-            s["flags"][1]["prerequisites"] = json!([{"flag": "a", "variant": "on"}]);
-        }, "flags[1].prerequisites[0]", |p| matches!(p, Problem::PrerequisiteCycle(k) if k == "a")),
+    type Expected = fn(&Problem) -> bool;
+    let cases: Vec<(Edit, &str, Expected)> = vec![
+        (
+            |s| s["flags"][1]["rules"][0]["conditions"][0]["op"] = json!("matches"),
+            "flags[1].rules[0].conditions[0].op",
+            |p| matches!(p, Problem::UnknownOperator(o) if o == "matches"),
+        ),
+        (
+            |s| s["flags"][1]["rules"][1]["segments"][0] = json!("nobody"),
+            "flags[1].rules[1].segments[0]",
+            |p| matches!(p, Problem::UnknownSegment(_)),
+        ),
+        (
+            |s| s["flags"][1]["key"] = json!("a"),
+            "flags[1].key",
+            |p| matches!(p, Problem::DuplicateKey(k) if k == "a"),
+        ),
+        (
+            |s| s["segments"].as_array_mut().unwrap().push(json!({"key": "staff"})),
+            "segments[1].key",
+            |p| matches!(p, Problem::DuplicateKey(_)),
+        ),
+        (
+            |s| s["flags"][1]["rules"][1]["serve"]["rollout"]["percent"] = json!(100001),
+            "flags[1].rules[1].serve.rollout.percent",
+            |p| matches!(p, Problem::PercentOutOfRange(100_001)),
+        ),
+        (
+            |s| s["flags"][1]["fallthrough"]["rollout"]["weights"][1]["weight"] = json!(49999),
+            "flags[1].fallthrough.rollout.weights",
+            |p| matches!(p, Problem::WeightsSum(99_999)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["fallthrough"]["rollout"]["weights"][1]["weight"] =
+                    json!(4294967295u32)
+            },
+            "flags[1].fallthrough.rollout.weights",
+            |p| matches!(p, Problem::WeightsSum(_)),
+        ),
+        (
+            |s| s["flags"][0]["variants"]["on"] = json!("yes"),
+            "flags[0].variants.on",
+            |p| matches!(p, Problem::WrongType(_)),
+        ),
+        (
+            |s| s["flags"][0]["type"] = json!("integer"),
+            "flags[0].type",
+            |p| matches!(p, Problem::UnknownType(_)),
+        ),
+        (
+            |s| s["flags"][0]["off_variant"] = json!("maybe"),
+            "flags[0].off_variant",
+            |p| matches!(p, Problem::UnknownVariant(_)),
+        ),
+        (
+            |s| s["flags"][1]["rules"][0]["serve"] = json!({"variant": "maybe"}),
+            "flags[1].rules[0].serve.variant",
+            |p| matches!(p, Problem::UnknownVariant(_)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["rules"][0]["conditions"][0] =
+                    json!({"attribute": "age", "op": "lt", "values": ["18"]})
+            },
+            "flags[1].rules[0].conditions[0].values[0]",
+            |p| matches!(p, Problem::WrongType(_)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["rules"][0]["conditions"][0] =
+                    json!({"attribute": "age", "op": "lt", "values": [1, 2]})
+            },
+            "flags[1].rules[0].conditions[0].values",
+            |p| matches!(p, Problem::BadOperands(_)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["rules"][0]["conditions"][0] =
+                    json!({"attribute": "v", "op": "semver_gt", "values": ["1.2"]})
+            },
+            "flags[1].rules[0].conditions[0].values[0]",
+            |p| matches!(p, Problem::WrongType(_)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["rules"][0]["conditions"][0] =
+                    json!({"op": "after", "values": ["2026-13-01T00:00:00Z"]})
+            },
+            "flags[1].rules[0].conditions[0].values[0]",
+            |p| matches!(p, Problem::WrongType(_)),
+        ),
+        (
+            |s| s["flags"][1]["rules"][0]["conditions"][0] = json!({"op": "eq", "values": ["x"]}),
+            "flags[1].rules[0].conditions[0].attribute",
+            |p| matches!(p, Problem::BadOperands(_)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["rules"][0]["conditions"][0] =
+                    json!({"attribute": "a", "op": "in", "values": []})
+            },
+            "flags[1].rules[0].conditions[0].values",
+            |p| matches!(p, Problem::BadOperands(_)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["rules"][0]["conditions"][0] =
+                    json!({"attribute": "a", "op": "in", "values": [{"x": 1}]})
+            },
+            "flags[1].rules[0].conditions[0].values[0]",
+            |p| matches!(p, Problem::WrongType(_)),
+        ),
+        (
+            |s| {
+                s["flags"][1]["rules"][0]["conditions"][0] =
+                    json!({"attribute": "a", "op": "exists", "values": [1]})
+            },
+            "flags[1].rules[0].conditions[0].values",
+            |p| matches!(p, Problem::BadOperands(_)),
+        ),
+        (
+            |s| s["flags"][1]["fallthrough"] = json!({"rollout": {"percent": 5000}}),
+            "flags[1].fallthrough.rollout",
+            |p| matches!(p, Problem::RolloutShape(_)),
+        ),
+        (
+            |s| s["flags"][1]["fallthrough"] = json!({"rollout": {"percent": 5000, "inside": "on", "outside": "off", "weights": []}}),
+            "flags[1].fallthrough.rollout",
+            |p| matches!(p, Problem::RolloutShape(_)),
+        ),
+        (
+            |s| s["flags"][1]["fallthrough"] = json!({"rollout": {}}),
+            "flags[1].fallthrough.rollout",
+            |p| matches!(p, Problem::RolloutShape(_)),
+        ),
+        (
+            |s| s["flags"][0]["prerequisites"] = json!([{"flag": "zzz", "variant": "on"}]),
+            "flags[0].prerequisites[0].flag",
+            |p| matches!(p, Problem::UnknownFlag(_)),
+        ),
+        (
+            |s| s["flags"][0]["prerequisites"] = json!([{"flag": "b", "variant": "maybe"}]),
+            "flags[0].prerequisites[0].variant",
+            |p| matches!(p, Problem::UnknownVariant(_)),
+        ),
+        (
+            |s| s["flags"][0]["prerequisites"] = json!([{"flag": "a", "variant": "on"}]),
+            "flags[0].prerequisites[0]",
+            |p| matches!(p, Problem::PrerequisiteCycle(k) if k == "a"),
+        ),
+        (
+            |s| {
+                s["flags"][0]["prerequisites"] = json!([{"flag": "b", "variant": "on"}]);
+                s["flags"][1]["prerequisites"] = json!([{"flag": "a", "variant": "on"}]);
+            },
+            "flags[1].prerequisites[0]",
+            |p| matches!(p, Problem::PrerequisiteCycle(k) if k == "a"),
+        ),
         (|s| s["schema"] = json!(2), "schema", |p| matches!(p, Problem::UnsupportedSchema(2))),
         // Shape errors come from serde, still with their path.
-        (|s| s["flags"][1]["rules"][0]["priority"] = json!(1), "flags[1].rules[0].priority", |p| matches!(p, Problem::Syntax(m) if m.contains("priority"))),
-        (|s| s["flags"][0]["enabled"] = json!("yes"), "flags[0].enabled", |p| matches!(p, Problem::Syntax(_))),
-        (|s| s["flags"][1]["fallthrough"]["rollout"]["weights"][0]["weight"] = json!(-1),
-         "flags[1].fallthrough.rollout.weights[0].weight", |p| matches!(p, Problem::Syntax(_))),
-        (|s| s["segments"][0]["included"][0] = json!(7), "segments[0].included[0]", |p| matches!(p, Problem::Syntax(_))),
-        (|s| _ = s.as_object_mut().unwrap().remove("version"), "", |p| matches!(p, Problem::Syntax(m) if m.contains("version"))),
+        (
+            |s| s["flags"][1]["rules"][0]["priority"] = json!(1),
+            "flags[1].rules[0].priority",
+            |p| matches!(p, Problem::Syntax(m) if m.contains("priority")),
+        ),
+        (
+            |s| s["flags"][0]["enabled"] = json!("yes"),
+            "flags[0].enabled",
+            |p| matches!(p, Problem::Syntax(_)),
+        ),
+        (
+            |s| s["flags"][1]["fallthrough"]["rollout"]["weights"][0]["weight"] = json!(-1),
+            "flags[1].fallthrough.rollout.weights[0].weight",
+            |p| matches!(p, Problem::Syntax(_)),
+        ),
+        (
+            |s| s["segments"][0]["included"][0] = json!(7),
+            "segments[0].included[0]",
+            |p| matches!(p, Problem::Syntax(_)),
+        ),
+        (
+            |s| _ = s.as_object_mut().unwrap().remove("version"),
+            "",
+            |p| matches!(p, Problem::Syntax(m) if m.contains("version")),
+        ),
     ];
     for (i, (edit, path, expected)) in cases.into_iter().enumerate() {
         let (actual_path, problem) = rejection(edit);
@@ -114,8 +244,18 @@ fn duplicate_variant_names_are_rejected_not_overwritten() {
 
 #[test]
 fn malformed_json_and_trailing_garbage_are_rejected() {
-    for bad in [&b""[..], b"{", b"null", b"[]", b"\xff", br#"{"schema":1,"environment":"e","version":1} x"#] {
-        assert!(matches!(Engine::from_json(bad), Err(e) if matches!(e.problem, Problem::Syntax(_))), "{bad:?}");
+    for bad in [
+        &b""[..],
+        b"{",
+        b"null",
+        b"[]",
+        b"\xff",
+        br#"{"schema":1,"environment":"e","version":1} x"#,
+    ] {
+        assert!(
+            matches!(Engine::from_json(bad), Err(e) if matches!(e.problem, Problem::Syntax(_))),
+            "{bad:?}"
+        );
     }
 }
 

@@ -15,8 +15,12 @@ fn rollout_engine(flags: &[(&str, &str, u32)]) -> Engine {
                    "fallthrough": {"rollout": {"percent": percent, "inside": "on", "outside": "off"}}})
         })
         .collect();
-    Engine::from_json(json!({"schema": 1, "environment": "e", "version": 1, "flags": flags}).to_string().as_bytes())
-        .unwrap()
+    Engine::from_json(
+        json!({"schema": 1, "environment": "e", "version": 1, "flags": flags})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap()
 }
 
 fn exposed(engine: &Engine, flag: &str, unit: &str) -> bool {
@@ -97,7 +101,8 @@ fn lowering_then_raising_restores_the_same_cohort() {
 
 #[test]
 fn flags_with_the_same_salt_expose_the_same_units() {
-    let engine = rollout_engine(&[("a", "shared", 30_000), ("b", "shared", 30_000), ("c", "other", 30_000)]);
+    let engine =
+        rollout_engine(&[("a", "shared", 30_000), ("b", "shared", 30_000), ("c", "other", 30_000)]);
     let units = units(20_000);
     let exposed_by = |flag| units.iter().filter(|u| exposed(&engine, flag, u)).collect::<Vec<_>>();
     assert_eq!(exposed_by("a"), exposed_by("b"));
@@ -116,5 +121,8 @@ fn buckets_are_uniform() {
     }
     let expected = (KEYS / BINS) as f64;
     let chi_square: f64 = bins.iter().map(|&n| (n as f64 - expected).powi(2) / expected).sum();
-    assert!(chi_square < 148.23, "chi-square {chi_square:.2} over 99 degrees of freedom: not uniform at p = 0.001");
+    assert!(
+        chi_square < 148.23,
+        "chi-square {chi_square:.2} over 99 degrees of freedom: not uniform at p = 0.001"
+    );
 }

@@ -17,13 +17,18 @@ fn every_fixture_case_matches_its_expectation() {
         let engine = Engine::from_json(fixture["snapshot"].to_string().as_bytes())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for case in fixture["cases"].as_array().unwrap() {
-            let description = format!("{}: {}", path.file_name().unwrap().display(), case["description"]);
+            let description =
+                format!("{}: {}", path.file_name().unwrap().display(), case["description"]);
             let context = fixture_context(case);
             let flag = case["flag"].as_str().unwrap();
             let actual = serde_json::to_value(engine.evaluate(flag, &context)).unwrap();
             assert_eq!(actual, case["expect"], "{description}");
             if let Some(from_all) = engine.evaluate_all(&context).find(|r| r.key == flag) {
-                assert_eq!(from_all.evaluation, engine.evaluate(flag, &context), "{description}: evaluate_all");
+                assert_eq!(
+                    from_all.evaluation,
+                    engine.evaluate(flag, &context),
+                    "{description}: evaluate_all"
+                );
             }
             checked += 1;
         }
@@ -35,7 +40,9 @@ fn every_fixture_case_matches_its_expectation() {
 pub(crate) fn fixture_context(case: &Value) -> Context {
     let context = Context::from_value(case["context"].clone()).unwrap();
     match case.get("now").and_then(Value::as_str) {
-        Some(now) => context.with_now(chrono::DateTime::parse_from_rfc3339(now).unwrap().timestamp_millis()),
+        Some(now) => {
+            context.with_now(chrono::DateTime::parse_from_rfc3339(now).unwrap().timestamp_millis())
+        }
         None => context,
     }
 }
