@@ -16,6 +16,7 @@ pub fn bucket(salt: &str, unit_key: &str) -> u32 {
 }
 
 /// Scales a 32-bit hash onto `0..BUCKETS` without modulo bias towards low buckets.
+#[inline]
 pub fn bucket_of_hash(hash: u32) -> u32 {
     ((u64::from(hash) * u64::from(BUCKETS)) >> 32) as u32
 }
@@ -49,6 +50,7 @@ impl Murmur3 {
     }
 
     /// Feeds more bytes.
+    #[inline]
     pub fn write(&mut self, mut data: &[u8]) {
         self.total_len = self.total_len.wrapping_add(data.len());
         while self.tail_len > 0 && self.tail_len < 4 {
@@ -74,6 +76,7 @@ impl Murmur3 {
     }
 
     /// The hash of everything written so far.
+    #[inline]
     pub fn finish(&self) -> u32 {
         let mut h1 = self.h1;
         if self.tail_len > 0 {
@@ -85,14 +88,17 @@ impl Murmur3 {
     }
 }
 
+#[inline]
 fn mix_k1(k1: u32) -> u32 {
     k1.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2)
 }
 
+#[inline]
 fn mix_block(h1: u32, k1: u32) -> u32 {
     (h1 ^ mix_k1(k1)).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
 }
 
+#[inline]
 fn fmix32(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);

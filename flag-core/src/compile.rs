@@ -20,16 +20,9 @@ pub const MAX_PREREQUISITE_EVALUATIONS: usize = 64;
 impl Engine {
     /// Parses, validates and compiles a snapshot.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
-        let snapshot: wire::Snapshot = serde_path_to_error::deserialize(&mut deserializer)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                at(
-                    if path == "." { String::new() } else { path },
-                    Problem::Syntax(e.into_inner().to_string()),
-                )
-            })?;
-        deserializer.end().map_err(|e| at("", Problem::Syntax(e.to_string())))?;
+        // Tracking the path costs an allocation per object key, so only a failed parse pays it.
+        let snapshot: wire::Snapshot =
+            serde_json::from_slice(json).map_err(|_| syntax_error(json))?;
         Self::from_snapshot(snapshot)
     }
 
@@ -58,15 +51,25 @@ impl Engine {
                 return Err(at(format!("flags[{i}].key"), Problem::DuplicateKey(flag.key.clone())));
             }
         }
+        // Flags are compiled by value, so each wire flag is freed as soon as it is compiled.
+        // Prerequisites name other flags' variants, so they are resolved once all are compiled.
         let mut flags = Vec::with_capacity(snapshot.flags.len());
-        for (i, flag) in snapshot.flags.iter().enumerate() {
-            flags.push(compile_flag(
-                flag,
-                &format!("flags[{i}]"),
-                &flag_keys,
-                &snapshot.flags,
-                &segment_keys,
-            )?);
+        let mut prerequisites = Vec::with_capacity(snapshot.flags.len());
+        for (i, mut flag) in snapshot.flags.into_iter().enumerate() {
+            prerequisites.push(core::mem::take(&mut flag.prerequisites));
+            flags.push(compile_flag(flag, &format!("flags[{i}]"), &segment_keys)?);
+        }
+        for (i, wanted) in prerequisites.into_iter().enumerate() {
+            for (j, prerequisite) in wanted.into_iter().enumerate() {
+                let path = format!("flags[{i}].prerequisites[{j}]");
+                let other = flag_keys.get(&prerequisite.flag).ok_or_else(|| {
+                    at(format!("{path}.flag"), Problem::UnknownFlag(prerequisite.flag))
+                })?;
+                let required = variant_id(&flags[other].variants, &prerequisite.variant, &|| {
+                    format!("{path}.variant")
+                })?;
+                flags[i].prerequisites.push((other, required));
+            }
         }
         check_prerequisite_trees(&flags, &flag_keys)?;
 
@@ -80,34 +83,36 @@ impl Engine {
     }
 }
 
-fn compile_flag(
-    flag: &wire::Flag,
-    path: &str,
-    flag_keys: &KeySet,
-    all_flags: &[wire::Flag],
-    segment_keys: &KeySet,
-) -> Result<Flag, ConfigError> {
+/// Parses `json`, known to be invalid, again while tracking the path, to say where it fails.
+fn syntax_error(json: &[u8]) -> ConfigError {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let result = serde_path_to_error::deserialize::<_, wire::Snapshot>(&mut deserializer)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            at(
+                if path == "." { String::new() } else { path },
+                Problem::Syntax(e.into_inner().to_string()),
+            )
+        })
+        .and_then(|_| deserializer.end().map_err(|e| at("", Problem::Syntax(e.to_string()))));
+    match result {
+        Err(error) => error,
+        // Unreachable in practice: both parses run the same deserializer.
+        Ok(()) => at("", Problem::Syntax(String::from("invalid snapshot"))),
+    }
+}
+
+fn compile_flag(flag: wire::Flag, path: &str, segment_keys: &KeySet) -> Result<Flag, ConfigError> {
     let kind = FlagType::from_name(&flag.kind)
         .ok_or_else(|| at(format!("{path}.type"), Problem::UnknownType(flag.kind.clone())))?;
-    for (name, value) in &flag.variants {
-        if !kind.admits(value) {
+    let mut variants = Vec::with_capacity(flag.variants.len());
+    for (name, value) in flag.variants {
+        if !kind.admits(&value) {
             return Err(at(format!("{path}.variants.{name}"), Problem::WrongType(type_name(kind))));
         }
+        variants.push((name.into_boxed_str(), value));
     }
-    let variant =
-        |name: &str, at_path: &dyn Fn() -> String| variant_id(&flag.variants, name, at_path);
-
-    let mut prerequisites = Vec::with_capacity(flag.prerequisites.len());
-    for (i, prerequisite) in flag.prerequisites.iter().enumerate() {
-        let prerequisite_path = format!("{path}.prerequisites[{i}]");
-        let other = flag_keys.get(&prerequisite.flag).ok_or_else(|| {
-            at(format!("{prerequisite_path}.flag"), Problem::UnknownFlag(prerequisite.flag.clone()))
-        })?;
-        let required = variant_id(&all_flags[other].variants, &prerequisite.variant, &|| {
-            format!("{prerequisite_path}.variant")
-        })?;
-        prerequisites.push((other, required));
-    }
+    let variant = |name: &str, at_path: &dyn Fn() -> String| variant_id(&variants, name, at_path);
 
     let mut rules = Vec::with_capacity(flag.rules.len());
     for (i, rule) in flag.rules.iter().enumerate() {
@@ -133,17 +138,13 @@ fn compile_flag(
 
     Ok(Flag {
         kind,
-        variants: flag
-            .variants
-            .iter()
-            .map(|(name, value)| (Box::from(name.as_str()), value.clone()))
-            .collect(),
         off_variant: variant(&flag.off_variant, &|| format!("{path}.off_variant"))?,
+        fallthrough: compile_serve(&flag.fallthrough, &format!("{path}.fallthrough"), &variant)?,
+        variants,
         enabled: flag.enabled,
         salt_hash,
-        prerequisites,
+        prerequisites: Vec::new(),
         rules,
-        fallthrough: compile_serve(&flag.fallthrough, &format!("{path}.fallthrough"), &variant)?,
     })
 }
 
@@ -213,13 +214,13 @@ fn compile_serve(
 }
 
 fn variant_id(
-    variants: &alloc::collections::BTreeMap<String, serde_json::Value>,
+    variants: &[(Box<str>, serde_json::Value)],
     name: &str,
     path: &dyn Fn() -> String,
 ) -> Result<VariantId, ConfigError> {
     variants
-        .keys()
-        .position(|v| v == name)
+        .iter()
+        .position(|(v, _)| **v == *name)
         .ok_or_else(|| at(path(), Problem::UnknownVariant(name.to_string())))
 }
 

@@ -171,6 +171,7 @@ impl Condition {
         Ok(Self { attribute: wire.attribute.as_deref().map(Box::from), test })
     }
 
+    #[inline]
     pub(crate) fn holds(&self, context: &Context) -> bool {
         let Some(name) = &self.attribute else {
             return match (&self.test, context.now_millis()) {
@@ -216,9 +217,10 @@ impl Scalar {
         }
     }
 
+    #[inline]
     fn matches(&self, value: &Value) -> bool {
         match (self, value) {
-            (Self::String(s), Value::String(v)) => **s == **v,
+            (Self::String(s), Value::String(v)) => crate::text::same(s, v),
             (Self::Number(n), Value::Number(v)) => v.as_f64() == Some(*n),
             (Self::Bool(b), Value::Bool(v)) => b == v,
             _ => false,
@@ -227,6 +229,7 @@ impl Scalar {
 }
 
 impl ScalarSet {
+    #[inline]
     fn contains(&self, value: &Value) -> bool {
         match value {
             Value::String(v) => self.strings.contains(v),

@@ -198,6 +198,7 @@ impl Engine {
         })
     }
 
+    #[inline]
     fn evaluation(&self, id: FlagId, outcome: Outcome) -> Evaluation<'_> {
         let variant = outcome.variant.map(|v| &self.flags[id].variants[v]);
         Evaluation {
@@ -268,6 +269,7 @@ impl Engine {
         }
     }
 
+    #[inline]
     fn rule_matches(&self, rule: &Rule, context: &Context) -> bool {
         rule.conditions.iter().all(|c| c.holds(context))
             && (rule.segments.is_empty()
@@ -275,6 +277,7 @@ impl Engine {
     }
 
     /// The variant a serve picks; `None` when it must bucket and the unit has no key.
+    #[inline]
     fn serve(&self, flag: &Flag, serve: &Serve, context: &Context) -> Option<VariantId> {
         match serve {
             Serve::Variant(variant) => Some(*variant),
@@ -292,6 +295,7 @@ impl Engine {
 }
 
 impl Segment {
+    #[inline]
     fn contains(&self, context: &Context) -> bool {
         if let Some(key) = context.targeting_key() {
             if self.excluded.contains(key) {
@@ -307,6 +311,7 @@ impl Segment {
 
 /// The rg1 bucket of the unit named by `bucket_by`, or `None` if it has no usable key: a unit
 /// without a key is never bucketed at random. Strings and integers are keys; "" is not.
+#[inline]
 fn unit_bucket(salt_hash: Murmur3, bucket_by: &str, context: &Context) -> Option<u32> {
     let mut hasher = salt_hash;
     let mut digits = itoa::Buffer::new();

@@ -14,6 +14,11 @@ use hashbrown::HashTable;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::text::same;
+
+/// Sets up to this size are searched linearly.
+const LINEAR_SEARCH_MAX: usize = 8;
+
 /// A set of distinct strings, numbered 0, 1, 2, … in the order they were first inserted.
 #[derive(Clone, Default)]
 pub struct KeySet {
@@ -48,17 +53,24 @@ impl KeySet {
     }
 
     /// The number of `key`, if present.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<usize> {
+        // Comparing a few short strings beats hashing one: `in` lists are usually tiny.
+        if self.len() <= LINEAR_SEARCH_MAX {
+            return (0..self.len()).find(|&i| same(self.key(i), key));
+        }
         let hash = self.hasher.hash_one(key);
-        self.table.find(hash, |&i| self.key(i) == key).copied()
+        self.table.find(hash, |&i| same(self.key(i), key)).copied()
     }
 
     /// Whether `key` is present.
+    #[inline]
     pub fn contains(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
     /// The key numbered `index`. Panics if there is no such key.
+    #[inline]
     pub fn key(&self, index: usize) -> &str {
         key_at(&self.arena, &self.ends, index)
     }
@@ -73,12 +85,21 @@ impl KeySet {
         self.ends.is_empty()
     }
 
+    /// Gives back memory reserved for growth.
+    pub fn shrink_to_fit(&mut self) {
+        let Self { arena, ends, table, hasher } = self;
+        arena.shrink_to_fit();
+        ends.shrink_to_fit();
+        table.shrink_to_fit(|&i| hasher.hash_one(key_at(arena, ends, i)));
+    }
+
     /// The keys in insertion order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         (0..self.len()).map(|i| self.key(i))
     }
 }
 
+#[inline]
 fn key_at<'a>(arena: &'a str, ends: &[usize], index: usize) -> &'a str {
     let start = if index == 0 { 0 } else { ends[index - 1] };
     &arena[start..ends[index]]
@@ -124,6 +145,7 @@ impl<'de> Visitor<'de> for KeySetVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KeySet, A::Error> {
         let mut set = KeySet::new();
         while seq.next_element_seed(InsertInto(&mut set))?.is_some() {}
+        set.shrink_to_fit();
         Ok(set)
     }
 }

@@ -24,6 +24,7 @@ mod error;
 mod eval;
 mod keyset;
 mod semver;
+mod text;
 mod timestamp;
 #[cfg(feature = "wasm")]
 mod wasm;
