@@ -2,9 +2,12 @@
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::cmp::Ordering;
-
 use serde_json::Value;
+
+use crate::text::same;
+
+/// Contexts with up to this many attributes are searched linearly.
+const LINEAR_SEARCH_MAX: usize = 16;
 
 /// The attribute that holds the unit's key, as OpenFeature names it.
 pub const TARGETING_KEY: &str = "targetingKey";
@@ -16,8 +19,7 @@ pub const TARGETING_KEY: &str = "targetingKey";
 pub struct Context {
     /// Kept apart: rollouts read it on almost every evaluation.
     targeting_key: Option<Value>,
-    /// The other attributes, sorted by [`by_length_then_bytes`] for a binary search that
-    /// rarely compares bytes.
+    /// The other attributes, sorted by name.
     attributes: Vec<(String, Value)>,
     now_millis: Option<i64>,
 }
@@ -74,16 +76,22 @@ impl Context {
 
     /// A context from an already parsed JSON value.
     pub fn from_value(value: Value) -> Result<Self, ContextError> {
-        let Value::Object(mut object) = value else {
+        let Value::Object(object) = value else {
             return Err(ContextError::Invalid("the context must be a JSON object"));
         };
-        let targeting_key = object.remove(TARGETING_KEY);
-        if targeting_key.as_ref().is_some_and(|key| !key.is_string()) {
-            return Err(ContextError::Invalid("targetingKey must be a string"));
+        let mut targeting_key = None;
+        // serde_json's map iterates in name order, so the attributes arrive sorted.
+        let mut attributes = Vec::with_capacity(object.len());
+        for (name, value) in object {
+            if name == TARGETING_KEY {
+                if !value.is_string() {
+                    return Err(ContextError::Invalid("targetingKey must be a string"));
+                }
+                targeting_key = Some(value);
+            } else {
+                attributes.push((name, value));
+            }
         }
-        // The object's keys are already unique, so sorting is all that is needed.
-        let mut attributes: Vec<(String, Value)> = object.into_iter().collect();
-        attributes.sort_unstable_by(|a, b| by_length_then_bytes(&a.0, &b.0));
         Ok(Self { targeting_key, attributes, now_millis: None })
     }
 
@@ -98,7 +106,14 @@ impl Context {
 
     #[inline]
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.attributes.binary_search_by(|(probe, _)| by_length_then_bytes(probe, name))
+        // Typical contexts are small: comparing lengths first skips most names without
+        // reading them. Large ones get a binary search, so no context makes lookups slow.
+        if self.attributes.len() <= LINEAR_SEARCH_MAX {
+            if let Some(i) = self.attributes.iter().position(|(probe, _)| same(probe, name)) {
+                return Ok(i);
+            }
+        }
+        self.attributes.binary_search_by(|(probe, _)| probe.as_str().cmp(name))
     }
 
     /// The unit's key, if it has one.
@@ -113,10 +128,47 @@ impl Context {
     }
 }
 
-/// Attribute names of different lengths compare without reading their bytes.
-#[inline]
-fn by_length_then_bytes(a: &str, b: &str) -> Ordering {
-    a.len()
-        .cmp(&b.len())
-        .then_with(|| if crate::text::same(a, b) { Ordering::Equal } else { a.cmp(b) })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builder_and_json_agree() {
+        let built = Context::with_targeting_key("u").with("b", 2).with("a", "x").with("b", 3);
+        let parsed = Context::from_json(br#"{"b": 3, "targetingKey": "u", "a": "x"}"#).unwrap();
+        assert_eq!(built, parsed);
+        assert_eq!(built.get("b"), Some(&json!(3)), "a repeated attribute replaces the first");
+        assert_eq!(built.get(TARGETING_KEY), Some(&json!("u")));
+        assert_eq!(built.targeting_key(), Some("u"));
+        assert_eq!(built.get("c"), None);
+    }
+
+    #[test]
+    fn large_contexts_are_searched_too() {
+        let context = (0..100).fold(Context::new(), |c, i| c.with(format!("attr-{i}"), i));
+        for i in 0..100 {
+            assert_eq!(context.get(&format!("attr-{i}")), Some(&json!(i)));
+        }
+        assert_eq!(context.get("attr-100"), None);
+        let json = serde_json::to_vec(
+            &(0..100).map(|i| (format!("attr-{i}"), json!(i))).collect::<serde_json::Map<_, _>>(),
+        );
+        assert_eq!(Context::from_json(&json.unwrap()).unwrap(), context);
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_context() {
+        assert!(matches!(Context::from_json(b"{"), Err(ContextError::Parse(_))));
+        assert!(matches!(Context::from_json(b"[]"), Err(ContextError::Invalid(_))));
+        assert!(matches!(Context::from_json(b"null"), Err(ContextError::Invalid(_))));
+        assert!(matches!(
+            Context::from_json(br#"{"targetingKey": 1}"#),
+            Err(ContextError::Invalid(_))
+        ));
+        assert_eq!(
+            Context::from_json(br#"{"targetingKey": null}"#).unwrap_err(),
+            ContextError::Invalid("targetingKey must be a string")
+        );
+    }
 }
