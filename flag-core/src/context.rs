@@ -108,10 +108,10 @@ impl Context {
     fn position(&self, name: &str) -> Result<usize, usize> {
         // Typical contexts are small: comparing lengths first skips most names without
         // reading them. Large ones get a binary search, so no context makes lookups slow.
-        if self.attributes.len() <= LINEAR_SEARCH_MAX {
-            if let Some(i) = self.attributes.iter().position(|(probe, _)| same(probe, name)) {
-                return Ok(i);
-            }
+        if self.attributes.len() <= LINEAR_SEARCH_MAX
+            && let Some(i) = self.attributes.iter().position(|(probe, _)| same(probe, name))
+        {
+            return Ok(i);
         }
         self.attributes.binary_search_by(|(probe, _)| probe.as_str().cmp(name))
     }
