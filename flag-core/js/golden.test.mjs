@@ -45,6 +45,9 @@ test('a bad snapshot throws with the JSON path', () => {
   snapshot.flags[0].fallthrough = { rollout: { percent: 100001, inside: 'on', outside: 'off' } };
   assert.throws(() => new Engine(JSON.stringify(snapshot)), /flags\[0\]\.fallthrough\.rollout\.percent: percent 100001/);
   assert.throws(() => new Engine('{'), /EOF/);
+  // Shape errors give line and column in WebAssembly (see docs/snapshot-format.md).
+  snapshot.flags[0].fallthrough = { variant: 'on', weight: 1 };
+  assert.throws(() => new Engine(JSON.stringify(snapshot)), /at line 1 column \d+/);
 });
 
 test('exposes the version and environment', () => {

@@ -19,15 +19,19 @@ pub const MAX_PREREQUISITE_EVALUATIONS: usize = 64;
 
 impl Engine {
     /// Parses, validates and compiles a snapshot.
+    ///
+    /// Natively, a snapshot that is not valid JSON of the right shape is parsed again while
+    /// tracking the path, so the error names it (tracking costs an allocation per object key,
+    /// so only a failed parse pays it). In WebAssembly the tracking parser would double the
+    /// module, so such errors give serde_json's line and column instead. Errors found when
+    /// compiling (operators, references, ranges, cycles) name their path everywhere.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
-        // Tracking the path costs an allocation per object key, so natively only a failed parse
-        // pays it. In WebAssembly a second copy of the deserializer costs 15 KB of module, more
-        // than the time it saves, so the one parse there tracks the path.
         #[cfg(not(target_arch = "wasm32"))]
         let snapshot: wire::Snapshot =
-            serde_json::from_slice(json).map_err(|_| parse_tracking_path(json).unwrap_err())?;
+            serde_json::from_slice(json).map_err(|_| syntax_error_with_path(json))?;
         #[cfg(target_arch = "wasm32")]
-        let snapshot = parse_tracking_path(json)?;
+        let snapshot: wire::Snapshot =
+            serde_json::from_slice(json).map_err(|e| at("", Problem::Syntax(e.to_string())))?;
         Self::from_snapshot(snapshot)
     }
 
@@ -88,18 +92,18 @@ impl Engine {
     }
 }
 
-/// Parses `json` while tracking the path, so that an error can say where it is.
-fn parse_tracking_path(json: &[u8]) -> Result<wire::Snapshot, ConfigError> {
+/// Parses `json`, known to be invalid, again while tracking the path, to say where it fails.
+#[cfg(not(target_arch = "wasm32"))]
+fn syntax_error_with_path(json: &[u8]) -> ConfigError {
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let snapshot = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        at(
-            if path == "." { String::new() } else { path },
-            Problem::Syntax(e.into_inner().to_string()),
-        )
-    })?;
-    deserializer.end().map_err(|e| at("", Problem::Syntax(e.to_string())))?;
-    Ok(snapshot)
+    let error = match serde_path_to_error::deserialize::<_, wire::Snapshot>(&mut deserializer) {
+        Ok(_) => deserializer.end().err().map(|e| ("".into(), e.to_string())),
+        Err(e) => Some((e.path().to_string(), e.into_inner().to_string())),
+    };
+    // Both parses run the same deserializer, so the second fails too; the fallback is defensive.
+    let (path, message) =
+        error.unwrap_or_else(|| (String::new(), String::from("invalid snapshot")));
+    at(if path == "." { String::new() } else { path }, Problem::Syntax(message))
 }
 
 fn compile_flag(flag: wire::Flag, path: &str, segment_keys: &KeySet) -> Result<Flag, ConfigError> {
