@@ -41,7 +41,7 @@ impl KeySet {
     pub fn insert(&mut self, key: &str) -> (usize, bool) {
         let hash = self.hasher.hash_one(key);
         let Self { arena, ends, table, hasher } = self;
-        let found = table.find(hash, |&i| key_at(arena, ends, i) == key);
+        let found = table.find(hash, |&i| same(key_at(arena, ends, i), key));
         if let Some(&index) = found {
             return (index, false);
         }
