@@ -44,7 +44,10 @@ impl Engine {
         let mut segments = Vec::with_capacity(snapshot.segments.len());
         for (i, segment) in snapshot.segments.into_iter().enumerate() {
             let path = format!("segments[{i}]");
-            if !segment_keys.insert(&segment.key).1 {
+            let (_, new) = segment_keys
+                .insert(&segment.key)
+                .ok_or_else(|| at(format!("{path}.key"), Problem::TooManyKeys))?;
+            if !new {
                 return Err(at(format!("{path}.key"), Problem::DuplicateKey(segment.key)));
             }
             segments.push(Segment {
@@ -56,7 +59,10 @@ impl Engine {
 
         let mut flag_keys = KeySet::new();
         for (i, flag) in snapshot.flags.iter().enumerate() {
-            if !flag_keys.insert(&flag.key).1 {
+            let (_, new) = flag_keys
+                .insert(&flag.key)
+                .ok_or_else(|| at(format!("flags[{i}].key"), Problem::TooManyKeys))?;
+            if !new {
                 return Err(at(format!("flags[{i}].key"), Problem::DuplicateKey(flag.key.clone())));
             }
         }

@@ -118,7 +118,11 @@ impl Condition {
             let mut set = ScalarSet::default();
             for (i, value) in many()? {
                 match scalar(i, value)? {
-                    Scalar::String(s) => _ = set.strings.insert(&s),
+                    Scalar::String(s) => {
+                        set.strings
+                            .insert(&s)
+                            .ok_or_else(|| at(values_path(), Problem::TooManyKeys))?;
+                    }
                     Scalar::Number(n) => set.numbers.push(n),
                     Scalar::Bool(b) => set.bools.push(b),
                 }

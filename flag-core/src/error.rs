@@ -69,6 +69,9 @@ pub enum Problem {
     /// Prerequisites that lead back to the flag itself.
     #[error("prerequisite cycle through `{0}`")]
     PrerequisiteCycle(String),
+    /// More keys in one set (flag keys, segment keys, an `in` list) than a set holds: 4 GiB.
+    #[error("more than 4 GiB of keys")]
+    TooManyKeys,
     /// A flag whose prerequisites, followed all the way down, evaluate too many flags.
     #[error("prerequisites expand to more than {0} flag evaluations")]
     PrerequisitesTooLarge(usize),

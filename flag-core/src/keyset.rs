@@ -1,8 +1,9 @@
 //! A compact set of strings with O(1) lookup, each key numbered in insertion order.
 //!
 //! Segments hold up to 100,000 keys in each list and snapshots may hold 10,000 flags, so keys
-//! live back to back in one arena string instead of one allocation each: a key costs its bytes
-//! plus about 18 bytes, and a segment list deserializes without an allocation per key.
+//! live back to back in one arena string instead of one allocation each, located by 32-bit
+//! offsets: a key costs its bytes plus about 9 bytes, and a segment list deserializes without an
+//! allocation per key. The price is a limit of 4 GiB of keys per set.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -24,9 +25,9 @@ const LINEAR_SEARCH_MAX: usize = 8;
 pub struct KeySet {
     arena: String,
     /// `ends[i]` is where key `i` ends in `arena`; it starts where key `i - 1` ends.
-    ends: Vec<usize>,
+    ends: Vec<u32>,
     /// Key numbers, hashed by their text.
-    table: HashTable<usize>,
+    table: HashTable<u32>,
     // Fixed seed: lookups must be reproducible, and no one but the snapshot's author inserts.
     hasher: FixedState,
 }
@@ -37,19 +38,20 @@ impl KeySet {
         Self::default()
     }
 
-    /// Adds `key` unless present. Returns its number and whether it was new.
-    pub fn insert(&mut self, key: &str) -> (usize, bool) {
+    /// Adds `key` unless present. Returns its number and whether it was new, or `None` (and
+    /// leaves the set as it was) if the keys would exceed 4 GiB in total.
+    pub fn insert(&mut self, key: &str) -> Option<(usize, bool)> {
         let hash = self.hasher.hash_one(key);
         let Self { arena, ends, table, hasher } = self;
-        let found = table.find(hash, |&i| same(key_at(arena, ends, i), key));
-        if let Some(&index) = found {
-            return (index, false);
+        if let Some(&index) = table.find(hash, |&i| same(key_at(arena, ends, i), key)) {
+            return Some((index as usize, false));
         }
-        let index = ends.len();
+        let index = u32::try_from(ends.len()).ok()?;
+        let end = u32::try_from(arena.len() + key.len()).ok()?;
         arena.push_str(key);
-        ends.push(arena.len());
+        ends.push(end);
         table.insert_unique(hash, index, |&i| hasher.hash_one(key_at(arena, ends, i)));
-        (index, true)
+        Some((index as usize, true))
     }
 
     /// The number of `key`, if present.
@@ -60,7 +62,9 @@ impl KeySet {
             return (0..self.len()).find(|&i| same(self.key(i), key));
         }
         let hash = self.hasher.hash_one(key);
-        self.table.find(hash, |&i| same(self.key(i), key)).copied()
+        self.table
+            .find(hash, |&i| same(key_at(&self.arena, &self.ends, i), key))
+            .map(|&i| i as usize)
     }
 
     /// Whether `key` is present.
@@ -72,7 +76,8 @@ impl KeySet {
     /// The key numbered `index`. Panics if there is no such key.
     #[inline]
     pub fn key(&self, index: usize) -> &str {
-        key_at(&self.arena, &self.ends, index)
+        let start = if index == 0 { 0 } else { self.ends[index - 1] as usize };
+        &self.arena[start..self.ends[index] as usize]
     }
 
     /// How many keys the set holds.
@@ -99,25 +104,17 @@ impl KeySet {
     }
 }
 
+/// Key `index` of the set made of `arena` and `ends`: for closures that borrow the set in parts.
 #[inline]
-fn key_at<'a>(arena: &'a str, ends: &[usize], index: usize) -> &'a str {
-    let start = if index == 0 { 0 } else { ends[index - 1] };
-    &arena[start..ends[index]]
+fn key_at<'a>(arena: &'a str, ends: &[u32], index: u32) -> &'a str {
+    let index = index as usize;
+    let start = if index == 0 { 0 } else { ends[index - 1] as usize };
+    &arena[start..ends[index] as usize]
 }
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.iter()).finish()
-    }
-}
-
-impl<'a> FromIterator<&'a str> for KeySet {
-    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
-        let mut set = Self::new();
-        for key in iter {
-            set.insert(key);
-        }
-        set
     }
 }
 
@@ -169,8 +166,10 @@ impl<'de> Visitor<'de> for InsertInto<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<(), E> {
-        self.0.insert(key);
-        Ok(())
+        match self.0.insert(key) {
+            Some(_) => Ok(()),
+            None => Err(E::custom("more than 4 GiB of keys in one list")),
+        }
     }
 }
 
@@ -181,10 +180,10 @@ mod tests {
     #[test]
     fn numbers_keys_in_insertion_order_and_ignores_repeats() {
         let mut set = KeySet::new();
-        assert_eq!(set.insert("b"), (0, true));
-        assert_eq!(set.insert("a"), (1, true));
-        assert_eq!(set.insert("b"), (0, false));
-        assert_eq!(set.insert(""), (2, true));
+        assert_eq!(set.insert("b"), Some((0, true)));
+        assert_eq!(set.insert("a"), Some((1, true)));
+        assert_eq!(set.insert("b"), Some((0, false)));
+        assert_eq!(set.insert(""), Some((2, true)));
         assert_eq!(set.get("a"), Some(1));
         assert_eq!(set.get(""), Some(2));
         assert_eq!(set.get("c"), None);
