@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use crate::bucketing::{BUCKETS, Murmur3};
 use crate::condition::Condition;
 use crate::context::TARGETING_KEY;
-use crate::error::{ConfigError, Problem, at};
+use crate::error::{ConfigError, Path, Problem, at};
 use crate::eval::{Engine, Flag, FlagId, FlagType, Rule, Segment, Serve, VariantId};
 use crate::keyset::KeySet;
 use crate::wire::{self, SCHEMA};
@@ -40,15 +40,17 @@ impl Engine {
         if snapshot.schema != SCHEMA {
             return Err(at("schema", Problem::UnsupportedSchema(snapshot.schema)));
         }
+        let root = Path::Root;
+        let (segments_path, flags_path) = (root.field("segments"), root.field("flags"));
         let mut segment_keys = KeySet::new();
         let mut segments = Vec::with_capacity(snapshot.segments.len());
         for (i, segment) in snapshot.segments.into_iter().enumerate() {
-            let path = format!("segments[{i}]");
+            let path = segments_path.index(i);
             let (_, new) = segment_keys
                 .insert(&segment.key)
-                .ok_or_else(|| at(format!("{path}.key"), Problem::TooManyKeys))?;
+                .ok_or_else(|| at(path.field("key"), Problem::TooManyKeys))?;
             if !new {
-                return Err(at(format!("{path}.key"), Problem::DuplicateKey(segment.key)));
+                return Err(at(path.field("key"), Problem::DuplicateKey(segment.key)));
             }
             segments.push(Segment {
                 conditions: compile_conditions(&segment.conditions, &path)?,
@@ -59,11 +61,12 @@ impl Engine {
 
         let mut flag_keys = KeySet::new();
         for (i, flag) in snapshot.flags.iter().enumerate() {
+            let path = flags_path.index(i);
             let (_, new) = flag_keys
                 .insert(&flag.key)
-                .ok_or_else(|| at(format!("flags[{i}].key"), Problem::TooManyKeys))?;
+                .ok_or_else(|| at(path.field("key"), Problem::TooManyKeys))?;
             if !new {
-                return Err(at(format!("flags[{i}].key"), Problem::DuplicateKey(flag.key.clone())));
+                return Err(at(path.field("key"), Problem::DuplicateKey(flag.key.clone())));
             }
         }
         // Flags are compiled by value, so each wire flag is freed as soon as it is compiled.
@@ -72,17 +75,22 @@ impl Engine {
         let mut prerequisites = Vec::with_capacity(snapshot.flags.len());
         for (i, mut flag) in snapshot.flags.into_iter().enumerate() {
             prerequisites.push(core::mem::take(&mut flag.prerequisites));
-            flags.push(compile_flag(flag, &format!("flags[{i}]"), &segment_keys)?);
+            flags.push(compile_flag(flag, &flags_path.index(i), &segment_keys)?);
         }
         for (i, wanted) in prerequisites.into_iter().enumerate() {
             for (j, prerequisite) in wanted.into_iter().enumerate() {
-                let path = format!("flags[{i}].prerequisites[{j}]");
+                let (flag_path, list_path);
+                flag_path = flags_path.index(i);
+                list_path = flag_path.field("prerequisites");
+                let path = list_path.index(j);
                 let other = flag_keys.get(&prerequisite.flag).ok_or_else(|| {
-                    at(format!("{path}.flag"), Problem::UnknownFlag(prerequisite.flag))
+                    at(path.field("flag"), Problem::UnknownFlag(prerequisite.flag))
                 })?;
-                let required = variant_id(&flags[other].variants, &prerequisite.variant, &|| {
-                    format!("{path}.variant")
-                })?;
+                let required = variant_id(
+                    &flags[other].variants,
+                    &prerequisite.variant,
+                    &path.field("variant"),
+                )?;
                 flags[i].prerequisites.push((other, required));
             }
         }
@@ -112,32 +120,39 @@ fn syntax_error_with_path(json: &[u8]) -> ConfigError {
     at(if path == "." { String::new() } else { path }, Problem::Syntax(message))
 }
 
-fn compile_flag(flag: wire::Flag, path: &str, segment_keys: &KeySet) -> Result<Flag, ConfigError> {
+fn compile_flag(
+    flag: wire::Flag,
+    path: &Path<'_>,
+    segment_keys: &KeySet,
+) -> Result<Flag, ConfigError> {
     let kind = FlagType::from_name(&flag.kind)
-        .ok_or_else(|| at(format!("{path}.type"), Problem::UnknownType(flag.kind.clone())))?;
+        .ok_or_else(|| at(path.field("type"), Problem::UnknownType(flag.kind.clone())))?;
     let mut variants = Vec::with_capacity(flag.variants.len());
     for (name, value) in flag.variants {
         if !kind.admits(&value) {
-            return Err(at(format!("{path}.variants.{name}"), Problem::WrongType(type_name(kind))));
+            let variants_path = path.field("variants");
+            return Err(at(variants_path.field(&name), Problem::WrongType(type_name(kind))));
         }
         variants.push((name.into_boxed_str(), value));
     }
-    let variant = |name: &str, at_path: &dyn Fn() -> String| variant_id(&variants, name, at_path);
+    let variant = |name: &str, at_path: &Path<'_>| variant_id(&variants, name, at_path);
 
+    let rules_path = path.field("rules");
     let mut rules = Vec::with_capacity(flag.rules.len());
     for (i, rule) in flag.rules.iter().enumerate() {
-        let rule_path = format!("{path}.rules[{i}]");
+        let rule_path = rules_path.index(i);
+        let segments_path = rule_path.field("segments");
         let mut segments = Vec::with_capacity(rule.segments.len());
         for (j, key) in rule.segments.iter().enumerate() {
-            let id = segment_keys.get(key).ok_or_else(|| {
-                at(format!("{rule_path}.segments[{j}]"), Problem::UnknownSegment(key.clone()))
-            })?;
+            let id = segment_keys
+                .get(key)
+                .ok_or_else(|| at(segments_path.index(j), Problem::UnknownSegment(key.clone())))?;
             segments.push(id);
         }
         rules.push(Rule {
             conditions: compile_conditions(&rule.conditions, &rule_path)?,
             segments,
-            serve: compile_serve(&rule.serve, &format!("{rule_path}.serve"), &variant)?,
+            serve: compile_serve(&rule.serve, &rule_path.field("serve"), &variant)?,
         });
     }
 
@@ -148,8 +163,8 @@ fn compile_flag(flag: wire::Flag, path: &str, segment_keys: &KeySet) -> Result<F
 
     Ok(Flag {
         kind,
-        off_variant: variant(&flag.off_variant, &|| format!("{path}.off_variant"))?,
-        fallthrough: compile_serve(&flag.fallthrough, &format!("{path}.fallthrough"), &variant)?,
+        off_variant: variant(&flag.off_variant, &path.field("off_variant"))?,
+        fallthrough: compile_serve(&flag.fallthrough, &path.field("fallthrough"), &variant)?,
         variants,
         enabled: flag.enabled,
         salt_hash,
@@ -160,35 +175,32 @@ fn compile_flag(flag: wire::Flag, path: &str, segment_keys: &KeySet) -> Result<F
 
 fn compile_conditions(
     conditions: &[wire::Condition],
-    path: &str,
+    path: &Path<'_>,
 ) -> Result<Vec<Condition>, ConfigError> {
-    conditions
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Condition::compile(c, &format!("{path}.conditions[{i}]")))
-        .collect()
+    let path = path.field("conditions");
+    conditions.iter().enumerate().map(|(i, c)| Condition::compile(c, &path.index(i))).collect()
 }
 
-type VariantLookup<'a> = dyn Fn(&str, &dyn Fn() -> String) -> Result<VariantId, ConfigError> + 'a;
+type VariantLookup<'a> = dyn Fn(&str, &Path<'_>) -> Result<VariantId, ConfigError> + 'a;
 
 fn compile_serve(
     serve: &wire::Serve,
-    path: &str,
+    path: &Path<'_>,
     variant: &VariantLookup<'_>,
 ) -> Result<Serve, ConfigError> {
     let rollout = match serve {
         wire::Serve::Variant(name) => {
-            return Ok(Serve::Variant(variant(name, &|| format!("{path}.variant"))?));
+            return Ok(Serve::Variant(variant(name, &path.field("variant"))?));
         }
         wire::Serve::Rollout(rollout) => rollout,
     };
-    let path = format!("{path}.rollout");
+    let path = path.field("rollout");
     let bucket_by: Box<str> = rollout.bucket_by.as_deref().unwrap_or(TARGETING_KEY).into();
-    let shape = |problem| Err(at(path.clone(), Problem::RolloutShape(problem)));
+    let shape = |problem| Err(at(path, Problem::RolloutShape(problem)));
     match (rollout.percent, &rollout.weights) {
         (Some(percent), None) => {
             if percent > BUCKETS {
-                return Err(at(format!("{path}.percent"), Problem::PercentOutOfRange(percent)));
+                return Err(at(path.field("percent"), Problem::PercentOutOfRange(percent)));
             }
             let (Some(inside), Some(outside)) = (&rollout.inside, &rollout.outside) else {
                 return shape("a percent rollout names both `inside` and `outside` variants");
@@ -196,23 +208,24 @@ fn compile_serve(
             Ok(Serve::Percent {
                 bucket_by,
                 percent,
-                inside: variant(inside, &|| format!("{path}.inside"))?,
-                outside: variant(outside, &|| format!("{path}.outside"))?,
+                inside: variant(inside, &path.field("inside"))?,
+                outside: variant(outside, &path.field("outside"))?,
             })
         }
         (None, Some(weights)) => {
             if rollout.inside.is_some() || rollout.outside.is_some() {
                 return shape("`inside` and `outside` go with `percent`, not with `weights`");
             }
+            let weights_path = path.field("weights");
             let mut bounds = Vec::with_capacity(weights.len());
             let mut total: u64 = 0;
             for (i, weight) in weights.iter().enumerate() {
                 total += u64::from(weight.weight);
-                let id = variant(&weight.variant, &|| format!("{path}.weights[{i}].variant"))?;
+                let id = variant(&weight.variant, &weights_path.index(i).field("variant"))?;
                 bounds.push((u32::try_from(total).unwrap_or(u32::MAX), id));
             }
             if total != u64::from(BUCKETS) {
-                return Err(at(format!("{path}.weights"), Problem::WeightsSum(total)));
+                return Err(at(weights_path, Problem::WeightsSum(total)));
             }
             Ok(Serve::Weights { bucket_by, bounds })
         }
@@ -226,12 +239,12 @@ fn compile_serve(
 fn variant_id(
     variants: &[(Box<str>, serde_json::Value)],
     name: &str,
-    path: &dyn Fn() -> String,
+    path: &Path<'_>,
 ) -> Result<VariantId, ConfigError> {
     variants
         .iter()
         .position(|(v, _)| **v == *name)
-        .ok_or_else(|| at(path(), Problem::UnknownVariant(name.to_string())))
+        .ok_or_else(|| at(path, Problem::UnknownVariant(name.to_string())))
 }
 
 fn type_name(kind: FlagType) -> &'static str {

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use serde_json::Value;
 
 use crate::context::Context;
-use crate::error::{ConfigError, Problem, at};
+use crate::error::{ConfigError, Path, Problem, at};
 use crate::keyset::KeySet;
 use crate::semver::Version;
 use crate::timestamp::parse_rfc3339_millis;
@@ -65,9 +65,10 @@ struct OwnedVersion {
 }
 
 impl Condition {
-    pub(crate) fn compile(wire: &wire::Condition, path: &str) -> Result<Self, ConfigError> {
-        let values_path = || alloc::format!("{path}.values");
-        let value_path = |i: usize| alloc::format!("{path}.values[{i}]");
+    pub(crate) fn compile(wire: &wire::Condition, path: &Path<'_>) -> Result<Self, ConfigError> {
+        let values = path.field("values");
+        let values_path = || values;
+        let value_path = |i: usize| values.index(i);
         let one = || match wire.values.as_slice() {
             [value] => Ok(value),
             _ => Err(at(
@@ -157,16 +158,13 @@ impl Condition {
             "exists" => none().map(|()| Test::Exists)?,
             "not_exists" => none().map(|()| Test::NotExists)?,
             other => {
-                return Err(at(
-                    alloc::format!("{path}.op"),
-                    Problem::UnknownOperator(String::from(other)),
-                ));
+                return Err(at(path.field("op"), Problem::UnknownOperator(String::from(other))));
             }
         };
         let compares_clock = matches!(test, Test::Before(_) | Test::After(_));
         if wire.attribute.is_none() && !compares_clock {
             return Err(at(
-                alloc::format!("{path}.attribute"),
+                path.field("attribute"),
                 Problem::BadOperands(
                     "missing attribute; only before and after may omit it to compare the clock",
                 ),

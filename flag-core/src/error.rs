@@ -78,6 +78,36 @@ pub enum Problem {
 }
 
 /// Shorthand for building an error at a path.
-pub(crate) fn at(path: impl Into<String>, problem: Problem) -> ConfigError {
-    ConfigError { path: path.into(), problem }
+pub(crate) fn at(path: impl fmt::Display, problem: Problem) -> ConfigError {
+    ConfigError { path: alloc::string::ToString::to_string(&path), problem }
+}
+
+/// Where in the snapshot compilation is: a borrowed chain that costs nothing to extend and is
+/// formatted (`flags[3].rules[1].conditions[0].op`) only when an error needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    pub(crate) fn field(&'a self, name: &'a str) -> Self {
+        Self::Field(self, name)
+    }
+
+    pub(crate) fn index(&'a self, index: usize) -> Self {
+        Self::Index(self, index)
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Root => Ok(()),
+            Self::Field(Self::Root, name) => f.write_str(name),
+            Self::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Self::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
 }
