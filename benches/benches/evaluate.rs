@@ -15,6 +15,24 @@ fn evaluate(c: &mut Criterion) {
         b.iter(|| black_box(engine.evaluate(black_box("flag-0"), cycle.next().unwrap())))
     });
 
+    // Reference points: the same lookup work without the condition or without the hash.
+    let parts = serde_json::json!({"schema": 1, "environment": "production", "version": 1, "flags": [
+        {"key": "flag-0", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off",
+         "fallthrough": {"variant": "on"}},
+        {"key": "flag-1", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off",
+         "rules": [{"conditions": [{"attribute": "country", "op": "in", "values": ["SE", "NO"]}], "serve": {"variant": "on"}}],
+         "fallthrough": {"variant": "off"}}
+    ]});
+    let parts = Engine::from_json(parts.to_string().as_bytes()).unwrap();
+    let mut cycle = users.iter().cycle();
+    c.bench_function("evaluate: static flag", |b| {
+        b.iter(|| black_box(parts.evaluate(black_box("flag-0"), cycle.next().unwrap())))
+    });
+    let mut cycle = users.iter().cycle();
+    c.bench_function("evaluate: country in [SE, NO], no rollout", |b| {
+        b.iter(|| black_box(parts.evaluate(black_box("flag-1"), cycle.next().unwrap())))
+    });
+
     let engine = Engine::from_json(&reference_snapshot(50)).unwrap();
     let mut cycle = users.iter().cycle();
     c.bench_function("evaluate_all: 50 reference flags", |b| {
