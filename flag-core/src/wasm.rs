@@ -1,13 +1,15 @@
 //! The wasm-bindgen API for JavaScript hosts:
 //!
 //! ```js
-//! const engine = new Engine(snapshotJson);          // throws with the JSON path on a bad snapshot
+//! const engine = new Engine(snapshotJson);          // throws on a bad snapshot, saying where
 //! engine.evaluate("checkout-v2", {targetingKey: "user-1"}, Date.now());
 //! engine.evaluateAll({targetingKey: "user-1"});    // [{key, value, variant, reason, ...}, ...]
 //! ```
 //!
-//! Contexts may be objects or JSON text; an omitted context is an empty one. Results are the OFREP-shaped objects that
-//! [`crate::Evaluation`]'s `Serialize` gives, so native and WebAssembly results compare as JSON.
+//! Contexts may be objects or JSON text (a JS string is always read as JSON text); an omitted
+//! context is an empty one. Results are the OFREP-shaped objects that [`crate::Evaluation`]'s
+//! `Serialize` gives, so native and WebAssembly results compare as JSON. A snapshot error names
+//! its JSON path, or for malformed JSON its line and column.
 
 use alloc::string::{String, ToString};
 
