@@ -66,7 +66,7 @@ pub struct Flag {
 }
 
 /// A flag that must serve a given variant first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prerequisite {
     /// The other flag's key.
@@ -76,7 +76,7 @@ pub struct Prerequisite {
 }
 
 /// A targeting rule: every condition holds and, if segments are listed, the unit is in one of them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// All must hold.
@@ -90,7 +90,7 @@ pub struct Rule {
 }
 
 /// A test of one context attribute.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// The context attribute; `targetingKey` is the unit's key. `before` and `after` without an
@@ -105,7 +105,7 @@ pub struct Condition {
 }
 
 /// A fixed variant, or a rollout that buckets units.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Serve {
     /// Everyone gets this variant.
@@ -117,7 +117,7 @@ pub enum Serve {
 /// Percentage exposure or weighted variants, bucketed with rg1.
 ///
 /// Exactly one of `percent` (with `inside` and `outside`) and `weights` is given.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     /// The attribute whose value is the unit key; defaults to `targetingKey`.
@@ -141,7 +141,7 @@ pub struct Rollout {
 }
 
 /// One variant's share of a weighted rollout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Weight {
     /// The variant's name.

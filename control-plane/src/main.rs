@@ -1,0 +1,58 @@
+//! The `rollgate` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use control_plane::clock::SystemClock;
+use control_plane::store::sqlite::SqliteStore;
+use control_plane::{AppState, app};
+
+#[derive(Parser)]
+#[command(name = "rollgate", version, about = "Staged feature rollouts at the edge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the control plane.
+    Serve {
+        /// The SQLite database file; created on first start.
+        #[arg(long, env = "ROLLGATE_DB", default_value = "rollgate.db")]
+        db: PathBuf,
+        /// Where to listen.
+        #[arg(long, env = "ROLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve { db, listen } => serve(db, listen).await,
+    }
+}
+
+async fn serve(db: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&db, Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
+    axum::serve(listener, app(AppState { store: Arc::new(store) }))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

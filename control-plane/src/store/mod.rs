@@ -1,0 +1,128 @@
+//! Persistence: the `Store` trait and its backends (SQLite now, PostgreSQL later).
+//!
+//! Every change goes through one transaction that mutates the rows, rebuilds the snapshot of
+//! each affected environment, has flag-core compile it, bumps the environment's version and
+//! appends the audit record. A change flag-core rejects is rolled back: nothing stored changes.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use flag_core::wire;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where flags, environments and the audit log live.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Every environment, by name.
+    async fn environments(&self) -> Result<Vec<Environment>, StoreError>;
+
+    /// Adds an environment; every existing flag gets its default state there.
+    async fn create_environment(&self, name: &str, actor: &str) -> Result<Published, StoreError>;
+
+    /// Adds a flag to every environment, serving `off_variant` to everyone.
+    async fn create_flag(
+        &self,
+        flag: FlagDefinition,
+        actor: &str,
+    ) -> Result<Vec<Published>, StoreError>;
+
+    /// Replaces a flag's state in one environment.
+    async fn set_flag_state(
+        &self,
+        environment: &str,
+        flag: &str,
+        state: FlagState,
+        actor: &str,
+    ) -> Result<Published, StoreError>;
+
+    /// The current snapshot of an environment.
+    async fn snapshot(&self, environment: &str) -> Result<Published, StoreError>;
+
+    /// Audit records, oldest first.
+    async fn audit(&self) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// An environment and its current snapshot version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Environment {
+    pub name: String,
+    pub version: u64,
+}
+
+/// A snapshot as served: flag-core's wire format, already serialized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub environment: String,
+    pub version: u64,
+    pub json: Arc<[u8]>,
+}
+
+/// What a flag is, the same in every environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagDefinition {
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub variants: BTreeMap<String, Value>,
+    pub off_variant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+}
+
+/// How a flag behaves in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagState {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prerequisites: Vec<wire::Prerequisite>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<wire::Rule>,
+    pub fallthrough: wire::Serve,
+}
+
+impl FlagState {
+    /// A new flag's state: enabled, no rules, `off_variant` for everyone.
+    pub fn initial(definition: &FlagDefinition) -> Self {
+        Self {
+            enabled: true,
+            prerequisites: Vec::new(),
+            rules: Vec::new(),
+            fallthrough: wire::Serve::Variant(definition.off_variant.clone()),
+        }
+    }
+}
+
+/// One audited change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub environment: Option<String>,
+    pub flag: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A key that cannot name a flag or environment.
+    #[error("{0}")]
+    BadKey(String),
+    /// The change would give a snapshot that flag-core rejects.
+    #[error("the change gives an invalid snapshot: {0}")]
+    Invalid(flag_core::ConfigError),
+    #[error("storage failure: {0}")]
+    Internal(String),
+}

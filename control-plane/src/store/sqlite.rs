@@ -1,0 +1,378 @@
+//! The SQLite backend: one file, WAL, `synchronous=FULL`, so an acknowledged write survives
+//! kill -9 and power loss. One connection serializes writers; calls run on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flag_core::wire;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use serde_json::Value;
+
+use crate::clock::Clock;
+use crate::store::{
+    AuditRecord, Environment, FlagDefinition, FlagState, Published, Store, StoreError,
+};
+
+/// Environments every installation starts with.
+pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["staging", "production"];
+
+/// The actor recorded for changes the service makes by itself.
+const SYSTEM_ACTOR: &str = "rollgate";
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("../../migrations/0001_initial.sql"))])
+}
+
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database, applies migrations and creates the default
+    /// environments on first start.
+    pub async fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let connection = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let mut connection = Connection::open(&path)?;
+            let mode: String =
+                connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Internal(format!("SQLite refused WAL mode (got {mode})")));
+            }
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.pragma_update(None, "foreign_keys", "ON")?;
+            connection.busy_timeout(Duration::from_secs(5))?;
+            migrations()
+                .to_latest(&mut connection)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            Ok(connection)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let store = Self { connection: Arc::new(Mutex::new(connection)), clock };
+        for name in DEFAULT_ENVIRONMENTS {
+            match store.create_environment(name, SYSTEM_ACTOR).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(store)
+    }
+
+    /// Runs `change` in one immediate transaction, committed only if it returns Ok.
+    async fn write<T, F>(&self, change: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        let now = self.clock.timestamp();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = change(&transaction, &now)?;
+            transaction.commit()?;
+            Ok(result)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Runs `query` in one read transaction, so it sees a single committed state.
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            query(&transaction)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn environments(&self) -> Result<Vec<Environment>, StoreError> {
+        self.read(|tx| {
+            let mut statement =
+                tx.prepare("SELECT name, version FROM environments ORDER BY name")?;
+            let rows = statement.query_map([], |row| {
+                Ok(Environment { name: row.get(0)?, version: version_at(row, 1)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn create_environment(&self, name: &str, actor: &str) -> Result<Published, StoreError> {
+        check_key("environment", name)?;
+        let (name, actor) = (name.to_owned(), actor.to_owned());
+        self.write(move |tx, now| {
+            let inserted = tx.execute(
+                "INSERT INTO environments (name, version, created_at) VALUES (?1, 0, ?2) ON CONFLICT DO NOTHING",
+                params![name, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("environment `{name}`")));
+            }
+            let definitions = flag_definitions(tx)?;
+            for definition in &definitions {
+                insert_state(tx, &name, &definition.key, &FlagState::initial(definition), now)?;
+            }
+            append_audit(tx, now, &actor, "environment.create", Some(&name), None, None, None)?;
+            publish(tx, &name)
+        })
+        .await
+    }
+
+    async fn create_flag(
+        &self,
+        flag: FlagDefinition,
+        actor: &str,
+    ) -> Result<Vec<Published>, StoreError> {
+        check_key("flag", &flag.key)?;
+        let actor = actor.to_owned();
+        self.write(move |tx, now| {
+            let inserted = tx.execute(
+                "INSERT INTO flags (key, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![flag.key, to_json(&flag)?, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("flag `{}`", flag.key)));
+            }
+            let state = FlagState::initial(&flag);
+            let mut published = Vec::new();
+            for environment in environment_names(tx)? {
+                insert_state(tx, &environment, &flag.key, &state, now)?;
+                published.push(publish(tx, &environment)?);
+            }
+            let after = serde_json::to_value(&flag).ok();
+            append_audit(tx, now, &actor, "flag.create", None, Some(&flag.key), None, after)?;
+            Ok(published)
+        })
+        .await
+    }
+
+    async fn set_flag_state(
+        &self,
+        environment: &str,
+        flag: &str,
+        state: FlagState,
+        actor: &str,
+    ) -> Result<Published, StoreError> {
+        let (environment, flag, actor) =
+            (environment.to_owned(), flag.to_owned(), actor.to_owned());
+        self.write(move |tx, now| {
+            let before: Option<String> = tx
+                .query_row(
+                    "SELECT s.state FROM flag_states s JOIN flags f ON f.key = s.flag
+                     WHERE s.environment = ?1 AND s.flag = ?2 AND f.archived = 0",
+                    params![environment, flag],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(before) = before else {
+                environment_version(tx, &environment)?;
+                return Err(StoreError::NotFound(format!("flag `{flag}`")));
+            };
+            tx.execute(
+                "UPDATE flag_states SET state = ?3, updated_at = ?4 WHERE environment = ?1 AND flag = ?2",
+                params![environment, flag, to_json(&state)?, now],
+            )?;
+            let published = publish(tx, &environment)?;
+            let before = serde_json::from_str(&before).ok();
+            let after = serde_json::to_value(&state).ok();
+            append_audit(tx, now, &actor, "flag.state", Some(&environment), Some(&flag), before, after)?;
+            Ok(published)
+        })
+        .await
+    }
+
+    async fn snapshot(&self, environment: &str) -> Result<Published, StoreError> {
+        let environment = environment.to_owned();
+        self.read(move |tx| {
+            let version = environment_version(tx, &environment)?;
+            let snapshot = assemble(tx, &environment, version)?;
+            Ok(Published { environment, version, json: to_json(&snapshot)?.into_bytes().into() })
+        })
+        .await
+    }
+
+    async fn audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(|tx| {
+            let mut statement = tx.prepare(
+                "SELECT id, at, actor, action, environment, flag, before, after FROM audit ORDER BY id",
+            )?;
+            let json = |text: Option<String>| text.and_then(|t| serde_json::from_str::<Value>(&t).ok());
+            let rows = statement.query_map([], |row| {
+                Ok(AuditRecord {
+                    id: row.get(0)?,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    action: row.get(3)?,
+                    environment: row.get(4)?,
+                    flag: row.get(5)?,
+                    before: json(row.get(6)?),
+                    after: json(row.get(7)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+/// Bumps the environment's version and returns its new snapshot, after flag-core has accepted
+/// it. An error here rolls the whole transaction back.
+fn publish(tx: &Transaction<'_>, environment: &str) -> Result<Published, StoreError> {
+    let version: u64 = tx.query_row(
+        "UPDATE environments SET version = version + 1 WHERE name = ?1 RETURNING version",
+        params![environment],
+        |row| version_at(row, 0),
+    )?;
+    let snapshot = assemble(tx, environment, version)?;
+    flag_core::Engine::from_snapshot(snapshot.clone()).map_err(StoreError::Invalid)?;
+    Ok(Published {
+        environment: environment.to_owned(),
+        version,
+        json: to_json(&snapshot)?.into_bytes().into(),
+    })
+}
+
+/// The wire snapshot of an environment as stored, flags in key order.
+fn assemble(
+    tx: &Transaction<'_>,
+    environment: &str,
+    version: u64,
+) -> Result<wire::Snapshot, StoreError> {
+    let mut statement = tx.prepare(
+        "SELECT f.definition, s.state FROM flags f JOIN flag_states s ON s.flag = f.key
+         WHERE s.environment = ?1 AND f.archived = 0 ORDER BY f.key",
+    )?;
+    let rows = statement.query_map(params![environment], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut flags = Vec::new();
+    for row in rows {
+        let (definition, state) = row?;
+        let definition: FlagDefinition = from_json(&definition)?;
+        let state: FlagState = from_json(&state)?;
+        flags.push(wire::Flag {
+            key: definition.key,
+            kind: definition.kind,
+            variants: definition.variants,
+            off_variant: definition.off_variant,
+            enabled: state.enabled,
+            salt: definition.salt,
+            prerequisites: state.prerequisites,
+            rules: state.rules,
+            fallthrough: state.fallthrough,
+        });
+    }
+    Ok(wire::Snapshot {
+        schema: wire::SCHEMA,
+        environment: environment.to_owned(),
+        version,
+        flags,
+        segments: Vec::new(),
+    })
+}
+
+fn environment_version(tx: &Transaction<'_>, environment: &str) -> Result<u64, StoreError> {
+    tx.query_row("SELECT version FROM environments WHERE name = ?1", params![environment], |row| {
+        version_at(row, 0)
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("environment `{environment}`")))
+}
+
+/// Versions are SQLite integers, never negative (the schema checks it).
+fn version_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    row.get::<_, i64>(index).map(|version| version.unsigned_abs())
+}
+
+fn environment_names(tx: &Transaction<'_>) -> Result<Vec<String>, StoreError> {
+    let mut statement = tx.prepare("SELECT name FROM environments ORDER BY name")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn flag_definitions(tx: &Transaction<'_>) -> Result<Vec<FlagDefinition>, StoreError> {
+    let mut statement =
+        tx.prepare("SELECT definition FROM flags WHERE archived = 0 ORDER BY key")?;
+    let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+    rows.map(|row| from_json(&row?)).collect()
+}
+
+fn insert_state(
+    tx: &Transaction<'_>,
+    environment: &str,
+    flag: &str,
+    state: &FlagState,
+    now: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO flag_states (environment, flag, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
+        params![environment, flag, to_json(state)?, now],
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append_audit(
+    tx: &Transaction<'_>,
+    now: &str,
+    actor: &str,
+    action: &str,
+    environment: Option<&str>,
+    flag: Option<&str>,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, environment, flag, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![now, actor, action, environment, flag, before.map(|v| v.to_string()), after.map(|v| v.to_string())],
+    )?;
+    Ok(())
+}
+
+/// Keys appear in URLs and snapshots: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+fn check_key(what: &str, key: &str) -> Result<(), StoreError> {
+    let valid = (1..=128).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::BadKey(format!("{what} keys are 1 to 128 of A-Z a-z 0-9 . _ -")))
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Internal(format!("stored JSON is unreadable: {e}")))
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
