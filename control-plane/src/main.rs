@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
+use control_plane::publisher::Publisher;
+use control_plane::store::Store;
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::{AppState, app};
 
@@ -46,13 +49,36 @@ async fn serve(db: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     let store = SqliteStore::open(&db, Arc::new(SystemClock))
         .await
         .with_context(|| format!("opening {}", db.display()))?;
+    bootstrap_admin_token(&store).await?;
+    let publisher = Publisher::load(&store).await?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
-    axum::serve(listener, app(AppState { store: Arc::new(store) }))
+    axum::serve(listener, app(AppState { store: Arc::new(store), publisher }))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    Ok(())
+}
+
+/// On first start, creates the `admin` token: `ROLLGATE_ADMIN_TOKEN` if set, else a new one
+/// printed once, here, and never again.
+async fn bootstrap_admin_token(store: &SqliteStore) -> anyhow::Result<()> {
+    if store.token_count().await? > 0 {
+        return Ok(());
+    }
+    let (token, generated) = match std::env::var("ROLLGATE_ADMIN_TOKEN") {
+        Ok(token) if token.len() >= 16 => (token, false),
+        Ok(_) => anyhow::bail!("ROLLGATE_ADMIN_TOKEN must be at least 16 characters"),
+        Err(_) => (auth::generate()?, true),
+    };
+    let record = Token { name: "admin".into(), scope: Scope::Admin, hash: auth::hash(&token) };
+    store.create_token(record, "rollgate").await?;
+    if generated {
+        eprintln!(
+            "\nrollgate: created the admin token. It is shown this once; keep it safe:\n\n    {token}\n"
+        );
+    }
     Ok(())
 }

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flag_core::wire;
+
+use crate::auth::Token;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -43,6 +45,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Audit records, oldest first.
     async fn audit(&self) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Stores a token by its hash; the name must be new.
+    async fn create_token(&self, token: Token, actor: &str) -> Result<(), StoreError>;
+
+    /// The token with this hash, if any.
+    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError>;
+
+    /// How many tokens exist.
+    async fn token_count(&self) -> Result<u64, StoreError>;
 }
 
 /// An environment and its current snapshot version.

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
+use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
     AuditRecord, Environment, FlagDefinition, FlagState, Published, Store, StoreError,
@@ -22,7 +23,10 @@ pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["staging", "production"];
 const SYSTEM_ACTOR: &str = "rollgate";
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/0001_initial.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_initial.sql")),
+        M::up(include_str!("../../migrations/0002_tokens.sql")),
+    ])
 }
 
 pub struct SqliteStore {
@@ -111,7 +115,7 @@ impl Store for SqliteStore {
             let mut statement =
                 tx.prepare("SELECT name, version FROM environments ORDER BY name")?;
             let rows = statement.query_map([], |row| {
-                Ok(Environment { name: row.get(0)?, version: version_at(row, 1)? })
+                Ok(Environment { name: row.get(0)?, version: unsigned_at(row, 1)? })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -235,6 +239,46 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn create_token(&self, token: Token, actor: &str) -> Result<(), StoreError> {
+        check_key("token", &token.name)?;
+        let actor = actor.to_owned();
+        self.write(move |tx, now| {
+            let inserted = tx.execute(
+                "INSERT INTO tokens (name, scope, hash, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                params![token.name, token.scope.as_str(), token.hash, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("token `{}`", token.name)));
+            }
+            let after = serde_json::json!({"name": token.name, "scope": token.scope});
+            append_audit(tx, now, &actor, "token.create", None, None, None, Some(after))
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        let hash = hash.to_owned();
+        self.read(move |tx| {
+            let row = tx
+                .query_row("SELECT name, scope FROM tokens WHERE hash = ?1", params![hash], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()?;
+            let Some((name, scope)) = row else { return Ok(None) };
+            let scope = Scope::parse(&scope)
+                .ok_or_else(|| StoreError::Internal(format!("stored scope `{scope}`")))?;
+            Ok(Some(Token { name, scope, hash }))
+        })
+        .await
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        self.read(|tx| {
+            Ok(tx.query_row("SELECT count(*) FROM tokens", [], |row| unsigned_at(row, 0))?)
+        })
+        .await
+    }
 }
 
 /// Bumps the environment's version and returns its new snapshot, after flag-core has accepted
@@ -243,7 +287,7 @@ fn publish(tx: &Transaction<'_>, environment: &str) -> Result<Published, StoreEr
     let version: u64 = tx.query_row(
         "UPDATE environments SET version = version + 1 WHERE name = ?1 RETURNING version",
         params![environment],
-        |row| version_at(row, 0),
+        |row| unsigned_at(row, 0),
     )?;
     let snapshot = assemble(tx, environment, version)?;
     flag_core::Engine::from_snapshot(snapshot.clone()).map_err(StoreError::Invalid)?;
@@ -295,14 +339,14 @@ fn assemble(
 
 fn environment_version(tx: &Transaction<'_>, environment: &str) -> Result<u64, StoreError> {
     tx.query_row("SELECT version FROM environments WHERE name = ?1", params![environment], |row| {
-        version_at(row, 0)
+        unsigned_at(row, 0)
     })
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("environment `{environment}`")))
 }
 
-/// Versions are SQLite integers, never negative (the schema checks it).
-fn version_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+/// Versions and counts: SQLite integers that are never negative (the schema checks versions).
+fn unsigned_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
     row.get::<_, i64>(index).map(|version| version.unsigned_abs())
 }
 
