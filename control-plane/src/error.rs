@@ -13,6 +13,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("this token's scope does not allow that; it needs `{0}`")]
     Forbidden(&'static str),
+    /// A body that is not the JSON the route takes: malformed, unknown fields, too large.
+    #[error("{detail}")]
+    Body { status: StatusCode, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -25,7 +28,8 @@ impl IntoResponse for ApiError {
             Self::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
             Self::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
             Self::Store(StoreError::BadKey(_)) => (StatusCode::BAD_REQUEST, "Bad request"),
-            Self::Store(StoreError::Invalid(_)) => {
+            Self::Body { status, .. } => (*status, "Bad request body"),
+            Self::Store(StoreError::Invalid(_) | StoreError::Refused(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Invalid change")
             }
             Self::Store(StoreError::Internal(_)) => {
@@ -52,5 +56,29 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
         }
         response
+    }
+}
+
+/// `Json` whose rejections come back as problems: 400 for malformed JSON, unknown or missing
+/// fields and wrong types, 413 over the body limit, 415 without a JSON content type.
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::JsonRejection;
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let status = match &rejection {
+                    JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    other => other.status(),
+                };
+                Err(ApiError::Body { status, detail: rejection.body_text() })
+            }
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Rollgate's control plane: stores flags and environments, validates every change with
 //! flag-core, and publishes versioned snapshots.
 //!
-//! Work in progress (issue 3): the store, the change pipeline, API tokens and the snapshot
-//! endpoint are here; the write API, SSE and OFREP are not yet.
+//! Work in progress (issue 3): the store, the change pipeline, API tokens, the snapshot endpoint
+//! and the rollout, kill and unkill endpoints are here; see ARCHITECTURE.md for what is not.
 
 pub mod api;
 pub mod auth;
@@ -14,12 +14,16 @@ pub mod store;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 
 use crate::publisher::Publisher;
 use crate::store::Store;
+
+/// Larger request bodies get 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -34,6 +38,16 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/environments/{environment}/snapshot", get(api::snapshot::get_snapshot))
+        .route(
+            "/api/v1/environments/{environment}/flags/{flag}/rollout",
+            put(api::flags::put_rollout),
+        )
+        .route("/api/v1/environments/{environment}/flags/{flag}/kill", post(api::flags::post_kill))
+        .route(
+            "/api/v1/environments/{environment}/flags/{flag}/unkill",
+            post(api::flags::post_unkill),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -7,17 +7,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::api::authorize;
-use crate::auth::Scope;
+use crate::api::{Authorized, Read};
 use crate::error::ApiError;
 use crate::store::StoreError;
 
 pub(crate) async fn get_snapshot(
+    _: Authorized<Read>,
     State(state): State<AppState>,
     Path(environment): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Scope::Read).await?;
     let snapshot = state
         .publisher
         .current(&environment)

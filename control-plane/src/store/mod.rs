@@ -31,6 +31,16 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
     ) -> Result<Vec<Published>, StoreError>;
 
+    /// Changes a flag's state in one environment: `change` sees the definition and edits the
+    /// state inside the transaction, so concurrent changes never overwrite each other.
+    async fn change_flag_state(
+        &self,
+        environment: &str,
+        flag: &str,
+        change: StateChange,
+        audit: ChangeNote,
+    ) -> Result<Published, StoreError>;
+
     /// Replaces a flag's state in one environment.
     async fn set_flag_state(
         &self,
@@ -38,7 +48,14 @@ pub trait Store: Send + Sync + 'static {
         flag: &str,
         state: FlagState,
         actor: &str,
-    ) -> Result<Published, StoreError>;
+    ) -> Result<Published, StoreError> {
+        let change: StateChange = Box::new(move |_, current| {
+            *current = state;
+            Ok(())
+        });
+        let note = ChangeNote { actor: actor.to_owned(), action: "flag.state", reason: None };
+        self.change_flag_state(environment, flag, change, note).await
+    }
 
     /// The current snapshot of an environment.
     async fn snapshot(&self, environment: &str) -> Result<Published, StoreError>;
@@ -54,6 +71,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many tokens exist.
     async fn token_count(&self) -> Result<u64, StoreError>;
+}
+
+/// An edit of a flag's state, given the flag's definition; an error aborts the change.
+pub type StateChange =
+    Box<dyn FnOnce(&FlagDefinition, &mut FlagState) -> Result<(), StoreError> + Send>;
+
+/// What the audit log records about a change besides before and after.
+#[derive(Debug, Clone)]
+pub struct ChangeNote {
+    pub actor: String,
+    pub action: &'static str,
+    pub reason: Option<String>,
 }
 
 /// An environment and its current snapshot version.
@@ -117,6 +146,7 @@ pub struct AuditRecord {
     pub action: String,
     pub environment: Option<String>,
     pub flag: Option<String>,
+    pub reason: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
 }
@@ -131,6 +161,9 @@ pub enum StoreError {
     /// A key that cannot name a flag or environment.
     #[error("{0}")]
     BadKey(String),
+    /// A change that cannot apply to the flag as it is, e.g. a rollout without a variant to expose.
+    #[error("{0}")]
+    Refused(String),
     /// The change would give a snapshot that flag-core rejects.
     #[error("the change gives an invalid snapshot: {0}")]
     Invalid(flag_core::ConfigError),

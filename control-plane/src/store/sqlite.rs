@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
-    AuditRecord, Environment, FlagDefinition, FlagState, Published, Store, StoreError,
+    AuditRecord, ChangeNote, Environment, FlagDefinition, FlagState, Published, StateChange, Store,
+    StoreError,
 };
 
 /// Environments every installation starts with.
@@ -26,6 +27,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_initial.sql")),
         M::up(include_str!("../../migrations/0002_tokens.sql")),
+        M::up(include_str!("../../migrations/0003_audit_reason.sql")),
     ])
 }
 
@@ -137,7 +139,7 @@ impl Store for SqliteStore {
             for definition in &definitions {
                 insert_state(tx, &name, &definition.key, &FlagState::initial(definition), now)?;
             }
-            append_audit(tx, now, &actor, "environment.create", Some(&name), None, None, None)?;
+            append_audit(tx, now, Entry { actor: &actor, action: "environment.create", environment: Some(&name), ..Entry::default() })?;
             publish(tx, &name)
         })
         .await
@@ -166,21 +168,30 @@ impl Store for SqliteStore {
                 published.push(publish(tx, &environment)?);
             }
             let after = serde_json::to_value(&flag).ok();
-            append_audit(tx, now, &actor, "flag.create", None, Some(&flag.key), None, after)?;
+            append_audit(
+                tx,
+                now,
+                Entry {
+                    actor: &actor,
+                    action: "flag.create",
+                    flag: Some(&flag.key),
+                    after,
+                    ..Entry::default()
+                },
+            )?;
             Ok(published)
         })
         .await
     }
 
-    async fn set_flag_state(
+    async fn change_flag_state(
         &self,
         environment: &str,
         flag: &str,
-        state: FlagState,
-        actor: &str,
+        change: StateChange,
+        audit: ChangeNote,
     ) -> Result<Published, StoreError> {
-        let (environment, flag, actor) =
-            (environment.to_owned(), flag.to_owned(), actor.to_owned());
+        let (environment, flag) = (environment.to_owned(), flag.to_owned());
         self.write(move |tx, now| {
             let before: Option<String> = tx
                 .query_row(
@@ -194,14 +205,27 @@ impl Store for SqliteStore {
                 environment_version(tx, &environment)?;
                 return Err(StoreError::NotFound(format!("flag `{flag}`")));
             };
+            let definition: FlagDefinition = tx
+                .query_row("SELECT definition FROM flags WHERE key = ?1", params![flag], |row| row.get::<_, String>(0))
+                .map_err(StoreError::from)
+                .and_then(|text| from_json(&text))?;
+            let mut state: FlagState = from_json(&before)?;
+            change(&definition, &mut state)?;
             tx.execute(
                 "UPDATE flag_states SET state = ?3, updated_at = ?4 WHERE environment = ?1 AND flag = ?2",
                 params![environment, flag, to_json(&state)?, now],
             )?;
             let published = publish(tx, &environment)?;
-            let before = serde_json::from_str(&before).ok();
-            let after = serde_json::to_value(&state).ok();
-            append_audit(tx, now, &actor, "flag.state", Some(&environment), Some(&flag), before, after)?;
+            let entry = Entry {
+                actor: &audit.actor,
+                action: audit.action,
+                environment: Some(&environment),
+                flag: Some(&flag),
+                reason: audit.reason.as_deref(),
+                before: serde_json::from_str(&before).ok(),
+                after: serde_json::to_value(&state).ok(),
+            };
+            append_audit(tx, now, entry)?;
             Ok(published)
         })
         .await
@@ -220,7 +244,7 @@ impl Store for SqliteStore {
     async fn audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(|tx| {
             let mut statement = tx.prepare(
-                "SELECT id, at, actor, action, environment, flag, before, after FROM audit ORDER BY id",
+                "SELECT id, at, actor, action, environment, flag, reason, before, after FROM audit ORDER BY id",
             )?;
             let json = |text: Option<String>| text.and_then(|t| serde_json::from_str::<Value>(&t).ok());
             let rows = statement.query_map([], |row| {
@@ -231,8 +255,9 @@ impl Store for SqliteStore {
                     action: row.get(3)?,
                     environment: row.get(4)?,
                     flag: row.get(5)?,
-                    before: json(row.get(6)?),
-                    after: json(row.get(7)?),
+                    reason: row.get(6)?,
+                    before: json(row.get(7)?),
+                    after: json(row.get(8)?),
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -252,7 +277,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict(format!("token `{}`", token.name)));
             }
             let after = serde_json::json!({"name": token.name, "scope": token.scope});
-            append_audit(tx, now, &actor, "token.create", None, None, None, Some(after))
+            append_audit(tx, now, Entry { actor: &actor, action: "token.create", after: Some(after), ..Entry::default() })
         })
         .await
     }
@@ -377,20 +402,32 @@ fn insert_state(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn append_audit(
-    tx: &Transaction<'_>,
-    now: &str,
-    actor: &str,
-    action: &str,
-    environment: Option<&str>,
-    flag: Option<&str>,
+/// One audit record to append, in the transaction of the change it describes.
+#[derive(Default)]
+struct Entry<'a> {
+    actor: &'a str,
+    action: &'a str,
+    environment: Option<&'a str>,
+    flag: Option<&'a str>,
+    reason: Option<&'a str>,
     before: Option<Value>,
     after: Option<Value>,
-) -> Result<(), StoreError> {
+}
+
+fn append_audit(tx: &Transaction<'_>, now: &str, entry: Entry<'_>) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO audit (at, actor, action, environment, flag, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![now, actor, action, environment, flag, before.map(|v| v.to_string()), after.map(|v| v.to_string())],
+        "INSERT INTO audit (at, actor, action, environment, flag, reason, before, after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            now,
+            entry.actor,
+            entry.action,
+            entry.environment,
+            entry.flag,
+            entry.reason,
+            entry.before.map(|v| v.to_string()),
+            entry.after.map(|v| v.to_string())
+        ],
     )?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 struct Server {
     address: SocketAddr,
     client: reqwest::Client,
+    store: Arc<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,15 +44,43 @@ async fn start() -> Server {
     .unwrap();
     store.create_flag(flag, "ana").await.unwrap();
     let publisher = Publisher::load(&store).await.unwrap();
+    let store = Arc::new(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(
-        axum::serve(listener, app(AppState { store: Arc::new(store), publisher })).into_future(),
-    );
-    Server { address, client: reqwest::Client::new(), _dir: dir }
+    let state = AppState { store: Arc::clone(&store) as Arc<dyn Store>, publisher };
+    tokio::spawn(axum::serve(listener, app(state)).into_future());
+    Server { address, client: reqwest::Client::new(), store, _dir: dir }
 }
 
 impl Server {
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("http://{}{path}", self.address));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// What a bad request must leave untouched: the served version and the audit log.
+    async fn observable_state(&self) -> (String, usize) {
+        let response = self.get(SNAPSHOT, Some(READ)).send().await.unwrap();
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        (etag, self.store.audit().await.unwrap().len())
+    }
+
+    async fn evaluate(&self, user: &str) -> (Option<String>, flag_core::Reason) {
+        let body = self.get(SNAPSHOT, Some(READ)).send().await.unwrap().bytes().await.unwrap();
+        let engine = flag_core::Engine::from_json(&body).unwrap();
+        let evaluation =
+            engine.evaluate("checkout-v2", &flag_core::Context::with_targeting_key(user));
+        (evaluation.variant.map(String::from), evaluation.reason)
+    }
+
     fn get(&self, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
         let request = self.client.get(format!("http://{}{path}", self.address));
         match token {
@@ -130,4 +159,179 @@ async fn an_unknown_environment_is_a_404_problem_even_for_a_valid_token() {
     assert_eq!(problem["detail"], "environment `qa` not found");
     let response = server.get("/api/v1/environments/qa/snapshot", None).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "authentication comes before lookups");
+}
+
+const ROLLOUT: &str = "/api/v1/environments/production/flags/checkout-v2/rollout";
+const KILL: &str = "/api/v1/environments/production/flags/checkout-v2/kill";
+const UNKILL: &str = "/api/v1/environments/production/flags/checkout-v2/unkill";
+
+#[tokio::test]
+async fn a_release_manager_bumps_kills_and_unkills() {
+    use flag_core::Reason;
+    let server = start().await;
+    let response = server
+        .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
+        .json(&json!({"percent": 25_000, "stage": "beta", "reason": "error rate flat at 5%"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["version"], 3);
+    assert_eq!(
+        body["state"]["fallthrough"]["rollout"],
+        json!({"percent": 25_000, "inside": "on", "outside": "off", "stage": "beta"})
+    );
+    // rg1: checkout-v2:user-2 is bucket 14146 (inside 25%), user-1 is 70650 (outside).
+    assert_eq!(server.evaluate("user-2").await, (Some("on".into()), Reason::Split));
+    assert_eq!(server.evaluate("user-1").await, (Some("off".into()), Reason::Split));
+
+    let kill = server
+        .send(reqwest::Method::POST, KILL, Some(RELEASE))
+        .json(&json!({"reason": "checkout errors"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kill.status(), StatusCode::OK);
+    assert_eq!(server.evaluate("user-2").await, (Some("off".into()), Reason::Disabled));
+
+    // A bump while killed keeps the kill: it only moves the percent.
+    let bump = server
+        .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
+        .json(&json!({"percent": 50_000, "reason": "more"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bump.status(), StatusCode::OK);
+    assert_eq!(server.evaluate("user-2").await, (Some("off".into()), Reason::Disabled));
+
+    let unkill = server
+        .send(reqwest::Method::POST, UNKILL, Some(ADMIN))
+        .json(&json!({"reason": "fixed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unkill.status(), StatusCode::OK);
+    assert_eq!(server.evaluate("user-2").await, (Some("on".into()), Reason::Split));
+
+    let audit = server.store.audit().await.unwrap();
+    let actions: Vec<_> = audit
+        .iter()
+        .rev()
+        .take(4)
+        .map(|r| (r.action.as_str(), r.actor.as_str(), r.reason.as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("flag.unkill", "ops", "fixed"),
+            ("flag.rollout", "ana", "more"),
+            ("flag.kill", "ana", "checkout errors"),
+            ("flag.rollout", "ana", "error rate flat at 5%")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn writes_need_the_release_scope() {
+    let server = start().await;
+    let before = server.observable_state().await;
+    for (token, status) in [(None, StatusCode::UNAUTHORIZED), (Some(READ), StatusCode::FORBIDDEN)] {
+        for (method, path) in [
+            (reqwest::Method::PUT, ROLLOUT),
+            (reqwest::Method::POST, KILL),
+            (reqwest::Method::POST, UNKILL),
+        ] {
+            let response = server
+                .send(method, path, token)
+                .json(&json!({"percent": 1, "reason": "r"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{path} with {token:?}");
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+        }
+    }
+    assert_eq!(server.observable_state().await, before);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_problems_and_change_nothing() {
+    let server = start().await;
+    let before = server.observable_state().await;
+    let put = |body: reqwest::Body, path: &str| {
+        server
+            .send(reqwest::Method::PUT, path, Some(RELEASE))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (put("{\"percent\": 5000,".into(), ROLLOUT), StatusCode::BAD_REQUEST, "EOF"),
+        (
+            put(r#"{"percent": 5000, "reason": "x", "colour": "red"}"#.into(), ROLLOUT),
+            StatusCode::BAD_REQUEST,
+            "unknown field `colour`",
+        ),
+        (
+            put(r#"{"percent": 5000}"#.into(), ROLLOUT),
+            StatusCode::BAD_REQUEST,
+            "missing field `reason`",
+        ),
+        (
+            put(r#"{"percent": -5, "reason": "x"}"#.into(), ROLLOUT),
+            StatusCode::BAD_REQUEST,
+            "percent",
+        ),
+        (
+            put(r#"{"percent": 5000, "reason": "  "}"#.into(), ROLLOUT),
+            StatusCode::BAD_REQUEST,
+            "`reason` must not be empty",
+        ),
+        (
+            put(r#"{"percent": 100001, "reason": "x"}"#.into(), ROLLOUT),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "flags[0].fallthrough.rollout.percent",
+        ),
+        (
+            put(r#"{"percent": 5000, "variant": "maybe", "reason": "x"}"#.into(), ROLLOUT),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown variant `maybe`",
+        ),
+        (
+            put(
+                r#"{"percent": 5000, "reason": "x"}"#.into(),
+                "/api/v1/environments/production/flags/nope/rollout",
+            ),
+            StatusCode::NOT_FOUND,
+            "flag `nope` not found",
+        ),
+        (
+            put(
+                r#"{"percent": 5000, "reason": "x"}"#.into(),
+                "/api/v1/environments/qa/flags/checkout-v2/rollout",
+            ),
+            StatusCode::NOT_FOUND,
+            "environment `qa` not found",
+        ),
+        (
+            put(vec![b' '; (1 << 20) + 1].into(), ROLLOUT),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit",
+        ),
+        (
+            server
+                .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
+                .body(r#"{"percent": 5000, "reason": "x"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+    ];
+    for (i, (request, status, detail)) in cases.into_iter().enumerate() {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "case {i}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "case {i}");
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains(detail), "case {i}: {problem}");
+    }
+    assert_eq!(server.observable_state().await, before, "version and audit log unchanged");
 }

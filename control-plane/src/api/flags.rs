@@ -1,0 +1,170 @@
+//! A release manager's changes to one flag in one environment: rollout, kill, unkill.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use flag_core::wire::{Rollout, Serve};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::api::{Authorized, Release};
+use crate::error::{ApiError, AppJson};
+use crate::store::{ChangeNote, FlagState, StateChange, StoreError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolloutRequest {
+    /// Exposure in thousandths of a percent (25% is 25000).
+    percent: u32,
+    stage: Option<String>,
+    /// The variant to expose; needed only when the flag has no rollout yet and more than two
+    /// variants.
+    variant: Option<String>,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReasonRequest {
+    reason: String,
+}
+
+/// A flag's state in an environment after a change, with the snapshot version it is in.
+#[derive(Serialize)]
+pub(crate) struct FlagStateResponse {
+    environment: String,
+    flag: String,
+    version: u64,
+    state: FlagState,
+}
+
+/// `PUT /api/v1/environments/{env}/flags/{flag}/rollout`: the fallthrough becomes a percent
+/// rollout. The exposed variant is kept from an existing rollout, or named, or, for a flag of two
+/// variants, the one that is not `off_variant`.
+pub(crate) async fn put_rollout(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    Path((environment, flag)): Path<(String, String)>,
+    AppJson(request): AppJson<RolloutRequest>,
+) -> Result<Json<FlagStateResponse>, ApiError> {
+    let token = caller.token;
+    let reason = required_reason(request.reason)?;
+    let change: StateChange = Box::new(move |definition, current| {
+        let existing = match &current.fallthrough {
+            Serve::Rollout(rollout) if rollout.percent.is_some() => Some(rollout.clone()),
+            _ => None,
+        };
+        let inside = request
+            .variant
+            .or_else(|| existing.as_ref().and_then(|r| r.inside.clone()))
+            .or_else(|| {
+                let mut others =
+                    definition.variants.keys().filter(|v| **v != definition.off_variant);
+                match (others.next(), others.next()) {
+                    (Some(only), None) => Some(only.clone()),
+                    _ => None,
+                }
+            })
+            .ok_or_else(|| StoreError::Refused("name the `variant` to roll out".into()))?;
+        let outside = existing
+            .as_ref()
+            .and_then(|r| r.outside.clone())
+            .unwrap_or_else(|| definition.off_variant.clone());
+        current.fallthrough = Serve::Rollout(Rollout {
+            bucket_by: existing.as_ref().and_then(|r| r.bucket_by.clone()),
+            percent: Some(request.percent),
+            inside: Some(inside),
+            outside: Some(outside),
+            weights: None,
+            stage: request.stage.or_else(|| existing.and_then(|r| r.stage)),
+        });
+        Ok(())
+    });
+    change_state(
+        &state,
+        environment,
+        flag,
+        change,
+        ChangeNote { actor: token.name, action: "flag.rollout", reason: Some(reason) },
+    )
+    .await
+}
+
+/// `POST .../kill`: serve `off_variant` to everyone, at once, whatever else is going on.
+pub(crate) async fn post_kill(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    Path((environment, flag)): Path<(String, String)>,
+    AppJson(request): AppJson<ReasonRequest>,
+) -> Result<Json<FlagStateResponse>, ApiError> {
+    set_enabled(caller, state, environment, flag, request, false).await
+}
+
+/// `POST .../unkill`: evaluate the flag's rules again.
+pub(crate) async fn post_unkill(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    Path((environment, flag)): Path<(String, String)>,
+    AppJson(request): AppJson<ReasonRequest>,
+) -> Result<Json<FlagStateResponse>, ApiError> {
+    set_enabled(caller, state, environment, flag, request, true).await
+}
+
+async fn set_enabled(
+    caller: Authorized<Release>,
+    state: AppState,
+    environment: String,
+    flag: String,
+    request: ReasonRequest,
+    enabled: bool,
+) -> Result<Json<FlagStateResponse>, ApiError> {
+    let token = caller.token;
+    let reason = required_reason(request.reason)?;
+    let change: StateChange = Box::new(move |_, current| {
+        current.enabled = enabled;
+        Ok(())
+    });
+    let action = if enabled { "flag.unkill" } else { "flag.kill" };
+    change_state(
+        &state,
+        environment,
+        flag,
+        change,
+        ChangeNote { actor: token.name, action, reason: Some(reason) },
+    )
+    .await
+}
+
+async fn change_state(
+    state: &AppState,
+    environment: String,
+    flag: String,
+    change: StateChange,
+    note: ChangeNote,
+) -> Result<Json<FlagStateResponse>, ApiError> {
+    let published = state.store.change_flag_state(&environment, &flag, change, note).await?;
+    state.publisher.publish(published.clone());
+    let snapshot: flag_core::wire::Snapshot = serde_json::from_slice(&published.json)
+        .map_err(|e| StoreError::Internal(format!("published snapshot unreadable: {e}")))?;
+    let wire =
+        snapshot.flags.into_iter().find(|f| f.key == flag).ok_or_else(|| {
+            StoreError::Internal(format!("flag `{flag}` missing from its snapshot"))
+        })?;
+    let current = FlagState {
+        enabled: wire.enabled,
+        prerequisites: wire.prerequisites,
+        rules: wire.rules,
+        fallthrough: wire.fallthrough,
+    };
+    Ok(Json(FlagStateResponse { environment, flag, version: published.version, state: current }))
+}
+
+fn required_reason(reason: String) -> Result<String, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::Body {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            detail: "`reason` must not be empty".into(),
+        });
+    }
+    Ok(reason.to_owned())
+}
