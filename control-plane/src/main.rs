@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
 use control_plane::publisher::Publisher;
-use control_plane::store::Store;
+use control_plane::store::{FlagDefinition, Store, StoreError};
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::{AppState, app};
 
@@ -30,6 +30,9 @@ enum Command {
         /// Where to listen.
         #[arg(long, env = "ROLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Creates the demo flag `checkout-v2` (boolean, serving `off`) unless it exists.
+        #[arg(long)]
+        demo: bool,
     },
 }
 
@@ -41,15 +44,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { db, listen } => serve(db, listen).await,
+        Command::Serve { db, listen, demo } => serve(db, listen, demo).await,
     }
 }
 
-async fn serve(db: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+async fn serve(db: PathBuf, listen: SocketAddr, demo: bool) -> anyhow::Result<()> {
     let store = SqliteStore::open(&db, Arc::new(SystemClock))
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     bootstrap_admin_token(&store).await?;
+    if demo {
+        create_demo_flag(&store).await?;
+    }
     let publisher = Publisher::load(&store).await?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -81,4 +87,18 @@ async fn bootstrap_admin_token(store: &SqliteStore) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn create_demo_flag(store: &SqliteStore) -> anyhow::Result<()> {
+    let flag = FlagDefinition {
+        key: "checkout-v2".into(),
+        kind: "boolean".into(),
+        variants: [("on".into(), true.into()), ("off".into(), false.into())].into(),
+        off_variant: "off".into(),
+        salt: None,
+    };
+    match store.create_flag(flag, "rollgate").await {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
