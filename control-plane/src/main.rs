@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
 use control_plane::publisher::Publisher;
-use control_plane::store::{FlagDefinition, Store, StoreError};
 use control_plane::store::sqlite::SqliteStore;
+use control_plane::store::{FlagDefinition, Store, StoreError};
 use control_plane::{AppState, app};
 
 #[derive(Parser)]
