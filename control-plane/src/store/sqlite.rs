@@ -74,24 +74,29 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, &str) -> Result<T, StoreError> + Send + 'static,
     {
-        let connection = Arc::clone(&self.connection);
         let now = self.clock.timestamp();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = change(&transaction, &now)?;
-            transaction.commit()?;
-            Ok(result)
+        self.in_transaction(TransactionBehavior::Immediate, move |transaction| {
+            change(transaction, &now)
         })
         .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     /// Runs `query` in one read transaction, so it sees a single committed state.
     async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.in_transaction(TransactionBehavior::Deferred, query).await
+    }
+
+    /// Runs `body` on the blocking pool in a transaction, committed if `body` returns Ok (for a
+    /// read, committing just ends it).
+    async fn in_transaction<T, F>(
+        &self,
+        behavior: TransactionBehavior,
+        body: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -101,9 +106,10 @@ impl SqliteStore {
             let mut connection = connection
                 .lock()
                 .map_err(|_| StoreError::Internal("connection lock poisoned".into()))?;
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Deferred)?;
-            query(&transaction)
+            let transaction = connection.transaction_with_behavior(behavior)?;
+            let result = body(&transaction)?;
+            transaction.commit()?;
+            Ok(result)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
