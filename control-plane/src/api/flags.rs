@@ -141,21 +141,11 @@ async fn change_state(
     change: StateChange,
     note: ChangeNote,
 ) -> Result<Json<FlagStateResponse>, ApiError> {
-    let published = state.store.change_flag_state(&environment, &flag, change, note).await?;
-    state.publisher.publish(published.clone());
-    let snapshot: flag_core::wire::Snapshot = serde_json::from_slice(&published.json)
-        .map_err(|e| StoreError::Internal(format!("published snapshot unreadable: {e}")))?;
-    let wire =
-        snapshot.flags.into_iter().find(|f| f.key == flag).ok_or_else(|| {
-            StoreError::Internal(format!("flag `{flag}` missing from its snapshot"))
-        })?;
-    let current = FlagState {
-        enabled: wire.enabled,
-        prerequisites: wire.prerequisites,
-        rules: wire.rules,
-        fallthrough: wire.fallthrough,
-    };
-    Ok(Json(FlagStateResponse { environment, flag, version: published.version, state: current }))
+    let (published, current) =
+        state.store.change_flag_state(&environment, &flag, change, note).await?;
+    let version = published.version;
+    state.publisher.publish(published);
+    Ok(Json(FlagStateResponse { environment, flag, version, state: current }))
 }
 
 fn required_reason(reason: String) -> Result<String, ApiError> {

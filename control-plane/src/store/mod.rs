@@ -32,14 +32,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Published>, StoreError>;
 
     /// Changes a flag's state in one environment: `change` sees the definition and edits the
-    /// state inside the transaction, so concurrent changes never overwrite each other.
+    /// state inside the transaction, so concurrent changes never overwrite each other. Returns
+    /// the new snapshot and the new state.
     async fn change_flag_state(
         &self,
         environment: &str,
         flag: &str,
         change: StateChange,
         audit: ChangeNote,
-    ) -> Result<Published, StoreError>;
+    ) -> Result<(Published, FlagState), StoreError>;
 
     /// Replaces a flag's state in one environment.
     async fn set_flag_state(
@@ -54,7 +55,7 @@ pub trait Store: Send + Sync + 'static {
             Ok(())
         });
         let note = ChangeNote { actor: actor.to_owned(), action: "flag.state", reason: None };
-        self.change_flag_state(environment, flag, change, note).await
+        Ok(self.change_flag_state(environment, flag, change, note).await?.0)
     }
 
     /// The current snapshot of an environment.

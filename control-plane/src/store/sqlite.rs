@@ -196,7 +196,7 @@ impl Store for SqliteStore {
         flag: &str,
         change: StateChange,
         audit: ChangeNote,
-    ) -> Result<Published, StoreError> {
+    ) -> Result<(Published, FlagState), StoreError> {
         let (environment, flag) = (environment.to_owned(), flag.to_owned());
         self.write(move |tx, now| {
             let before: Option<String> = tx
@@ -232,7 +232,7 @@ impl Store for SqliteStore {
                 after: serde_json::to_value(&state).ok(),
             };
             append_audit(tx, now, entry)?;
-            Ok(published)
+            Ok((published, state))
         })
         .await
     }
