@@ -1,14 +1,16 @@
-//! A release manager's changes to one flag in one environment: rollout, kill, unkill.
+//! Flags: create, list and get; and a release manager's changes to one flag in one environment:
+//! rollout, kill, unkill.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use flag_core::wire::{Rollout, Serve};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::api::{Authorized, Release};
 use crate::error::{ApiError, AppJson};
-use crate::store::{ChangeNote, FlagState, StateChange, StoreError};
+use crate::store::{ChangeNote, FlagDefinition, FlagRecord, FlagState, StateChange, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,4 +159,34 @@ fn required_reason(reason: String) -> Result<String, ApiError> {
         });
     }
     Ok(reason.to_owned())
+}
+
+/// `POST /api/v1/flags`: a new flag in every environment, serving `off_variant` to everyone.
+pub(crate) async fn post_flag(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    AppJson(definition): AppJson<FlagDefinition>,
+) -> Result<(StatusCode, Json<FlagRecord>), ApiError> {
+    let key = definition.key.clone();
+    for published in state.store.create_flag(definition, &caller.token.name).await? {
+        state.publisher.publish(published);
+    }
+    Ok((StatusCode::CREATED, Json(state.store.flag(&key).await?)))
+}
+
+/// `GET /api/v1/flags`: every flag's definition, by key.
+pub(crate) async fn list_flags(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<FlagDefinition>>, ApiError> {
+    Ok(Json(state.store.flags().await?))
+}
+
+/// `GET /api/v1/flags/{flag}`: a flag's definition and its state in each environment.
+pub(crate) async fn get_flag(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+    Path(flag): Path<String>,
+) -> Result<Json<FlagRecord>, ApiError> {
+    Ok(Json(state.store.flag(&flag).await?))
 }

@@ -31,6 +31,12 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
     ) -> Result<Vec<Published>, StoreError>;
 
+    /// Every flag that is not archived, by key.
+    async fn flags(&self) -> Result<Vec<FlagDefinition>, StoreError>;
+
+    /// A flag with its state in each environment.
+    async fn flag(&self, key: &str) -> Result<FlagRecord, StoreError>;
+
     /// Changes a flag's state in one environment: `change` sees the definition and edits the
     /// state inside the transaction, so concurrent changes never overwrite each other. Returns
     /// the new snapshot and the new state.
@@ -136,6 +142,14 @@ impl FlagState {
             fallthrough: wire::Serve::Variant(definition.off_variant.clone()),
         }
     }
+}
+
+/// A flag's definition and its state in each environment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlagRecord {
+    #[serde(flatten)]
+    pub definition: FlagDefinition,
+    pub environments: BTreeMap<String, FlagState>,
 }
 
 /// One audited change.

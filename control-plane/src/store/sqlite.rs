@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
-    AuditRecord, ChangeNote, Environment, FlagDefinition, FlagState, Published, StateChange, Store,
-    StoreError,
+    AuditRecord, ChangeNote, Environment, FlagDefinition, FlagRecord, FlagState, Published,
+    StateChange, Store, StoreError,
 };
 
 /// Environments every installation starts with.
@@ -186,6 +186,39 @@ impl Store for SqliteStore {
                 },
             )?;
             Ok(published)
+        })
+        .await
+    }
+
+    async fn flags(&self) -> Result<Vec<FlagDefinition>, StoreError> {
+        self.read(|tx| flag_definitions(tx)).await
+    }
+
+    async fn flag(&self, key: &str) -> Result<FlagRecord, StoreError> {
+        let key = key.to_owned();
+        self.read(move |tx| {
+            let definition: Option<String> = tx
+                .query_row(
+                    "SELECT definition FROM flags WHERE key = ?1 AND archived = 0",
+                    params![key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let definition: FlagDefinition = match definition {
+                Some(text) => from_json(&text)?,
+                None => return Err(StoreError::NotFound(format!("flag `{key}`"))),
+            };
+            let mut statement =
+                tx.prepare("SELECT environment, state FROM flag_states WHERE flag = ?1")?;
+            let rows = statement.query_map(params![key], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut environments = std::collections::BTreeMap::new();
+            for row in rows {
+                let (environment, state) = row?;
+                environments.insert(environment, from_json(&state)?);
+            }
+            Ok(FlagRecord { definition, environments })
         })
         .await
     }

@@ -335,3 +335,93 @@ async fn bad_requests_get_clear_problems_and_change_nothing() {
     }
     assert_eq!(server.observable_state().await, before, "version and audit log unchanged");
 }
+
+#[tokio::test]
+async fn flags_are_created_listed_and_read_over_http() {
+    let server = start().await;
+    let banner = json!({"key": "new-banner", "type": "string",
+                        "variants": {"old": "Welcome", "new": "Hello"}, "off_variant": "old"});
+    let created = server
+        .send(reqwest::Method::POST, "/api/v1/flags", Some(RELEASE))
+        .json(&banner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let record: Value = created.json().await.unwrap();
+    assert_eq!(record["key"], "new-banner");
+    assert_eq!(
+        record["environments"]["production"],
+        json!({"enabled": true, "fallthrough": {"variant": "old"}})
+    );
+    assert_eq!(record["environments"]["staging"], record["environments"]["production"]);
+
+    // Both environments moved to a new version that serves the flag.
+    let snapshot = server.get(SNAPSHOT, Some(READ)).send().await.unwrap();
+    assert_eq!(snapshot.headers()["etag"], "\"3\"");
+    let engine = flag_core::Engine::from_json(&snapshot.bytes().await.unwrap()).unwrap();
+    assert_eq!(engine.flag_keys().collect::<Vec<_>>(), ["checkout-v2", "new-banner"]);
+
+    let list: Value =
+        server.get("/api/v1/flags", Some(RELEASE)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        list.as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["checkout-v2", "new-banner"]
+    );
+    let one: Value = server
+        .get("/api/v1/flags/new-banner", Some(RELEASE))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one, record);
+    assert_eq!(server.store.audit().await.unwrap().last().unwrap().actor, "ana");
+}
+
+#[tokio::test]
+async fn bad_flags_are_refused_and_change_nothing() {
+    let server = start().await;
+    let before = server.observable_state().await;
+    let post = |body: Value, token| {
+        server.send(reqwest::Method::POST, "/api/v1/flags", Some(token)).json(&body)
+    };
+    let flag = |key: &str, on: Value| json!({"key": key, "type": "boolean", "variants": {"on": on, "off": false}, "off_variant": "off"});
+    let cases = [
+        (
+            post(flag("checkout-v2", json!(true)), RELEASE),
+            StatusCode::CONFLICT,
+            "flag `checkout-v2` already exists",
+        ),
+        (
+            post(flag("typed", json!("yes")), RELEASE),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "flags[1].variants.on",
+        ),
+        (
+            post(flag("has space", json!(true)), RELEASE),
+            StatusCode::BAD_REQUEST,
+            "flag keys are 1 to 128",
+        ),
+        (
+            post(json!({"key": "x", "type": "boolean"}), RELEASE),
+            StatusCode::BAD_REQUEST,
+            "missing field `variants`",
+        ),
+        (post(flag("fine", json!(true)), READ), StatusCode::FORBIDDEN, "needs `release`"),
+        (
+            server.get("/api/v1/flags/nope", Some(RELEASE)),
+            StatusCode::NOT_FOUND,
+            "flag `nope` not found",
+        ),
+        (server.get("/api/v1/flags", Some(READ)), StatusCode::FORBIDDEN, "needs `release`"),
+    ];
+    for (i, (request, status, detail)) in cases.into_iter().enumerate() {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "case {i}");
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains(detail), "case {i}: {problem}");
+    }
+    assert_eq!(server.observable_state().await, before, "version and audit log unchanged");
+}
