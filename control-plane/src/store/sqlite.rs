@@ -191,7 +191,7 @@ impl Store for SqliteStore {
     }
 
     async fn flags(&self) -> Result<Vec<FlagDefinition>, StoreError> {
-        self.read(|tx| flag_definitions(tx)).await
+        self.read(flag_definitions).await
     }
 
     async fn flag(&self, key: &str) -> Result<FlagRecord, StoreError> {
