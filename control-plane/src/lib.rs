@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/audit", get(api::audit::get_audit))
         .route("/api/v1/flags", get(api::flags::list_flags).post(api::flags::post_flag))
         .route("/api/v1/flags/{flag}", get(api::flags::get_flag))
         .route("/api/v1/environments/{environment}/snapshot", get(api::snapshot::get_snapshot))

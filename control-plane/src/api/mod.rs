@@ -1,5 +1,6 @@
 //! The HTTP API, one module per resource.
 
+pub mod audit;
 pub mod flags;
 pub mod snapshot;
 

@@ -67,8 +67,8 @@ pub trait Store: Send + Sync + 'static {
     /// The current snapshot of an environment.
     async fn snapshot(&self, environment: &str) -> Result<Published, StoreError>;
 
-    /// Audit records, oldest first.
-    async fn audit(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Audit records matching `filter`, oldest first.
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Stores a token by its hash; the name must be new.
     async fn create_token(&self, token: Token, actor: &str) -> Result<(), StoreError>;
@@ -150,6 +150,19 @@ pub struct FlagRecord {
     #[serde(flatten)]
     pub definition: FlagDefinition,
     pub environments: BTreeMap<String, FlagState>,
+}
+
+/// Which audit records to return. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    pub flag: Option<String>,
+    #[serde(rename = "env")]
+    pub environment: Option<String>,
+    /// RFC 3339 with milliseconds in UTC, as stored: records at or after it.
+    pub since: Option<String>,
+    /// At most this many, the oldest matching first.
+    pub limit: Option<u32>,
 }
 
 /// One audited change.

@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
-    AuditRecord, ChangeNote, Environment, FlagDefinition, FlagRecord, FlagState, Published,
-    StateChange, Store, StoreError,
+    AuditFilter, AuditRecord, ChangeNote, Environment, FlagDefinition, FlagRecord, FlagState,
+    Published, StateChange, Store, StoreError,
 };
 
 /// Environments every installation starts with.
@@ -280,13 +280,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.read(|tx| {
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |tx| {
             let mut statement = tx.prepare(
-                "SELECT id, at, actor, action, environment, flag, reason, before, after FROM audit ORDER BY id",
+                "SELECT id, at, actor, action, environment, flag, reason, before, after FROM audit
+                 WHERE (?1 IS NULL OR flag = ?1) AND (?2 IS NULL OR environment = ?2) AND (?3 IS NULL OR at >= ?3)
+                 ORDER BY id LIMIT ?4",
             )?;
+            let limit = filter.limit.unwrap_or(u32::MAX);
+            let arguments = params![filter.flag, filter.environment, filter.since, limit];
             let json = |text: Option<String>| text.and_then(|t| serde_json::from_str::<Value>(&t).ok());
-            let rows = statement.query_map([], |row| {
+            let rows = statement.query_map(arguments, |row| {
                 Ok(AuditRecord {
                     id: row.get(0)?,
                     at: row.get(1)?,

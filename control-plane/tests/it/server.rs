@@ -7,7 +7,7 @@ use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
 use control_plane::publisher::Publisher;
 use control_plane::store::sqlite::SqliteStore;
-use control_plane::store::{FlagDefinition, Store};
+use control_plane::store::{AuditFilter, FlagDefinition, Store};
 use control_plane::{AppState, app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -70,7 +70,7 @@ impl Server {
     async fn observable_state(&self) -> (String, usize) {
         let response = self.get(SNAPSHOT, Some(READ)).send().await.unwrap();
         let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-        (etag, self.store.audit().await.unwrap().len())
+        (etag, self.store.audit(AuditFilter::default()).await.unwrap().len())
     }
 
     async fn evaluate(&self, user: &str) -> (Option<String>, flag_core::Reason) {
@@ -214,7 +214,7 @@ async fn a_release_manager_bumps_kills_and_unkills() {
     assert_eq!(unkill.status(), StatusCode::OK);
     assert_eq!(server.evaluate("user-2").await, (Some("on".into()), Reason::Split));
 
-    let audit = server.store.audit().await.unwrap();
+    let audit = server.store.audit(AuditFilter::default()).await.unwrap();
     let actions: Vec<_> = audit
         .iter()
         .rev()
@@ -377,7 +377,10 @@ async fn flags_are_created_listed_and_read_over_http() {
         .await
         .unwrap();
     assert_eq!(one, record);
-    assert_eq!(server.store.audit().await.unwrap().last().unwrap().actor, "ana");
+    assert_eq!(
+        server.store.audit(AuditFilter::default()).await.unwrap().last().unwrap().actor,
+        "ana"
+    );
 }
 
 #[tokio::test]
@@ -424,4 +427,60 @@ async fn bad_flags_are_refused_and_change_nothing() {
         assert!(problem["detail"].as_str().unwrap().contains(detail), "case {i}: {problem}");
     }
     assert_eq!(server.observable_state().await, before, "version and audit log unchanged");
+}
+
+#[tokio::test]
+async fn the_audit_log_answers_who_what_when_and_why() {
+    let server = start().await;
+    let kill = server
+        .send(reqwest::Method::POST, KILL, Some(RELEASE))
+        .json(&json!({"reason": "errors"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kill.status(), StatusCode::OK);
+    let audit = |query: &str| server.get(&format!("/api/v1/audit{query}"), Some(RELEASE)).send();
+
+    let records: Value =
+        audit("?flag=checkout-v2&env=production").await.unwrap().json().await.unwrap();
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 1, "the create has no environment; the kill does");
+    let kill = &records[0];
+    assert_eq!(
+        (kill["actor"].as_str(), kill["action"].as_str(), kill["reason"].as_str()),
+        (Some("ana"), Some("flag.kill"), Some("errors"))
+    );
+    assert_eq!(
+        (kill["before"]["enabled"].as_bool(), kill["after"]["enabled"].as_bool()),
+        (Some(true), Some(false))
+    );
+
+    let all: Value = audit("").await.unwrap().json().await.unwrap();
+    let all = all.as_array().unwrap();
+    assert!(all.len() >= 4, "environments, tokens, the flag and the kill");
+    let since = all.last().unwrap()["at"].as_str().unwrap();
+    let recent: Value = audit(&format!("?since={}", since.replace('+', "%2B")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(recent.as_array().unwrap().iter().all(|r| r["at"].as_str().unwrap() >= since));
+    assert!(recent.as_array().unwrap().iter().any(|r| r["action"] == "flag.kill"));
+    let first_two: Value = audit("?limit=2").await.unwrap().json().await.unwrap();
+    assert_eq!(first_two.as_array().unwrap(), &all[..2]);
+
+    for (query, detail) in [
+        ("?since=yesterday", "RFC 3339"),
+        ("?limit=10001", "at most 10000"),
+        ("?colour=red", "colour"),
+        ("?limit=-1", "limit"),
+    ] {
+        let response = audit(query).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains(detail), "{query}: {problem}");
+    }
+    let response = server.get("/api/v1/audit", Some(READ)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use control_plane::clock::SystemClock;
 use control_plane::store::sqlite::SqliteStore;
-use control_plane::store::{Environment, FlagDefinition, FlagState, Store, StoreError};
+use control_plane::store::{
+    AuditFilter, Environment, FlagDefinition, FlagState, Store, StoreError,
+};
 use flag_core::{Context, Engine, Reason, wire};
 use serde_json::json;
 
@@ -48,7 +50,7 @@ async fn first_start_creates_staging_and_production_once() {
         [environment("production", 1), environment("staging", 1)],
         "reopening neither duplicates nor bumps anything"
     );
-    assert_eq!(store.audit().await.unwrap().len(), 2);
+    assert_eq!(store.audit(AuditFilter::default()).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -81,7 +83,7 @@ async fn a_new_flag_reaches_every_environment_serving_off() {
     let evaluation = engine.evaluate("checkout-v2", &Context::with_targeting_key("user-1"));
     assert_eq!((evaluation.variant, evaluation.reason), (Some("off"), Reason::Static));
 
-    let audit = store.audit().await.unwrap();
+    let audit = store.audit(AuditFilter::default()).await.unwrap();
     let last = audit.last().unwrap();
     assert_eq!(
         (last.actor.as_str(), last.action.as_str(), last.flag.as_deref()),
@@ -111,7 +113,7 @@ async fn a_rollout_bump_versions_one_environment_and_is_audited_with_before_and_
         Some("off")
     );
 
-    let last = store.audit().await.unwrap().pop().unwrap();
+    let last = store.audit(AuditFilter::default()).await.unwrap().pop().unwrap();
     assert_eq!(
         (last.actor.as_str(), last.action.as_str(), last.environment.as_deref()),
         ("ben", "flag.state", Some("production"))
@@ -125,7 +127,10 @@ async fn a_change_flag_core_rejects_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     store.create_flag(checkout(), "ana").await.unwrap();
-    let before = (store.snapshot("production").await.unwrap(), store.audit().await.unwrap().len());
+    let before = (
+        store.snapshot("production").await.unwrap(),
+        store.audit(AuditFilter::default()).await.unwrap().len(),
+    );
 
     let error = store
         .set_flag_state("production", "checkout-v2", rollout(100_001), "ben")
@@ -154,7 +159,10 @@ async fn a_change_flag_core_rejects_changes_nothing() {
     wrong_type.variants.insert("on".into(), json!("yes"));
     assert!(matches!(store.create_flag(wrong_type, "ana").await, Err(StoreError::Invalid(_))));
 
-    let after = (store.snapshot("production").await.unwrap(), store.audit().await.unwrap().len());
+    let after = (
+        store.snapshot("production").await.unwrap(),
+        store.audit(AuditFilter::default()).await.unwrap().len(),
+    );
     assert_eq!(before, after, "snapshot, version and audit log are unchanged");
     assert_eq!(
         store.environments().await.unwrap(),
@@ -228,5 +236,5 @@ async fn concurrent_changes_each_get_their_own_version() {
         (3..23).collect::<Vec<u64>>(),
         "no two changes share a version, none is lost"
     );
-    assert_eq!(store.audit().await.unwrap().len(), 2 + 1 + 20);
+    assert_eq!(store.audit(AuditFilter::default()).await.unwrap().len(), 2 + 1 + 20);
 }

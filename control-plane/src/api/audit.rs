@@ -1,0 +1,39 @@
+//! `GET /api/v1/audit?flag=&env=&since=&limit=`: who changed what, when, and why.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::AppState;
+use crate::api::{Authorized, Release};
+use crate::error::ApiError;
+use crate::store::{AuditFilter, AuditRecord};
+
+/// Records per response unless `limit` says otherwise, and the most it may say.
+const DEFAULT_LIMIT: u32 = 1_000;
+const MAX_LIMIT: u32 = 10_000;
+
+pub(crate) async fn get_audit(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+    query: Result<Query<AuditFilter>, QueryRejection>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    let bad = |detail: String| ApiError::Body { status: StatusCode::BAD_REQUEST, detail };
+    let Query(mut filter) = query.map_err(|rejection| bad(rejection.body_text()))?;
+    if let Some(since) = &filter.since {
+        // Stored times are UTC with milliseconds, so the normalized form compares as text.
+        let since = DateTime::parse_from_rfc3339(since)
+            .map_err(|_| bad(format!("`since` must be an RFC 3339 timestamp, not `{since}`")))?;
+        filter.since = Some(since.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+    match filter.limit {
+        Some(limit) if limit > MAX_LIMIT => {
+            return Err(bad(format!("`limit` is at most {MAX_LIMIT}")));
+        }
+        None => filter.limit = Some(DEFAULT_LIMIT),
+        Some(_) => {}
+    }
+    Ok(Json(state.store.audit(filter).await?))
+}
