@@ -27,6 +27,9 @@ impl IntoResponse for ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             Self::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
             Self::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
+            Self::Store(StoreError::Stale(_)) => {
+                (StatusCode::PRECONDITION_FAILED, "Precondition failed")
+            }
             Self::Store(StoreError::BadKey(_)) => (StatusCode::BAD_REQUEST, "Bad request"),
             Self::Body { status, .. } => (*status, "Bad request body"),
             Self::Store(StoreError::Invalid(_) | StoreError::Refused(_)) => {

@@ -3,14 +3,16 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use flag_core::wire::{Rollout, Serve};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::api::{Authorized, Release};
 use crate::error::{ApiError, AppJson};
-use crate::store::{ChangeNote, FlagDefinition, FlagRecord, FlagState, StateChange, StoreError};
+use crate::store::{ChangeNote, FlagDefinition, FlagState, StateChange, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,9 +48,11 @@ pub(crate) async fn put_rollout(
     caller: Authorized<Release>,
     State(state): State<AppState>,
     Path((environment, flag)): Path<(String, String)>,
+    headers: HeaderMap,
     AppJson(request): AppJson<RolloutRequest>,
-) -> Result<Json<FlagStateResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let token = caller.token;
+    let if_revision = if_match_revisions(&headers);
     let reason = required_reason(request.reason)?;
     let change: StateChange = Box::new(move |definition, current| {
         let existing = match &current.fallthrough {
@@ -86,7 +90,7 @@ pub(crate) async fn put_rollout(
         environment,
         flag,
         change,
-        ChangeNote { actor: token.name, action: "flag.rollout", reason: Some(reason) },
+        ChangeNote { actor: token.name, action: "flag.rollout", reason: Some(reason), if_revision },
     )
     .await
 }
@@ -97,7 +101,7 @@ pub(crate) async fn post_kill(
     State(state): State<AppState>,
     Path((environment, flag)): Path<(String, String)>,
     AppJson(request): AppJson<ReasonRequest>,
-) -> Result<Json<FlagStateResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     set_enabled(caller, state, environment, flag, request, false).await
 }
 
@@ -107,7 +111,7 @@ pub(crate) async fn post_unkill(
     State(state): State<AppState>,
     Path((environment, flag)): Path<(String, String)>,
     AppJson(request): AppJson<ReasonRequest>,
-) -> Result<Json<FlagStateResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     set_enabled(caller, state, environment, flag, request, true).await
 }
 
@@ -118,7 +122,7 @@ async fn set_enabled(
     flag: String,
     request: ReasonRequest,
     enabled: bool,
-) -> Result<Json<FlagStateResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let token = caller.token;
     let reason = required_reason(request.reason)?;
     let change: StateChange = Box::new(move |_, current| {
@@ -131,7 +135,8 @@ async fn set_enabled(
         environment,
         flag,
         change,
-        ChangeNote { actor: token.name, action, reason: Some(reason) },
+        // A kill ignores If-Match: it must win over whatever else happened.
+        ChangeNote { actor: token.name, action, reason: Some(reason), if_revision: None },
     )
     .await
 }
@@ -142,12 +147,33 @@ async fn change_state(
     flag: String,
     change: StateChange,
     note: ChangeNote,
-) -> Result<Json<FlagStateResponse>, ApiError> {
-    let (published, current) =
-        state.store.change_flag_state(&environment, &flag, change, note).await?;
-    let version = published.version;
-    state.publisher.publish(published);
-    Ok(Json(FlagStateResponse { environment, flag, version, state: current }))
+) -> Result<Response, ApiError> {
+    let changed = state.store.change_flag_state(&environment, &flag, change, note).await?;
+    let version = changed.published.version;
+    state.publisher.publish(changed.published);
+    let body = FlagStateResponse { environment, flag, version, state: changed.state };
+    Ok(([(ETAG, etag(changed.revision))], Json(body)).into_response())
+}
+
+/// A flag resource's ETag.
+fn etag(revision: u64) -> String {
+    format!("\"{revision}\"")
+}
+
+/// The revisions `If-Match` accepts: `None` without the header or with `*`. Tags that are not
+/// revisions match nothing, so the change fails with 412 as RFC 9110 asks.
+fn if_match_revisions(headers: &HeaderMap) -> Option<Vec<u64>> {
+    let values: Vec<&str> =
+        headers.get_all(IF_MATCH).iter().filter_map(|v| v.to_str().ok()).collect();
+    if values.is_empty() || values.iter().flat_map(|v| v.split(',')).any(|tag| tag.trim() == "*") {
+        return None;
+    }
+    let revisions = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|tag| tag.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
+        .collect();
+    Some(revisions)
 }
 
 fn required_reason(reason: String) -> Result<String, ApiError> {
@@ -166,12 +192,13 @@ pub(crate) async fn post_flag(
     caller: Authorized<Release>,
     State(state): State<AppState>,
     AppJson(definition): AppJson<FlagDefinition>,
-) -> Result<(StatusCode, Json<FlagRecord>), ApiError> {
+) -> Result<Response, ApiError> {
     let key = definition.key.clone();
     for published in state.store.create_flag(definition, &caller.token.name).await? {
         state.publisher.publish(published);
     }
-    Ok((StatusCode::CREATED, Json(state.store.flag(&key).await?)))
+    let record = state.store.flag(&key).await?;
+    Ok((StatusCode::CREATED, [(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
 /// `GET /api/v1/flags`: every flag's definition, by key.
@@ -187,6 +214,7 @@ pub(crate) async fn get_flag(
     _: Authorized<Release>,
     State(state): State<AppState>,
     Path(flag): Path<String>,
-) -> Result<Json<FlagRecord>, ApiError> {
-    Ok(Json(state.store.flag(&flag).await?))
+) -> Result<Response, ApiError> {
+    let record = state.store.flag(&flag).await?;
+    Ok(([(ETAG, etag(record.revision))], Json(record)).into_response())
 }

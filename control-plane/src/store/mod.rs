@@ -38,15 +38,15 @@ pub trait Store: Send + Sync + 'static {
     async fn flag(&self, key: &str) -> Result<FlagRecord, StoreError>;
 
     /// Changes a flag's state in one environment: `change` sees the definition and edits the
-    /// state inside the transaction, so concurrent changes never overwrite each other. Returns
-    /// the new snapshot and the new state.
+    /// state inside the transaction, so concurrent changes never overwrite each other. With
+    /// `audit.if_revision`, the flag must still be at one of those revisions (else `Stale`).
     async fn change_flag_state(
         &self,
         environment: &str,
         flag: &str,
         change: StateChange,
         audit: ChangeNote,
-    ) -> Result<(Published, FlagState), StoreError>;
+    ) -> Result<StateChanged, StoreError>;
 
     /// Replaces a flag's state in one environment.
     async fn set_flag_state(
@@ -60,8 +60,13 @@ pub trait Store: Send + Sync + 'static {
             *current = state;
             Ok(())
         });
-        let note = ChangeNote { actor: actor.to_owned(), action: "flag.state", reason: None };
-        Ok(self.change_flag_state(environment, flag, change, note).await?.0)
+        let note = ChangeNote {
+            actor: actor.to_owned(),
+            action: "flag.state",
+            reason: None,
+            if_revision: None,
+        };
+        Ok(self.change_flag_state(environment, flag, change, note).await?.published)
     }
 
     /// The current snapshot of an environment.
@@ -84,12 +89,23 @@ pub trait Store: Send + Sync + 'static {
 pub type StateChange =
     Box<dyn FnOnce(&FlagDefinition, &mut FlagState) -> Result<(), StoreError> + Send>;
 
-/// What the audit log records about a change besides before and after.
+/// Who makes a change and why, as the audit log records it, and the revisions of the flag the
+/// change was made against (`None`: whatever it is now).
 #[derive(Debug, Clone)]
 pub struct ChangeNote {
     pub actor: String,
     pub action: &'static str,
     pub reason: Option<String>,
+    pub if_revision: Option<Vec<u64>>,
+}
+
+/// A flag state change as committed.
+#[derive(Debug, Clone)]
+pub struct StateChanged {
+    pub published: Published,
+    pub state: FlagState,
+    /// The flag's new revision.
+    pub revision: u64,
 }
 
 /// An environment and its current snapshot version.
@@ -149,6 +165,9 @@ impl FlagState {
 pub struct FlagRecord {
     #[serde(flatten)]
     pub definition: FlagDefinition,
+    /// Grows with every change to the flag; served as its ETag.
+    #[serde(skip)]
+    pub revision: u64,
     pub environments: BTreeMap<String, FlagState>,
 }
 
@@ -192,6 +211,9 @@ pub enum StoreError {
     /// A change that cannot apply to the flag as it is, e.g. a rollout without a variant to expose.
     #[error("{0}")]
     Refused(String),
+    /// The resource changed since the revision the caller named.
+    #[error("{0}")]
+    Stale(String),
     /// The change would give a snapshot that flag-core rejects.
     #[error("the change gives an invalid snapshot: {0}")]
     Invalid(flag_core::ConfigError),

@@ -14,7 +14,7 @@ use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
     AuditFilter, AuditRecord, ChangeNote, Environment, FlagDefinition, FlagRecord, FlagState,
-    Published, StateChange, Store, StoreError,
+    Published, StateChange, StateChanged, Store, StoreError,
 };
 
 /// Environments every installation starts with.
@@ -28,6 +28,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0001_initial.sql")),
         M::up(include_str!("../../migrations/0002_tokens.sql")),
         M::up(include_str!("../../migrations/0003_audit_reason.sql")),
+        M::up(include_str!("../../migrations/0004_flag_revision.sql")),
     ])
 }
 
@@ -197,17 +198,17 @@ impl Store for SqliteStore {
     async fn flag(&self, key: &str) -> Result<FlagRecord, StoreError> {
         let key = key.to_owned();
         self.read(move |tx| {
-            let definition: Option<String> = tx
+            let row: Option<(String, u64)> = tx
                 .query_row(
-                    "SELECT definition FROM flags WHERE key = ?1 AND archived = 0",
+                    "SELECT definition, revision FROM flags WHERE key = ?1 AND archived = 0",
                     params![key],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, unsigned_at(row, 1)?)),
                 )
                 .optional()?;
-            let definition: FlagDefinition = match definition {
-                Some(text) => from_json(&text)?,
-                None => return Err(StoreError::NotFound(format!("flag `{key}`"))),
+            let Some((definition, revision)) = row else {
+                return Err(StoreError::NotFound(format!("flag `{key}`")));
             };
+            let definition: FlagDefinition = from_json(&definition)?;
             let mut statement =
                 tx.prepare("SELECT environment, state FROM flag_states WHERE flag = ?1")?;
             let rows = statement.query_map(params![key], |row| {
@@ -218,7 +219,7 @@ impl Store for SqliteStore {
                 let (environment, state) = row?;
                 environments.insert(environment, from_json(&state)?);
             }
-            Ok(FlagRecord { definition, environments })
+            Ok(FlagRecord { definition, revision, environments })
         })
         .await
     }
@@ -229,7 +230,7 @@ impl Store for SqliteStore {
         flag: &str,
         change: StateChange,
         audit: ChangeNote,
-    ) -> Result<(Published, FlagState), StoreError> {
+    ) -> Result<StateChanged, StoreError> {
         let (environment, flag) = (environment.to_owned(), flag.to_owned());
         self.write(move |tx, now| {
             let before: Option<String> = tx
@@ -244,15 +245,29 @@ impl Store for SqliteStore {
                 environment_version(tx, &environment)?;
                 return Err(StoreError::NotFound(format!("flag `{flag}`")));
             };
-            let definition: FlagDefinition = tx
-                .query_row("SELECT definition FROM flags WHERE key = ?1", params![flag], |row| row.get::<_, String>(0))
-                .map_err(StoreError::from)
-                .and_then(|text| from_json(&text))?;
+            let (definition, revision): (String, u64) = tx.query_row(
+                "SELECT definition, revision FROM flags WHERE key = ?1",
+                params![flag],
+                |row| Ok((row.get(0)?, unsigned_at(row, 1)?)),
+            )?;
+            if let Some(accepted) = &audit.if_revision
+                && !accepted.contains(&revision)
+            {
+                return Err(StoreError::Stale(format!(
+                    "flag `{flag}` changed since; it is at revision {revision} (ETag \"{revision}\")"
+                )));
+            }
+            let definition: FlagDefinition = from_json(&definition)?;
             let mut state: FlagState = from_json(&before)?;
             change(&definition, &mut state)?;
             tx.execute(
                 "UPDATE flag_states SET state = ?3, updated_at = ?4 WHERE environment = ?1 AND flag = ?2",
                 params![environment, flag, to_json(&state)?, now],
+            )?;
+            let revision = tx.query_row(
+                "UPDATE flags SET revision = revision + 1, updated_at = ?2 WHERE key = ?1 RETURNING revision",
+                params![flag, now],
+                |row| unsigned_at(row, 0),
             )?;
             let published = publish(tx, &environment)?;
             let entry = Entry {
@@ -265,7 +280,7 @@ impl Store for SqliteStore {
                 after: serde_json::to_value(&state).ok(),
             };
             append_audit(tx, now, entry)?;
-            Ok((published, state))
+            Ok(StateChanged { published, state, revision })
         })
         .await
     }

@@ -484,3 +484,73 @@ async fn the_audit_log_answers_who_what_when_and_why() {
     let response = server.get("/api/v1/audit", Some(READ)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn two_writers_with_the_same_etag_get_one_200_and_one_412() {
+    let server = start().await;
+    let flag = server.get("/api/v1/flags/checkout-v2", Some(RELEASE)).send().await.unwrap();
+    let etag = flag.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, "\"1\"");
+
+    let bump = |percent: u32| {
+        server
+            .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
+            .header("if-match", &etag)
+            .json(&json!({"percent": percent, "reason": "bump"}))
+            .send()
+    };
+    let (first, second) = tokio::join!(bump(5_000), bump(25_000));
+    let mut statuses = [first.unwrap().status(), second.unwrap().status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
+
+    let after = server.get("/api/v1/flags/checkout-v2", Some(RELEASE)).send().await.unwrap();
+    assert_eq!(after.headers()["etag"], "\"2\"", "exactly one change went in");
+    let audit = server
+        .store
+        .audit(AuditFilter { flag: Some("checkout-v2".into()), ..AuditFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(audit.iter().filter(|r| r.action == "flag.rollout").count(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_if_match_is_refused_but_never_stops_a_kill() {
+    let server = start().await;
+    let put = |if_match: &str| {
+        server
+            .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
+            .header("if-match", if_match)
+            .json(&json!({"percent": 5_000, "reason": "bump"}))
+            .send()
+    };
+    let ok = put("\"1\"").await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()["etag"], "\"2\"");
+
+    let before = server.observable_state().await;
+    for stale in ["\"1\"", "W/\"1\"", "garbage", "\"1\", \"3\""] {
+        let response = put(stale).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED, "{stale}");
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains("revision 2"), "{problem}");
+    }
+    assert_eq!(server.observable_state().await, before, "refused changes leave nothing behind");
+
+    assert_eq!(put("*").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        put("\"1\", \"3\"").await.unwrap().status(),
+        StatusCode::OK,
+        "any listed revision matches"
+    );
+
+    let kill = server
+        .send(reqwest::Method::POST, KILL, Some(RELEASE))
+        .header("if-match", "\"1\"")
+        .json(&json!({"reason": "errors"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kill.status(), StatusCode::OK, "a kill ignores If-Match");
+    assert_eq!(server.evaluate("user-2").await.1, flag_core::Reason::Disabled);
+}
