@@ -42,8 +42,8 @@ pub(crate) struct FlagStateResponse {
 }
 
 /// `PUT /api/v1/environments/{env}/flags/{flag}/rollout`: the fallthrough becomes a percent
-/// rollout. The exposed variant is kept from an existing rollout, or named, or, for a flag of two
-/// variants, the one that is not `off_variant`.
+/// rollout. The exposed variant is the one named, else the existing rollout's, else, for a flag of
+/// two variants, the one that is not `off_variant`.
 pub(crate) async fn put_rollout(
     caller: Authorized<Release>,
     State(state): State<AppState>,
