@@ -114,6 +114,13 @@ async fn the_snapshot_is_flag_cores_format_with_its_version_as_etag() {
         assert_eq!((engine.environment(), engine.version()), ("production", 2));
         assert_eq!(engine.flag_keys().collect::<Vec<_>>(), ["checkout-v2"]);
     }
+    let lowercase = server
+        .get(SNAPSHOT, None)
+        .header("authorization", format!("bearer {READ}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), StatusCode::OK, "the scheme name is case-insensitive");
 }
 
 #[tokio::test]
