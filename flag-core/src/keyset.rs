@@ -43,14 +43,14 @@ impl KeySet {
     pub fn insert(&mut self, key: &str) -> Option<(usize, bool)> {
         let hash = self.hasher.hash_one(key);
         let Self { arena, ends, table, hasher } = self;
-        if let Some(&index) = table.find(hash, |&i| same(key_at(arena, ends, i), key)) {
+        if let Some(&index) = table.find(hash, |&i| same(key_at(arena, ends, i as usize), key)) {
             return Some((index as usize, false));
         }
         let index = u32::try_from(ends.len()).ok()?;
         let end = u32::try_from(arena.len() + key.len()).ok()?;
         arena.push_str(key);
         ends.push(end);
-        table.insert_unique(hash, index, |&i| hasher.hash_one(key_at(arena, ends, i)));
+        table.insert_unique(hash, index, |&i| hasher.hash_one(key_at(arena, ends, i as usize)));
         Some((index as usize, true))
     }
 
@@ -62,9 +62,7 @@ impl KeySet {
             return (0..self.len()).find(|&i| same(self.key(i), key));
         }
         let hash = self.hasher.hash_one(key);
-        self.table
-            .find(hash, |&i| same(key_at(&self.arena, &self.ends, i), key))
-            .map(|&i| i as usize)
+        self.table.find(hash, |&i| same(self.key(i as usize), key)).map(|&i| i as usize)
     }
 
     /// Whether `key` is present.
@@ -76,8 +74,7 @@ impl KeySet {
     /// The key numbered `index`. Panics if there is no such key.
     #[inline]
     pub fn key(&self, index: usize) -> &str {
-        let start = if index == 0 { 0 } else { self.ends[index - 1] as usize };
-        &self.arena[start..self.ends[index] as usize]
+        key_at(&self.arena, &self.ends, index)
     }
 
     /// How many keys the set holds.
@@ -95,7 +92,7 @@ impl KeySet {
         let Self { arena, ends, table, hasher } = self;
         arena.shrink_to_fit();
         ends.shrink_to_fit();
-        table.shrink_to_fit(|&i| hasher.hash_one(key_at(arena, ends, i)));
+        table.shrink_to_fit(|&i| hasher.hash_one(key_at(arena, ends, i as usize)));
     }
 
     /// The keys in insertion order.
@@ -106,8 +103,7 @@ impl KeySet {
 
 /// Key `index` of the set made of `arena` and `ends`: for closures that borrow the set in parts.
 #[inline]
-fn key_at<'a>(arena: &'a str, ends: &[u32], index: u32) -> &'a str {
-    let index = index as usize;
+fn key_at<'a>(arena: &'a str, ends: &[u32], index: usize) -> &'a str {
     let start = if index == 0 { 0 } else { ends[index - 1] as usize };
     &arena[start..ends[index] as usize]
 }
