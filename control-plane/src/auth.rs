@@ -1,5 +1,8 @@
 //! API tokens: random, stored only as hashes, compared in constant time, each with one scope.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -35,12 +38,21 @@ impl Scope {
     }
 }
 
-/// A stored token: its name (recorded as the actor of its changes), scope and hash.
+/// A stored token: its name (recorded as the actor of its changes), scope, the environment it
+/// is bound to if any, and its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub name: String,
     pub scope: Scope,
+    pub environment: Option<String>,
     pub hash: String,
+}
+
+impl Token {
+    /// Whether this token may act on `environment`.
+    pub fn reaches(&self, environment: &str) -> bool {
+        self.environment.as_deref().is_none_or(|bound| bound == environment)
+    }
 }
 
 /// A new token: `rg_` and 128 random bits in hex.
@@ -60,6 +72,40 @@ pub fn matches(presented: &str, stored: &Token) -> bool {
     hash(presented).as_bytes().ct_eq(stored.hash.as_bytes()).into()
 }
 
+/// Every token, in memory, so authenticating a request never waits on the store. The API keeps
+/// it in step with the store as tokens are created and deleted.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    by_hash: Arc<RwLock<HashMap<String, Arc<Token>>>>,
+}
+
+impl Tokens {
+    pub fn new(tokens: impl IntoIterator<Item = Token>) -> Self {
+        let cache = Self::default();
+        for token in tokens {
+            cache.insert(token);
+        }
+        cache
+    }
+
+    /// The token presented, if it is known.
+    pub fn find(&self, presented: &str) -> Option<Arc<Token>> {
+        let hash = hash(presented);
+        let by_hash = self.by_hash.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_hash.get(&hash).filter(|token| matches(presented, token)).cloned()
+    }
+
+    pub fn insert(&self, token: Token) {
+        let mut by_hash = self.by_hash.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_hash.insert(token.hash.clone(), Arc::new(token));
+    }
+
+    pub fn remove(&self, name: &str) {
+        let mut by_hash = self.by_hash.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_hash.retain(|_, token| token.name != name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,7 +118,8 @@ mod tests {
         assert!(a.starts_with("rg_") && a[3..].bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(hash(&a), hash(&a));
         assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        let stored = Token { name: "ci".into(), scope: Scope::Read, hash: hash(&a) };
+        let stored =
+            Token { name: "ci".into(), scope: Scope::Read, environment: None, hash: hash(&a) };
         assert!(matches(&a, &stored));
         assert!(!matches(&b, &stored));
     }

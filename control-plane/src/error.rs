@@ -13,6 +13,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("this token's scope does not allow that; it needs `{0}`")]
     Forbidden(&'static str),
+    #[error("this token is bound to another environment than `{0}`")]
+    OtherEnvironment(String),
+    #[error(
+        "this token is bound to no environment: use a read token bound to one, or name the environment in the URL, /api/v1/environments/{{env}}/ofrep/v1/evaluate/flags"
+    )]
+    Unbound,
     /// A body that is not the JSON the route takes: malformed, unknown fields, too large.
     #[error("{detail}")]
     Body { status: StatusCode, detail: String },
@@ -24,7 +30,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, title) = match &self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            Self::Forbidden(_) | Self::OtherEnvironment(_) | Self::Unbound => {
+                (StatusCode::FORBIDDEN, "Forbidden")
+            }
             Self::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
             Self::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
             Self::Store(StoreError::Stale(_)) => {
@@ -82,6 +90,28 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
                 };
                 Err(ApiError::Body { status, detail: rejection.body_text() })
             }
+        }
+    }
+}
+
+/// `Query` whose rejections come back as 400 problems.
+pub struct AppQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for AppQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::Body {
+                status: StatusCode::BAD_REQUEST,
+                detail: rejection.body_text(),
+            }),
         }
     }
 }

@@ -8,10 +8,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
-use control_plane::publisher::Publisher;
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::store::{FlagDefinition, Store, StoreError};
-use control_plane::{AppState, app};
+use control_plane::{AppState, Settings, app};
 
 #[derive(Parser)]
 #[command(name = "rollgate", version, about = "Staged feature rollouts at the edge")]
@@ -49,29 +48,48 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(db: PathBuf, listen: SocketAddr, demo: bool) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&db, Arc::new(SystemClock))
+    let clock = Arc::new(SystemClock);
+    let store = SqliteStore::open(&db, clock.clone())
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     bootstrap_admin_token(&store).await?;
     if demo {
         create_demo_flag(&store).await?;
     }
-    let publisher = Publisher::load(&store).await?;
+    let state = AppState::load(Arc::new(store), clock, Settings::default()).await?;
+    let publisher = state.publisher.clone();
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
-    axum::serve(listener, app(AppState { store: Arc::new(store), publisher }))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Open streams would otherwise hold the shutdown forever.
+            publisher.close();
         })
         .await?;
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => _ = signal.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
 /// On first start, creates the `admin` token: `ROLLGATE_ADMIN_TOKEN` if set, else a new one
 /// printed once, here, and never again.
 async fn bootstrap_admin_token(store: &SqliteStore) -> anyhow::Result<()> {
-    if store.token_count().await? > 0 {
+    if !store.tokens().await?.is_empty() {
         return Ok(());
     }
     let (token, generated) = match std::env::var("ROLLGATE_ADMIN_TOKEN") {
@@ -79,7 +97,12 @@ async fn bootstrap_admin_token(store: &SqliteStore) -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("ROLLGATE_ADMIN_TOKEN must be at least 16 characters"),
         Err(_) => (auth::generate()?, true),
     };
-    let record = Token { name: "admin".into(), scope: Scope::Admin, hash: auth::hash(&token) };
+    let record = Token {
+        name: "admin".into(),
+        scope: Scope::Admin,
+        environment: None,
+        hash: auth::hash(&token),
+    };
     store.create_token(record, "rollgate").await?;
     if generated {
         eprintln!(

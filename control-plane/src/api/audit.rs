@@ -1,14 +1,13 @@
-//! `GET /api/v1/audit?flag=&env=&since=&limit=`: who changed what, when, and why.
+//! `GET /api/v1/audit?flag=&segment=&env=&since=&limit=`: who changed what, when, and why.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::AppState;
 use crate::api::{Authorized, Release};
-use crate::error::ApiError;
+use crate::error::{ApiError, AppQuery};
 use crate::store::{AuditFilter, AuditRecord};
 
 /// Records per response unless `limit` says otherwise, and the most it may say.
@@ -18,10 +17,9 @@ const MAX_LIMIT: u32 = 10_000;
 pub(crate) async fn get_audit(
     _: Authorized<Release>,
     State(state): State<AppState>,
-    query: Result<Query<AuditFilter>, QueryRejection>,
+    AppQuery(mut filter): AppQuery<AuditFilter>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
     let bad = |detail: String| ApiError::Body { status: StatusCode::BAD_REQUEST, detail };
-    let Query(mut filter) = query.map_err(|rejection| bad(rejection.body_text()))?;
     if let Some(since) = &filter.since {
         // Stored times are UTC with milliseconds, so the normalized form compares as text.
         let since = DateTime::parse_from_rfc3339(since)

@@ -1,18 +1,18 @@
-//! Flags: create, list and get; and a release manager's changes to one flag in one environment:
-//! rollout, kill, unkill.
+//! Flags: create, list, get, update and archive the shared definition; and a release manager's
+//! changes to one flag in one environment: its state, rollout, kill, unkill.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::header::ETAG;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use flag_core::wire::{Rollout, Serve};
+use flag_core::wire::{self, Rollout, Serve};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::{Authorized, Release};
-use crate::error::{ApiError, AppJson};
-use crate::store::{ChangeNote, FlagDefinition, FlagState, StateChange, StoreError};
+use crate::api::{Authorized, Release, etag, if_match_revisions, required_reason};
+use crate::error::{ApiError, AppJson, AppQuery};
+use crate::store::{ChangeNote, Changed, FlagDefinition, FlagState, StateChange, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,26 @@ pub(crate) struct RolloutRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReasonRequest {
     reason: String,
+}
+
+/// A flag's whole state in one environment, and why it changes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StateRequest {
+    enabled: bool,
+    #[serde(default)]
+    prerequisites: Vec<wire::Prerequisite>,
+    #[serde(default)]
+    rules: Vec<wire::Rule>,
+    fallthrough: Serve,
+    reason: Option<String>,
+}
+
+/// Why a flag or segment is archived, as a query parameter (DELETE takes no body).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ArchiveQuery {
+    pub(crate) reason: Option<String>,
 }
 
 /// A flag's state in an environment after a change, with the snapshot version it is in.
@@ -51,9 +71,19 @@ pub(crate) async fn put_rollout(
     headers: HeaderMap,
     AppJson(request): AppJson<RolloutRequest>,
 ) -> Result<Response, ApiError> {
-    let token = caller.token;
+    caller.reach(&environment)?;
     let if_revision = if_match_revisions(&headers);
     let reason = required_reason(request.reason)?;
+    if request.percent > flag_core::bucketing::BUCKETS {
+        return Err(ApiError::Body {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: format!(
+                "`percent` is in thousandths of a percent, 0 to {} (100%); got {}",
+                flag_core::bucketing::BUCKETS,
+                request.percent
+            ),
+        });
+    }
     let change: StateChange = Box::new(move |definition, current| {
         let existing = match &current.fallthrough {
             Serve::Rollout(rollout) if rollout.percent.is_some() => Some(rollout.clone()),
@@ -90,7 +120,12 @@ pub(crate) async fn put_rollout(
         environment,
         flag,
         change,
-        ChangeNote { actor: token.name, action: "flag.rollout", reason: Some(reason), if_revision },
+        ChangeNote {
+            actor: caller.token.name.clone(),
+            action: "flag.rollout",
+            reason: Some(reason),
+            if_revision,
+        },
     )
     .await
 }
@@ -123,7 +158,7 @@ async fn set_enabled(
     request: ReasonRequest,
     enabled: bool,
 ) -> Result<Response, ApiError> {
-    let token = caller.token;
+    caller.reach(&environment)?;
     let reason = required_reason(request.reason)?;
     let change: StateChange = Box::new(move |_, current| {
         current.enabled = enabled;
@@ -136,7 +171,12 @@ async fn set_enabled(
         flag,
         change,
         // A kill ignores If-Match: it must win over whatever else happened.
-        ChangeNote { actor: token.name, action, reason: Some(reason), if_revision: None },
+        ChangeNote {
+            actor: caller.token.name.clone(),
+            action,
+            reason: Some(reason),
+            if_revision: None,
+        },
     )
     .await
 }
@@ -148,43 +188,45 @@ async fn change_state(
     change: StateChange,
     note: ChangeNote,
 ) -> Result<Response, ApiError> {
-    let changed = state.store.change_flag_state(&environment, &flag, change, note).await?;
+    let changed = state
+        .store
+        .change_flag_state(&environment, &flag, change, note)
+        .await
+        .map_err(|error| error.relative_to(&format!("flags.{flag}")))?;
     let version = changed.published.version;
     state.publisher.publish(changed.published);
     let body = FlagStateResponse { environment, flag, version, state: changed.state };
     Ok(([(ETAG, etag(changed.revision))], Json(body)).into_response())
 }
 
-/// A flag resource's ETag.
-fn etag(revision: u64) -> String {
-    format!("\"{revision}\"")
-}
-
-/// The revisions `If-Match` accepts: `None` without the header or with `*`. Tags that are not
-/// revisions match nothing, so the change fails with 412 as RFC 9110 asks.
-fn if_match_revisions(headers: &HeaderMap) -> Option<Vec<u64>> {
-    let values: Vec<&str> =
-        headers.get_all(IF_MATCH).iter().filter_map(|v| v.to_str().ok()).collect();
-    if values.is_empty() || values.iter().flat_map(|v| v.split(',')).any(|tag| tag.trim() == "*") {
-        return None;
-    }
-    let revisions = values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter_map(|tag| tag.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
-        .collect();
-    Some(revisions)
-}
-
-fn required_reason(reason: String) -> Result<String, ApiError> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(ApiError::Body {
-            status: axum::http::StatusCode::BAD_REQUEST,
-            detail: "`reason` must not be empty".into(),
-        });
-    }
-    Ok(reason.to_owned())
+/// `PUT /api/v1/environments/{env}/flags/{flag}`: replaces the flag's rules, prerequisites,
+/// fallthrough and `enabled` in one environment. Honours `If-Match`.
+pub(crate) async fn put_state(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    Path((environment, flag)): Path<(String, String)>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<StateRequest>,
+) -> Result<Response, ApiError> {
+    caller.reach(&environment)?;
+    let reason = request.reason.map(required_reason).transpose()?;
+    let new_state = FlagState {
+        enabled: request.enabled,
+        prerequisites: request.prerequisites,
+        rules: request.rules,
+        fallthrough: request.fallthrough,
+    };
+    let change: StateChange = Box::new(move |_, current| {
+        *current = new_state;
+        Ok(())
+    });
+    let note = ChangeNote {
+        actor: caller.token.name.clone(),
+        action: "flag.state",
+        reason,
+        if_revision: if_match_revisions(&headers),
+    };
+    change_state(&state, environment, flag, change, note).await
 }
 
 /// `POST /api/v1/flags`: a new flag in every environment, serving `off_variant` to everyone.
@@ -194,9 +236,12 @@ pub(crate) async fn post_flag(
     AppJson(definition): AppJson<FlagDefinition>,
 ) -> Result<Response, ApiError> {
     let key = definition.key.clone();
-    for published in state.store.create_flag(definition, &caller.token.name).await? {
-        state.publisher.publish(published);
-    }
+    let changed = state
+        .store
+        .create_flag(definition, &caller.token.name)
+        .await
+        .map_err(|error| error.relative_to(&format!("flags.{key}")))?;
+    state.publisher.publish_all(changed.published);
     let record = state.store.flag(&key).await?;
     Ok((StatusCode::CREATED, [(ETAG, etag(record.revision))], Json(record)).into_response())
 }
@@ -217,4 +262,62 @@ pub(crate) async fn get_flag(
 ) -> Result<Response, ApiError> {
     let record = state.store.flag(&flag).await?;
     Ok(([(ETAG, etag(record.revision))], Json(record)).into_response())
+}
+
+/// `PUT /api/v1/flags/{flag}`: replaces the definition (type, variants, `off_variant`, salt) in
+/// every environment. Honours `If-Match`. A new salt reshuffles who is in every rollout.
+pub(crate) async fn put_flag(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    Path(flag): Path<String>,
+    headers: HeaderMap,
+    AppJson(definition): AppJson<FlagDefinition>,
+) -> Result<Response, ApiError> {
+    if definition.key != flag {
+        return Err(key_mismatch("flag", &flag, &definition.key));
+    }
+    let note = ChangeNote {
+        actor: caller.token.name.clone(),
+        action: "flag.update",
+        reason: None,
+        if_revision: if_match_revisions(&headers),
+    };
+    let changed = state
+        .store
+        .update_flag(definition, note)
+        .await
+        .map_err(|error| error.relative_to(&format!("flags.{flag}")))?;
+    let revision = changed.revision;
+    state.publisher.publish_all(changed.published);
+    let record = state.store.flag(&flag).await?;
+    debug_assert!(record.revision >= revision);
+    Ok(([(ETAG, etag(record.revision))], Json(record)).into_response())
+}
+
+/// `DELETE /api/v1/flags/{flag}?reason=`: archives the flag. Refused with 422 while another
+/// flag has it as a prerequisite.
+pub(crate) async fn delete_flag(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    Path(flag): Path<String>,
+    AppQuery(query): AppQuery<ArchiveQuery>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let note = ChangeNote {
+        actor: caller.token.name.clone(),
+        action: "flag.archive",
+        reason: query.reason.map(required_reason).transpose()?,
+        if_revision: if_match_revisions(&headers),
+    };
+    let Changed { published, .. } = state.store.archive_flag(&flag, note).await?;
+    state.publisher.publish_all(published);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A body naming another resource than its URL.
+pub(crate) fn key_mismatch(noun: &str, in_path: &str, in_body: &str) -> ApiError {
+    ApiError::Body {
+        status: StatusCode::BAD_REQUEST,
+        detail: format!("the body's `key` is `{in_body}` but the URL names {noun} `{in_path}`; a key cannot change"),
+    }
 }

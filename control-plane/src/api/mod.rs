@@ -1,45 +1,40 @@
-//! The HTTP API, one module per resource.
+//! The HTTP API, one module per resource, and what they share: authorization, ETags, reasons.
 
 pub mod audit;
+pub mod environments;
 pub mod flags;
+pub mod ofrep;
+pub mod segments;
 pub mod snapshot;
+pub mod stream;
+pub mod tokens;
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, IF_MATCH};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 
 use crate::AppState;
-use crate::auth::{self, Scope, Token};
+use crate::auth::{Scope, Token};
 use crate::error::ApiError;
 
-/// The caller's token, if it has at least `needed`: 401 without a known token, 403 below scope.
-async fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-    needed: Scope,
-) -> Result<Token, ApiError> {
-    let presented = headers
+/// The token a request presents: `Authorization: Bearer <token>` or, as OFREP also allows,
+/// `X-API-Key: <token>`.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
         // The scheme name is case-insensitive (RFC 9110).
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
+        .map(|(_, token)| token);
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|value| value.to_str().ok()))
+        .map(str::trim)
         .filter(|token| !token.is_empty())
-        .ok_or(ApiError::Unauthorized)?;
-    let token = state
-        .store
-        .token(&auth::hash(presented))
-        .await?
-        .filter(|token| auth::matches(presented, token))
-        .ok_or(ApiError::Unauthorized)?;
-    if token.scope < needed {
-        return Err(ApiError::Forbidden(needed.as_str()));
-    }
-    Ok(token)
 }
 
 /// The scope a route needs, as a type, so authorization is an extractor.
@@ -49,6 +44,7 @@ pub(crate) trait Needs: Send + Sync {
 
 pub(crate) struct Read;
 pub(crate) struct Release;
+pub(crate) struct Admin;
 
 impl Needs for Read {
     const SCOPE: Scope = Scope::Read;
@@ -58,18 +54,115 @@ impl Needs for Release {
     const SCOPE: Scope = Scope::Release;
 }
 
-/// The caller's token, checked to have the scope `N` needs. As a request-parts extractor it runs
-/// before any body is read, so callers without the right token learn nothing from a body's errors.
+impl Needs for Admin {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+/// The caller's token, checked to have the scope `N` needs: 401 without a known token, 403 below
+/// the scope. As a request-parts extractor it runs before any body is read, so callers without
+/// the right token learn nothing from a body's errors.
 pub(crate) struct Authorized<N> {
-    pub(crate) token: Token,
+    pub(crate) token: Arc<Token>,
     scope: PhantomData<N>,
+}
+
+impl<N> Authorized<N> {
+    /// 403 unless the token may act on `environment`.
+    pub(crate) fn reach(&self, environment: &str) -> Result<(), ApiError> {
+        if self.token.reaches(environment) {
+            Ok(())
+        } else {
+            Err(ApiError::OtherEnvironment(environment.to_owned()))
+        }
+    }
 }
 
 impl<N: Needs> FromRequestParts<AppState> for Authorized<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = authorize(state, &parts.headers, N::SCOPE).await?;
+        let token = presented_token(&parts.headers)
+            .and_then(|presented| state.tokens.find(presented))
+            .ok_or(ApiError::Unauthorized)?;
+        if token.scope < N::SCOPE {
+            return Err(ApiError::Forbidden(N::SCOPE.as_str()));
+        }
         Ok(Self { token, scope: PhantomData })
+    }
+}
+
+/// A flag's or segment's ETag.
+pub(crate) fn etag(revision: u64) -> String {
+    format!("\"{revision}\"")
+}
+
+/// The revisions `If-Match` accepts: `None` without the header or with `*`. Tags that are not
+/// revisions match nothing, so the change fails with 412 as RFC 9110 asks.
+pub(crate) fn if_match_revisions(headers: &HeaderMap) -> Option<Vec<u64>> {
+    let values: Vec<&str> =
+        headers.get_all(IF_MATCH).iter().filter_map(|v| v.to_str().ok()).collect();
+    if values.is_empty() || values.iter().flat_map(|v| v.split(',')).any(|tag| tag.trim() == "*") {
+        return None;
+    }
+    let revisions = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|tag| tag.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
+        .collect();
+    Some(revisions)
+}
+
+/// RFC 9110 weak comparison against a comma-separated If-None-Match list, or `*`.
+pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+/// A reason the audit log can show: required for rollouts and kills.
+pub(crate) fn required_reason(reason: String) -> Result<String, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::Body {
+            status: StatusCode::BAD_REQUEST,
+            detail: "`reason` must not be empty".into(),
+        });
+    }
+    Ok(reason.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+    use axum::http::header::{IF_MATCH, IF_NONE_MATCH};
+
+    use super::{if_match_revisions, none_match};
+
+    fn headers(name: axum::http::HeaderName, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn if_none_match_lists() {
+        assert!(none_match(&headers(IF_NONE_MATCH, "\"7\""), "\"7\""));
+        assert!(none_match(&headers(IF_NONE_MATCH, "\"5\", W/\"7\""), "\"7\""));
+        assert!(none_match(&headers(IF_NONE_MATCH, "*"), "\"7\""));
+        assert!(!none_match(&headers(IF_NONE_MATCH, "\"6\""), "\"7\""));
+        assert!(!none_match(&headers(IF_NONE_MATCH, "7"), "\"7\""));
+        assert!(!none_match(&HeaderMap::new(), "\"7\""));
+    }
+
+    #[test]
+    fn if_match_lists() {
+        assert_eq!(if_match_revisions(&HeaderMap::new()), None);
+        assert_eq!(if_match_revisions(&headers(IF_MATCH, "*")), None);
+        assert_eq!(if_match_revisions(&headers(IF_MATCH, "\"3\", \"4\"")), Some(vec![3, 4]));
+        assert_eq!(if_match_revisions(&headers(IF_MATCH, "W/\"3\"")), Some(vec![]));
     }
 }

@@ -9,13 +9,14 @@ pub mod sqlite;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flag_core::wire;
-
-use crate::auth::Token;
+use bytes::Bytes;
+use flag_core::{Engine, wire};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Where flags, environments and the audit log live.
+use crate::auth::Token;
+
+/// Where flags, segments, environments, tokens and the audit log live.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Every environment, by name.
@@ -25,11 +26,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_environment(&self, name: &str, actor: &str) -> Result<Published, StoreError>;
 
     /// Adds a flag to every environment, serving `off_variant` to everyone.
-    async fn create_flag(
-        &self,
-        flag: FlagDefinition,
-        actor: &str,
-    ) -> Result<Vec<Published>, StoreError>;
+    async fn create_flag(&self, flag: FlagDefinition, actor: &str) -> Result<Changed, StoreError>;
 
     /// Every flag that is not archived, by key.
     async fn flags(&self) -> Result<Vec<FlagDefinition>, StoreError>;
@@ -37,15 +34,26 @@ pub trait Store: Send + Sync + 'static {
     /// A flag with its state in each environment.
     async fn flag(&self, key: &str) -> Result<FlagRecord, StoreError>;
 
+    /// Replaces a flag's definition (its key stays), republishing every environment.
+    async fn update_flag(
+        &self,
+        flag: FlagDefinition,
+        note: ChangeNote,
+    ) -> Result<Changed, StoreError>;
+
+    /// Takes a flag out of every snapshot. Its key stays taken, and its history stays in the
+    /// audit log.
+    async fn archive_flag(&self, key: &str, note: ChangeNote) -> Result<Changed, StoreError>;
+
     /// Changes a flag's state in one environment: `change` sees the definition and edits the
     /// state inside the transaction, so concurrent changes never overwrite each other. With
-    /// `audit.if_revision`, the flag must still be at one of those revisions (else `Stale`).
+    /// `note.if_revision`, the flag must still be at one of those revisions (else `Stale`).
     async fn change_flag_state(
         &self,
         environment: &str,
         flag: &str,
         change: StateChange,
-        audit: ChangeNote,
+        note: ChangeNote,
     ) -> Result<StateChanged, StoreError>;
 
     /// Replaces a flag's state in one environment.
@@ -60,14 +68,32 @@ pub trait Store: Send + Sync + 'static {
             *current = state;
             Ok(())
         });
-        let note = ChangeNote {
-            actor: actor.to_owned(),
-            action: "flag.state",
-            reason: None,
-            if_revision: None,
-        };
+        let note = ChangeNote::new(actor, "flag.state");
         Ok(self.change_flag_state(environment, flag, change, note).await?.published)
     }
+
+    /// Adds a segment, which every environment's snapshot carries.
+    async fn create_segment(
+        &self,
+        segment: wire::Segment,
+        actor: &str,
+    ) -> Result<Changed, StoreError>;
+
+    /// Every segment that is not archived, by key.
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError>;
+
+    /// One segment.
+    async fn segment(&self, key: &str) -> Result<SegmentRecord, StoreError>;
+
+    /// Replaces a segment (its key stays), republishing every environment.
+    async fn update_segment(
+        &self,
+        segment: wire::Segment,
+        note: ChangeNote,
+    ) -> Result<Changed, StoreError>;
+
+    /// Takes a segment out of every snapshot; refused (`Invalid`) while a flag refers to it.
+    async fn archive_segment(&self, key: &str, note: ChangeNote) -> Result<Changed, StoreError>;
 
     /// The current snapshot of an environment.
     async fn snapshot(&self, environment: &str) -> Result<Published, StoreError>;
@@ -75,14 +101,14 @@ pub trait Store: Send + Sync + 'static {
     /// Audit records matching `filter`, oldest first.
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// Stores a token by its hash; the name must be new.
-    async fn create_token(&self, token: Token, actor: &str) -> Result<(), StoreError>;
+    /// Every token, by name.
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
 
-    /// The token with this hash, if any.
-    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError>;
+    /// Stores a token by its hash; the name must be new, and its environment must exist.
+    async fn create_token(&self, token: Token, actor: &str) -> Result<StoredToken, StoreError>;
 
-    /// How many tokens exist.
-    async fn token_count(&self) -> Result<u64, StoreError>;
+    /// Deletes a token: it stops working at once.
+    async fn delete_token(&self, name: &str, actor: &str) -> Result<(), StoreError>;
 }
 
 /// An edit of a flag's state, given the flag's definition; an error aborts the change.
@@ -97,6 +123,21 @@ pub struct ChangeNote {
     pub action: &'static str,
     pub reason: Option<String>,
     pub if_revision: Option<Vec<u64>>,
+}
+
+impl ChangeNote {
+    /// A change by `actor`, with no reason given and no revision to match.
+    pub fn new(actor: &str, action: &'static str) -> Self {
+        Self { actor: actor.to_owned(), action, reason: None, if_revision: None }
+    }
+}
+
+/// A change to a flag's or segment's definition as committed: the snapshots it gave, one per
+/// environment, and the resource's new revision.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub published: Vec<Published>,
+    pub revision: u64,
 }
 
 /// A flag state change as committed.
@@ -115,12 +156,38 @@ pub struct Environment {
     pub version: u64,
 }
 
-/// A snapshot as served: flag-core's wire format, already serialized.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A snapshot as served: flag-core's wire format, already serialized, and the engine compiled
+/// from it.
+#[derive(Debug, Clone)]
 pub struct Published {
     pub environment: String,
     pub version: u64,
-    pub json: Arc<[u8]>,
+    pub json: Bytes,
+    pub engine: Arc<Engine>,
+}
+
+/// Two publications are the same if they carry the same document.
+impl PartialEq for Published {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.environment, self.version, &self.json)
+            == (&other.environment, other.version, &other.json)
+    }
+}
+
+/// A segment and its revision, served as its ETag.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentRecord {
+    #[serde(flatten)]
+    pub segment: wire::Segment,
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// A token as stored, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub token: Token,
+    pub created_at: String,
 }
 
 /// What a flag is, the same in every environment.
@@ -176,6 +243,7 @@ pub struct FlagRecord {
 #[serde(deny_unknown_fields)]
 pub struct AuditFilter {
     pub flag: Option<String>,
+    pub segment: Option<String>,
     #[serde(rename = "env")]
     pub environment: Option<String>,
     /// RFC 3339 with milliseconds in UTC, as stored: records at or after it.
@@ -193,6 +261,7 @@ pub struct AuditRecord {
     pub action: String,
     pub environment: Option<String>,
     pub flag: Option<String>,
+    pub segment: Option<String>,
     pub reason: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
@@ -219,4 +288,24 @@ pub enum StoreError {
     Invalid(flag_core::ConfigError),
     #[error("storage failure: {0}")]
     Internal(String),
+}
+
+impl StoreError {
+    /// Makes an `Invalid` error's path relative to `prefix` (e.g. `flags.checkout-v2`) when it
+    /// lies inside it, so it points into the request that changed that resource.
+    pub fn relative_to(self, prefix: &str) -> Self {
+        match self {
+            Self::Invalid(mut error) => {
+                if error.path == prefix {
+                    error.path.clear();
+                } else if let Some(inner) = error.path.strip_prefix(prefix)
+                    && let Some(inner) = inner.strip_prefix('.').or(inner.starts_with('[').then_some(inner))
+                {
+                    error.path = inner.to_owned();
+                }
+                Self::Invalid(error)
+            }
+            other => other,
+        }
+    }
 }

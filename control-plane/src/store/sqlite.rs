@@ -13,8 +13,9 @@ use serde_json::Value;
 use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
-    AuditFilter, AuditRecord, ChangeNote, Environment, FlagDefinition, FlagRecord, FlagState,
-    Published, StateChange, StateChanged, Store, StoreError,
+    AuditFilter, AuditRecord, ChangeNote, Changed, Environment, FlagDefinition, FlagRecord,
+    FlagState, Published, SegmentRecord, StateChange, StateChanged, Store, StoreError,
+    StoredToken,
 };
 
 /// Environments every installation starts with.
@@ -29,6 +30,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0002_tokens.sql")),
         M::up(include_str!("../../migrations/0003_audit_reason.sql")),
         M::up(include_str!("../../migrations/0004_flag_revision.sql")),
+        M::up(include_str!("../../migrations/0005_segments_and_token_environments.sql")),
     ])
 }
 
@@ -152,11 +154,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_flag(
-        &self,
-        flag: FlagDefinition,
-        actor: &str,
-    ) -> Result<Vec<Published>, StoreError> {
+    async fn create_flag(&self, flag: FlagDefinition, actor: &str) -> Result<Changed, StoreError> {
         check_key("flag", &flag.key)?;
         let actor = actor.to_owned();
         self.write(move |tx, now| {
@@ -169,24 +167,18 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict(format!("flag `{}`", flag.key)));
             }
             let state = FlagState::initial(&flag);
-            let mut published = Vec::new();
             for environment in environment_names(tx)? {
                 insert_state(tx, &environment, &flag.key, &state, now)?;
-                published.push(publish(tx, &environment)?);
             }
-            let after = serde_json::to_value(&flag).ok();
-            append_audit(
-                tx,
-                now,
-                Entry {
-                    actor: &actor,
-                    action: "flag.create",
-                    flag: Some(&flag.key),
-                    after,
-                    ..Entry::default()
-                },
-            )?;
-            Ok(published)
+            let entry = Entry {
+                actor: &actor,
+                action: "flag.create",
+                flag: Some(&flag.key),
+                after: serde_json::to_value(&flag).ok(),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)?;
+            Ok(Changed { published: publish_all(tx)?, revision: 1 })
         })
         .await
     }
@@ -224,12 +216,57 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_flag(
+        &self,
+        flag: FlagDefinition,
+        note: ChangeNote,
+    ) -> Result<Changed, StoreError> {
+        self.write(move |tx, now| {
+            let before = current_definition(tx, FLAGS, &flag.key, &note)?;
+            tx.execute(
+                "UPDATE flags SET definition = ?2 WHERE key = ?1",
+                params![flag.key, to_json(&flag)?],
+            )?;
+            let entry = Entry {
+                actor: &note.actor,
+                action: note.action,
+                flag: Some(&flag.key),
+                reason: note.reason.as_deref(),
+                before: Some(before),
+                after: serde_json::to_value(&flag).ok(),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)?;
+            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, FLAGS, &flag.key, now)? })
+        })
+        .await
+    }
+
+    async fn archive_flag(&self, key: &str, note: ChangeNote) -> Result<Changed, StoreError> {
+        let key = key.to_owned();
+        self.write(move |tx, now| {
+            let before = current_definition(tx, FLAGS, &key, &note)?;
+            tx.execute("UPDATE flags SET archived = 1 WHERE key = ?1", params![key])?;
+            let entry = Entry {
+                actor: &note.actor,
+                action: note.action,
+                flag: Some(&key),
+                reason: note.reason.as_deref(),
+                before: Some(before),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)?;
+            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, FLAGS, &key, now)? })
+        })
+        .await
+    }
+
     async fn change_flag_state(
         &self,
         environment: &str,
         flag: &str,
         change: StateChange,
-        audit: ChangeNote,
+        note: ChangeNote,
     ) -> Result<StateChanged, StoreError> {
         let (environment, flag) = (environment.to_owned(), flag.to_owned());
         self.write(move |tx, now| {
@@ -250,13 +287,7 @@ impl Store for SqliteStore {
                 params![flag],
                 |row| Ok((row.get(0)?, unsigned_at(row, 1)?)),
             )?;
-            if let Some(accepted) = &audit.if_revision
-                && !accepted.contains(&revision)
-            {
-                return Err(StoreError::Stale(format!(
-                    "flag `{flag}` changed since; it is at revision {revision} (ETag \"{revision}\")"
-                )));
-            }
+            check_revision("flag", &flag, revision, &note)?;
             let definition: FlagDefinition = from_json(&definition)?;
             let mut state: FlagState = from_json(&before)?;
             change(&definition, &mut state)?;
@@ -264,18 +295,15 @@ impl Store for SqliteStore {
                 "UPDATE flag_states SET state = ?3, updated_at = ?4 WHERE environment = ?1 AND flag = ?2",
                 params![environment, flag, to_json(&state)?, now],
             )?;
-            let revision = tx.query_row(
-                "UPDATE flags SET revision = revision + 1, updated_at = ?2 WHERE key = ?1 RETURNING revision",
-                params![flag, now],
-                |row| unsigned_at(row, 0),
-            )?;
+            let revision = bump(tx, FLAGS, &flag, now)?;
             let published = publish(tx, &environment)?;
             let entry = Entry {
-                actor: &audit.actor,
-                action: audit.action,
+                actor: &note.actor,
+                action: note.action,
                 environment: Some(&environment),
                 flag: Some(&flag),
-                reason: audit.reason.as_deref(),
+                segment: None,
+                reason: note.reason.as_deref(),
                 before: serde_json::from_str(&before).ok(),
                 after: serde_json::to_value(&state).ok(),
             };
@@ -289,8 +317,7 @@ impl Store for SqliteStore {
         let environment = environment.to_owned();
         self.read(move |tx| {
             let version = environment_version(tx, &environment)?;
-            let snapshot = assemble(tx, &environment, version)?;
-            Ok(Published { environment, version, json: to_json(&snapshot)?.into_bytes().into() })
+            compile(assemble(tx, &environment, version)?)
         })
         .await
     }
@@ -298,12 +325,14 @@ impl Store for SqliteStore {
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(move |tx| {
             let mut statement = tx.prepare(
-                "SELECT id, at, actor, action, environment, flag, reason, before, after FROM audit
+                "SELECT id, at, actor, action, environment, flag, segment, reason, before, after FROM audit
                  WHERE (?1 IS NULL OR flag = ?1) AND (?2 IS NULL OR environment = ?2) AND (?3 IS NULL OR at >= ?3)
-                 ORDER BY id LIMIT ?4",
+                   AND (?4 IS NULL OR segment = ?4)
+                 ORDER BY id LIMIT ?5",
             )?;
             let limit = filter.limit.unwrap_or(u32::MAX);
-            let arguments = params![filter.flag, filter.environment, filter.since, limit];
+            let arguments =
+                params![filter.flag, filter.environment, filter.since, filter.segment, limit];
             let json = |text: Option<String>| text.and_then(|t| serde_json::from_str::<Value>(&t).ok());
             let rows = statement.query_map(arguments, |row| {
                 Ok(AuditRecord {
@@ -313,9 +342,10 @@ impl Store for SqliteStore {
                     action: row.get(3)?,
                     environment: row.get(4)?,
                     flag: row.get(5)?,
-                    reason: row.get(6)?,
-                    before: json(row.get(7)?),
-                    after: json(row.get(8)?),
+                    segment: row.get(6)?,
+                    reason: row.get(7)?,
+                    before: json(row.get(8)?),
+                    after: json(row.get(9)?),
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -323,45 +353,233 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_token(&self, token: Token, actor: &str) -> Result<(), StoreError> {
-        check_key("token", &token.name)?;
+    async fn create_segment(
+        &self,
+        segment: wire::Segment,
+        actor: &str,
+    ) -> Result<Changed, StoreError> {
+        check_key("segment", &segment.key)?;
         let actor = actor.to_owned();
         self.write(move |tx, now| {
             let inserted = tx.execute(
-                "INSERT INTO tokens (name, scope, hash, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                params![token.name, token.scope.as_str(), token.hash, now],
+                "INSERT INTO segments (key, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![segment.key, to_json(&segment)?, now],
             )?;
             if inserted == 0 {
-                return Err(StoreError::Conflict(format!("token `{}`", token.name)));
+                return Err(StoreError::Conflict(format!("segment `{}`", segment.key)));
             }
-            let after = serde_json::json!({"name": token.name, "scope": token.scope});
-            append_audit(tx, now, Entry { actor: &actor, action: "token.create", after: Some(after), ..Entry::default() })
+            let entry = Entry {
+                actor: &actor,
+                action: "segment.create",
+                segment: Some(&segment.key),
+                after: serde_json::to_value(&segment).ok(),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)?;
+            Ok(Changed { published: publish_all(tx)?, revision: 1 })
         })
         .await
     }
 
-    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
-        let hash = hash.to_owned();
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        self.read(segment_records).await
+    }
+
+    async fn segment(&self, key: &str) -> Result<SegmentRecord, StoreError> {
+        let key = key.to_owned();
         self.read(move |tx| {
-            let row = tx
-                .query_row("SELECT name, scope FROM tokens WHERE hash = ?1", params![hash], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })
+            let row: Option<(String, u64)> = tx
+                .query_row(
+                    "SELECT definition, revision FROM segments WHERE key = ?1 AND archived = 0",
+                    params![key],
+                    |row| Ok((row.get(0)?, unsigned_at(row, 1)?)),
+                )
                 .optional()?;
-            let Some((name, scope)) = row else { return Ok(None) };
-            let scope = Scope::parse(&scope)
-                .ok_or_else(|| StoreError::Internal(format!("stored scope `{scope}`")))?;
-            Ok(Some(Token { name, scope, hash }))
+            let (definition, revision) =
+                row.ok_or_else(|| StoreError::NotFound(format!("segment `{key}`")))?;
+            Ok(SegmentRecord { segment: from_json(&definition)?, revision })
         })
         .await
     }
 
-    async fn token_count(&self) -> Result<u64, StoreError> {
-        self.read(|tx| {
-            Ok(tx.query_row("SELECT count(*) FROM tokens", [], |row| unsigned_at(row, 0))?)
+    async fn update_segment(
+        &self,
+        segment: wire::Segment,
+        note: ChangeNote,
+    ) -> Result<Changed, StoreError> {
+        self.write(move |tx, now| {
+            let before = current_definition(tx, SEGMENTS, &segment.key, &note)?;
+            tx.execute(
+                "UPDATE segments SET definition = ?2 WHERE key = ?1",
+                params![segment.key, to_json(&segment)?],
+            )?;
+            let entry = Entry {
+                actor: &note.actor,
+                action: note.action,
+                segment: Some(&segment.key),
+                reason: note.reason.as_deref(),
+                before: Some(before),
+                after: serde_json::to_value(&segment).ok(),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)?;
+            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, SEGMENTS, &segment.key, now)? })
         })
         .await
     }
+
+    async fn archive_segment(&self, key: &str, note: ChangeNote) -> Result<Changed, StoreError> {
+        let key = key.to_owned();
+        self.write(move |tx, now| {
+            let before = current_definition(tx, SEGMENTS, &key, &note)?;
+            tx.execute("UPDATE segments SET archived = 1 WHERE key = ?1", params![key])?;
+            let entry = Entry {
+                actor: &note.actor,
+                action: note.action,
+                segment: Some(&key),
+                reason: note.reason.as_deref(),
+                before: Some(before),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)?;
+            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, SEGMENTS, &key, now)? })
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        self.read(|tx| {
+            let mut statement = tx.prepare(
+                "SELECT name, scope, environment, hash, created_at FROM tokens ORDER BY name",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?;
+            let mut tokens = Vec::new();
+            for row in rows {
+                let (name, scope, environment, hash, created_at) = row?;
+                let scope = Scope::parse(&scope)
+                    .ok_or_else(|| StoreError::Internal(format!("stored scope `{scope}`")))?;
+                tokens.push(StoredToken { token: Token { name, scope, environment, hash }, created_at });
+            }
+            Ok(tokens)
+        })
+        .await
+    }
+
+    async fn create_token(&self, token: Token, actor: &str) -> Result<StoredToken, StoreError> {
+        check_key("token", &token.name)?;
+        let actor = actor.to_owned();
+        self.write(move |tx, now| {
+            if let Some(environment) = &token.environment {
+                environment_version(tx, environment)?;
+            }
+            let inserted = tx.execute(
+                "INSERT INTO tokens (name, scope, environment, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                params![token.name, token.scope.as_str(), token.environment, token.hash, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("token `{}` (or one with the same secret)", token.name)));
+            }
+            let after = serde_json::json!({"name": token.name, "scope": token.scope, "environment": token.environment});
+            append_audit(tx, now, Entry { actor: &actor, action: "token.create", environment: token.environment.as_deref(), after: Some(after), ..Entry::default() })?;
+            Ok(StoredToken { token, created_at: now.to_owned() })
+        })
+        .await
+    }
+
+    async fn delete_token(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+        let (name, actor) = (name.to_owned(), actor.to_owned());
+        self.write(move |tx, now| {
+            let row: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "DELETE FROM tokens WHERE name = ?1 RETURNING scope, environment",
+                    params![name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let (scope, environment) = row.ok_or_else(|| StoreError::NotFound(format!("token `{name}`")))?;
+            let before = serde_json::json!({"name": name, "scope": scope, "environment": environment});
+            append_audit(tx, now, Entry { actor: &actor, action: "token.delete", environment: environment.as_deref(), before: Some(before), ..Entry::default() })
+        })
+        .await
+    }
+}
+
+/// The two kinds of shared definitions, each a table with `key`, `definition`, `archived` and
+/// `revision`.
+#[derive(Clone, Copy)]
+struct Resource {
+    table: &'static str,
+    noun: &'static str,
+}
+
+const FLAGS: Resource = Resource { table: "flags", noun: "flag" };
+const SEGMENTS: Resource = Resource { table: "segments", noun: "segment" };
+
+/// A live resource's stored definition, once its revision is checked against `note.if_revision`.
+fn current_definition(
+    tx: &Transaction<'_>,
+    resource: Resource,
+    key: &str,
+    note: &ChangeNote,
+) -> Result<Value, StoreError> {
+    let Resource { table, noun } = resource;
+    let row: Option<(String, u64)> = tx
+        .query_row(
+            &format!("SELECT definition, revision FROM {table} WHERE key = ?1 AND archived = 0"),
+            params![key],
+            |row| Ok((row.get(0)?, unsigned_at(row, 1)?)),
+        )
+        .optional()?;
+    let (definition, revision) = row.ok_or_else(|| StoreError::NotFound(format!("{noun} `{key}`")))?;
+    check_revision(noun, key, revision, note)?;
+    from_json(&definition)
+}
+
+fn check_revision(noun: &str, key: &str, revision: u64, note: &ChangeNote) -> Result<(), StoreError> {
+    match &note.if_revision {
+        Some(accepted) if !accepted.contains(&revision) => Err(StoreError::Stale(format!(
+            "{noun} `{key}` changed since; it is at revision {revision} (ETag \"{revision}\")"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Moves a resource past the revision it was read at, returning the new one.
+fn bump(tx: &Transaction<'_>, resource: Resource, key: &str, now: &str) -> Result<u64, StoreError> {
+    let table = resource.table;
+    Ok(tx.query_row(
+        &format!("UPDATE {table} SET revision = revision + 1, updated_at = ?2 WHERE key = ?1 RETURNING revision"),
+        params![key, now],
+        |row| unsigned_at(row, 0),
+    )?)
+}
+
+fn segment_records(tx: &Transaction<'_>) -> Result<Vec<SegmentRecord>, StoreError> {
+    let mut statement = tx.prepare(
+        "SELECT definition, revision FROM segments WHERE archived = 0 ORDER BY key",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, unsigned_at(row, 1)?)))?;
+    let mut segments = Vec::new();
+    for row in rows {
+        let (definition, revision) = row?;
+        segments.push(SegmentRecord { segment: from_json(&definition)?, revision });
+    }
+    Ok(segments)
+}
+
+/// Republishes every environment, in name order.
+fn publish_all(tx: &Transaction<'_>) -> Result<Vec<Published>, StoreError> {
+    environment_names(tx)?.iter().map(|environment| publish(tx, environment)).collect()
 }
 
 /// Bumps the environment's version and returns its new snapshot, after flag-core has accepted
@@ -372,13 +590,38 @@ fn publish(tx: &Transaction<'_>, environment: &str) -> Result<Published, StoreEr
         params![environment],
         |row| unsigned_at(row, 0),
     )?;
-    let snapshot = assemble(tx, environment, version)?;
-    flag_core::Engine::from_snapshot(snapshot.clone()).map_err(StoreError::Invalid)?;
+    compile(assemble(tx, environment, version)?)
+}
+
+/// Compiles a snapshot. A rejection names the flag or segment at fault by its key, as in
+/// `flags.checkout-v2.rules[0]`, rather than by its place in the snapshot.
+fn compile(snapshot: wire::Snapshot) -> Result<Published, StoreError> {
+    let json = to_json(&snapshot)?;
+    let engine = flag_core::Engine::from_snapshot(snapshot.clone()).map_err(|mut error| {
+        error.path = keyed_path(&error.path, &snapshot);
+        StoreError::Invalid(error)
+    })?;
     Ok(Published {
-        environment: environment.to_owned(),
-        version,
-        json: to_json(&snapshot)?.into_bytes().into(),
+        environment: snapshot.environment,
+        version: snapshot.version,
+        json: json.into(),
+        engine: Arc::new(engine),
     })
+}
+
+/// `flags[3].variants` as `flags.checkout-v2.variants`.
+fn keyed_path(path: &str, snapshot: &wire::Snapshot) -> String {
+    let keyed = path.split_once(']').and_then(|(head, tail)| {
+        let (collection, index) = head.split_once('[')?;
+        let index: usize = index.parse().ok()?;
+        let key = match collection {
+            "flags" => &snapshot.flags.get(index)?.key,
+            "segments" => &snapshot.segments.get(index)?.key,
+            _ => return None,
+        };
+        Some(format!("{collection}.{key}{tail}"))
+    });
+    keyed.unwrap_or_else(|| path.to_owned())
 }
 
 /// The wire snapshot of an environment as stored, flags in key order.
@@ -411,12 +654,13 @@ fn assemble(
             fallthrough: state.fallthrough,
         });
     }
+    let segments = segment_records(tx)?.into_iter().map(|record| record.segment).collect();
     Ok(wire::Snapshot {
         schema: wire::SCHEMA,
         environment: environment.to_owned(),
         version,
         flags,
-        segments: Vec::new(),
+        segments,
     })
 }
 
@@ -467,6 +711,7 @@ struct Entry<'a> {
     action: &'a str,
     environment: Option<&'a str>,
     flag: Option<&'a str>,
+    segment: Option<&'a str>,
     reason: Option<&'a str>,
     before: Option<Value>,
     after: Option<Value>,
@@ -474,14 +719,15 @@ struct Entry<'a> {
 
 fn append_audit(tx: &Transaction<'_>, now: &str, entry: Entry<'_>) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO audit (at, actor, action, environment, flag, reason, before, after)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (at, actor, action, environment, flag, segment, reason, before, after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             now,
             entry.actor,
             entry.action,
             entry.environment,
             entry.flag,
+            entry.segment,
             entry.reason,
             entry.before.map(|v| v.to_string()),
             entry.after.map(|v| v.to_string())

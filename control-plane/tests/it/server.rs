@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
-use control_plane::publisher::Publisher;
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::store::{AuditFilter, FlagDefinition, Store};
-use control_plane::{AppState, app};
+use control_plane::{AppState, Settings, app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -34,7 +34,10 @@ async fn start() -> Server {
         ("ops", Scope::Admin, ADMIN),
     ] {
         store
-            .create_token(Token { name: name.into(), scope, hash: auth::hash(token) }, "test")
+            .create_token(
+                Token { name: name.into(), scope, environment: None, hash: auth::hash(token) },
+                "test",
+            )
             .await
             .unwrap();
     }
@@ -43,11 +46,13 @@ async fn start() -> Server {
     }))
     .unwrap();
     store.create_flag(flag, "ana").await.unwrap();
-    let publisher = Publisher::load(&store).await.unwrap();
     let store = Arc::new(store);
+    let settings = Settings { keep_alive: Duration::from_millis(200) };
+    let state = AppState::load(Arc::clone(&store) as Arc<dyn Store>, Arc::new(SystemClock), settings)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let state = AppState { store: Arc::clone(&store) as Arc<dyn Store>, publisher };
     tokio::spawn(axum::serve(listener, app(state)).into_future());
     Server { address, client: reqwest::Client::new(), store, _dir: dir }
 }
@@ -297,7 +302,7 @@ async fn bad_requests_get_clear_problems_and_change_nothing() {
         (
             put(r#"{"percent": 100001, "reason": "x"}"#.into(), ROLLOUT),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "flags[0].fallthrough.rollout.percent",
+            "`percent` is in thousandths of a percent, 0 to 100000",
         ),
         (
             put(r#"{"percent": 5000, "variant": "maybe", "reason": "x"}"#.into(), ROLLOUT),
@@ -407,7 +412,7 @@ async fn bad_flags_are_refused_and_change_nothing() {
         (
             post(flag("typed", json!("yes")), RELEASE),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "flags[1].variants.on",
+            "variants.on: expected a boolean",
         ),
         (
             post(flag("has space", json!(true)), RELEASE),

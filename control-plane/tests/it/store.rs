@@ -70,7 +70,7 @@ fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
 async fn a_new_flag_reaches_every_environment_serving_off() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    let published = store.create_flag(checkout(), "ana").await.unwrap();
+    let published = store.create_flag(checkout(), "ana").await.unwrap().published;
     assert_eq!(
         published.iter().map(|p| (p.environment.as_str(), p.version)).collect::<Vec<_>>(),
         [("production", 2), ("staging", 2)]
@@ -137,7 +137,7 @@ async fn a_change_flag_core_rejects_changes_nothing() {
         .await
         .unwrap_err();
     let StoreError::Invalid(error) = error else { panic!("expected Invalid, got {error:?}") };
-    assert_eq!(error.path, "flags[0].fallthrough.rollout.percent");
+    assert_eq!(error.path, "flags.checkout-v2.fallthrough.rollout.percent");
 
     let mut bad_rule = rollout(5_000);
     bad_rule.rules.push(wire::Rule {

@@ -1,0 +1,89 @@
+//! API tokens, for admins: list, create (the secret is shown once, in the response), delete.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::api::{Admin, Authorized};
+use crate::auth::{self, Scope, Token};
+use crate::error::{ApiError, AppJson};
+use crate::store::{StoreError, StoredToken};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenRequest {
+    name: String,
+    scope: Scope,
+    /// Binds a read token to one environment.
+    environment: Option<String>,
+}
+
+/// A token as listed: never its secret or hash.
+#[derive(Serialize)]
+pub(crate) struct TokenInfo {
+    name: String,
+    scope: Scope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<String>,
+    created_at: String,
+}
+
+impl From<StoredToken> for TokenInfo {
+    fn from(stored: StoredToken) -> Self {
+        let StoredToken { token, created_at } = stored;
+        Self { name: token.name, scope: token.scope, environment: token.environment, created_at }
+    }
+}
+
+/// A new token, with its secret: the only time anyone sees it.
+#[derive(Serialize)]
+pub(crate) struct CreatedToken {
+    #[serde(flatten)]
+    info: TokenInfo,
+    token: String,
+}
+
+/// `GET /api/v1/tokens`.
+pub(crate) async fn list_tokens(
+    _: Authorized<Admin>,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    Ok(Json(state.store.tokens().await?.into_iter().map(TokenInfo::from).collect()))
+}
+
+/// `POST /api/v1/tokens`.
+pub(crate) async fn post_token(
+    caller: Authorized<Admin>,
+    State(state): State<AppState>,
+    AppJson(request): AppJson<TokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    if request.environment.is_some() && request.scope != Scope::Read {
+        return Err(ApiError::Body {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: "only read tokens are bound to an environment".into(),
+        });
+    }
+    let secret = auth::generate().map_err(|error| StoreError::Internal(error.to_string()))?;
+    let token = Token {
+        name: request.name,
+        scope: request.scope,
+        environment: request.environment,
+        hash: auth::hash(&secret),
+    };
+    let stored = state.store.create_token(token, &caller.token.name).await?;
+    state.tokens.insert(stored.token.clone());
+    Ok((StatusCode::CREATED, Json(CreatedToken { info: stored.into(), token: secret })))
+}
+
+/// `DELETE /api/v1/tokens/{name}`: the token stops working at once.
+pub(crate) async fn delete_token(
+    caller: Authorized<Admin>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_token(&name, &caller.token.name).await?;
+    state.tokens.remove(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
