@@ -3,3 +3,7 @@
 
 mod server;
 mod store;
+mod support;
+mod matrix;
+mod ofrep;
+mod stream;

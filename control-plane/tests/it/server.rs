@@ -1,101 +1,10 @@
-//! The service on a real loopback listener with a real SQLite file.
+//! The API over HTTP: round trips, scopes, ETags and bad input.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use control_plane::auth::{self, Scope, Token};
-use control_plane::clock::SystemClock;
-use control_plane::store::sqlite::SqliteStore;
-use control_plane::store::{AuditFilter, FlagDefinition, Store};
-use control_plane::{AppState, Settings, app};
 use reqwest::StatusCode;
+use control_plane::store::{AuditFilter, Store};
 use serde_json::{Value, json};
 
-struct Server {
-    address: SocketAddr,
-    client: reqwest::Client,
-    store: Arc<SqliteStore>,
-    _dir: tempfile::TempDir,
-}
-
-const READ: &str = "rg_read_token_for_tests";
-const RELEASE: &str = "rg_release_token_for_tests";
-const ADMIN: &str = "rg_admin_token_for_tests";
-
-/// A server whose store has one token per scope and the `checkout-v2` flag.
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        SqliteStore::open(&dir.path().join("rollgate.db"), Arc::new(SystemClock)).await.unwrap();
-    for (name, scope, token) in [
-        ("edge", Scope::Read, READ),
-        ("ana", Scope::Release, RELEASE),
-        ("ops", Scope::Admin, ADMIN),
-    ] {
-        store
-            .create_token(
-                Token { name: name.into(), scope, environment: None, hash: auth::hash(token) },
-                "test",
-            )
-            .await
-            .unwrap();
-    }
-    let flag: FlagDefinition = serde_json::from_value(json!({
-        "key": "checkout-v2", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"
-    }))
-    .unwrap();
-    store.create_flag(flag, "ana").await.unwrap();
-    let store = Arc::new(store);
-    let settings = Settings { keep_alive: Duration::from_millis(200) };
-    let state = AppState::load(Arc::clone(&store) as Arc<dyn Store>, Arc::new(SystemClock), settings)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, app(state)).into_future());
-    Server { address, client: reqwest::Client::new(), store, _dir: dir }
-}
-
-impl Server {
-    fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-    ) -> reqwest::RequestBuilder {
-        let request = self.client.request(method, format!("http://{}{path}", self.address));
-        match token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
-    /// What a bad request must leave untouched: the served version and the audit log.
-    async fn observable_state(&self) -> (String, usize) {
-        let response = self.get(SNAPSHOT, Some(READ)).send().await.unwrap();
-        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-        (etag, self.store.audit(AuditFilter::default()).await.unwrap().len())
-    }
-
-    async fn evaluate(&self, user: &str) -> (Option<String>, flag_core::Reason) {
-        let body = self.get(SNAPSHOT, Some(READ)).send().await.unwrap().bytes().await.unwrap();
-        let engine = flag_core::Engine::from_json(&body).unwrap();
-        let evaluation =
-            engine.evaluate("checkout-v2", &flag_core::Context::with_targeting_key(user));
-        (evaluation.variant.map(String::from), evaluation.reason)
-    }
-
-    fn get(&self, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
-        let request = self.client.get(format!("http://{}{path}", self.address));
-        match token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-}
-
-const SNAPSHOT: &str = "/api/v1/environments/production/snapshot";
+use crate::support::{ADMIN, READ, RELEASE, SNAPSHOT, start};
 
 #[tokio::test]
 async fn health_and_readiness_need_no_token() {
@@ -165,12 +74,15 @@ async fn missing_unknown_and_malformed_tokens_get_401_problems() {
 #[tokio::test]
 async fn an_unknown_environment_is_a_404_problem_even_for_a_valid_token() {
     let server = start().await;
-    let response = server.get("/api/v1/environments/qa/snapshot", Some(READ)).send().await.unwrap();
+    let response =
+        server.get("/api/v1/environments/qa/snapshot", Some(RELEASE)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["detail"], "environment `qa` not found");
     let response = server.get("/api/v1/environments/qa/snapshot", None).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "authentication comes before lookups");
+    let response = server.get("/api/v1/environments/qa/snapshot", Some(READ)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "a bound token learns nothing of others");
 }
 
 const ROLLOUT: &str = "/api/v1/environments/production/flags/checkout-v2/rollout";

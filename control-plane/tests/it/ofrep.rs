@@ -1,0 +1,156 @@
+//! OFREP on the control plane: its success and failure shapes, auth, and the bulk ETag.
+
+use flag_core::{Context, Engine};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{READ, RELEASE, SNAPSHOT, Server, start};
+
+const SINGLE: &str = "/ofrep/v1/evaluate/flags/checkout-v2";
+const BULK: &str = "/ofrep/v1/evaluate/flags";
+
+/// checkout-v2 at 50% in production.
+async fn half_rolled_out() -> Server {
+    let server = start().await;
+    let rollout = json!({"percent": 50_000, "stage": "beta", "reason": "beta"});
+    let path = "/api/v1/environments/production/flags/checkout-v2/rollout";
+    let (status, _) = server.call(Method::PUT, path, Some(RELEASE), Some(rollout)).await;
+    assert_eq!(status, StatusCode::OK);
+    server
+}
+
+async fn native_engine(server: &Server) -> Engine {
+    let snapshot = server.get(SNAPSHOT, Some(READ)).send().await.unwrap().bytes().await.unwrap();
+    Engine::from_json(&snapshot).unwrap()
+}
+
+#[tokio::test]
+async fn single_evaluations_equal_flag_cores_for_500_users() {
+    let server = half_rolled_out().await;
+    let engine = native_engine(&server).await;
+    let mut on = 0;
+    for user in 0..500 {
+        let key = format!("user-{user}");
+        let context = json!({"targetingKey": key, "plan": "pro"});
+        let request = server
+            .send(Method::POST, SINGLE, None)
+            .header("x-api-key", READ)
+            .json(&json!({"context": context}));
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let answer: Value = response.json().await.unwrap();
+        let expected = engine.evaluate("checkout-v2", &Context::from_value(context).unwrap());
+        assert_eq!(answer["key"], "checkout-v2");
+        assert_eq!(answer["reason"], "SPLIT");
+        assert_eq!(answer["variant"], expected.variant.unwrap(), "{key}");
+        assert_eq!(&answer["value"], expected.value.unwrap(), "{key}");
+        on += usize::from(answer["variant"] == "on");
+    }
+    assert!((200..300).contains(&on), "about half of 500 users are in a 50% rollout, got {on}");
+}
+
+#[tokio::test]
+async fn failures_use_ofreps_codes_and_statuses() {
+    let server = half_rolled_out().await;
+    let post = |path: &str, body: &str| {
+        server
+            .send(Method::POST, path, Some(READ))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+    };
+    let cases = [
+        (post(SINGLE, "{"), StatusCode::BAD_REQUEST, "PARSE_ERROR"),
+        (post(SINGLE, r#"{"context": 5}"#), StatusCode::BAD_REQUEST, "INVALID_CONTEXT"),
+        (
+            post(SINGLE, r#"{"context": {"targetingKey": 7}}"#),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CONTEXT",
+        ),
+        (post(SINGLE, r#"{"context": {}}"#), StatusCode::BAD_REQUEST, "TARGETING_KEY_MISSING"),
+        (
+            post("/ofrep/v1/evaluate/flags/nope", r#"{"context": {"targetingKey": "u"}}"#),
+            StatusCode::NOT_FOUND,
+            "FLAG_NOT_FOUND",
+        ),
+    ];
+    for (i, (request, status, code)) in cases.into_iter().enumerate() {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "case {i}");
+        let failure: Value = response.json().await.unwrap();
+        assert_eq!(failure["errorCode"], code, "case {i}: {failure}");
+        assert!(failure["key"].is_string(), "case {i}: single failures name the flag");
+        assert!(!failure["errorDetails"].as_str().unwrap().is_empty(), "case {i}");
+    }
+    let response = post(BULK, "[").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let failure: Value = response.json().await.unwrap();
+    assert_eq!(failure["errorCode"], "PARSE_ERROR");
+}
+
+#[tokio::test]
+async fn ofrep_needs_a_read_token_that_reaches_the_environment() {
+    let server = half_rolled_out().await;
+    let body = json!({"context": {"targetingKey": "u"}});
+    let staging_reader = server.token("staging-app", "read", Some("staging")).await;
+    let cases = [
+        (SINGLE.to_owned(), None, StatusCode::UNAUTHORIZED),
+        (SINGLE.to_owned(), Some("rg_not_a_token"), StatusCode::UNAUTHORIZED),
+        // A token bound to no environment must name one in the URL.
+        (SINGLE.to_owned(), Some(RELEASE), StatusCode::FORBIDDEN),
+        (format!("/api/v1/environments/production{SINGLE}"), Some(RELEASE), StatusCode::OK),
+        (format!("/api/v1/environments/staging{SINGLE}"), Some(READ), StatusCode::FORBIDDEN),
+        (SINGLE.to_owned(), Some(staging_reader.as_str()), StatusCode::OK),
+        (format!("/api/v1/environments/qa{SINGLE}"), Some(RELEASE), StatusCode::NOT_FOUND),
+    ];
+    for (i, (path, token, status)) in cases.into_iter().enumerate() {
+        let (actual, answer) = server.call(Method::POST, &path, token, Some(body.clone())).await;
+        assert_eq!(actual, status, "case {i}: {answer}");
+    }
+    // Staging was never rolled out: its answer comes from staging's snapshot, not production's.
+    let (_, answer) = server.call(Method::POST, SINGLE, Some(&staging_reader), Some(body)).await;
+    assert_eq!((answer["variant"].as_str(), answer["reason"].as_str()), (Some("off"), Some("STATIC")));
+}
+
+#[tokio::test]
+async fn bulk_evaluation_has_an_etag_that_changes_with_the_snapshot() {
+    let server = half_rolled_out().await;
+    let body = json!({"context": {"targetingKey": "user-7"}});
+    let bulk = |etag: Option<&str>| {
+        let request = server.send(Method::POST, BULK, Some(READ)).json(&body);
+        match etag {
+            Some(etag) => request.header("if-none-match", etag),
+            None => request,
+        }
+    };
+    let first = bulk(None).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let answer: Value = first.json().await.unwrap();
+    let flags = answer["flags"].as_array().unwrap();
+    assert_eq!(flags.len(), 1);
+    assert_eq!(flags[0]["key"], "checkout-v2");
+    assert_eq!(flags[0]["reason"], "SPLIT");
+
+    let again = bulk(Some(&etag)).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    let other_user = server
+        .send(Method::POST, BULK, Some(READ))
+        .header("if-none-match", &etag)
+        .json(&json!({"context": {"targetingKey": "user-8"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_user.status(), StatusCode::OK, "another context is another answer");
+
+    let kill = json!({"reason": "errors"});
+    let path = "/api/v1/environments/production/flags/checkout-v2/kill";
+    assert_eq!(server.call(Method::POST, path, Some(RELEASE), Some(kill)).await.0, StatusCode::OK);
+    let after_kill = bulk(Some(&etag)).send().await.unwrap();
+    assert_eq!(after_kill.status(), StatusCode::OK, "a new snapshot is a new answer");
+    assert_ne!(after_kill.headers()["etag"].to_str().unwrap(), etag);
+    let answer: Value = after_kill.json().await.unwrap();
+    assert_eq!(answer["flags"][0]["reason"], "DISABLED");
+    assert_eq!(answer["flags"][0]["variant"], "off");
+}

@@ -1,0 +1,124 @@
+//! A real server for the tests: a loopback listener on port 0, a SQLite file in a temporary
+//! directory, one token per scope, and the `checkout-v2` flag.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use control_plane::auth::{self, Scope, Token};
+use control_plane::clock::SystemClock;
+use control_plane::store::sqlite::SqliteStore;
+use control_plane::store::{AuditFilter, FlagDefinition, Store};
+use control_plane::{AppState, Settings, app};
+use serde_json::json;
+
+pub(crate) struct Server {
+    pub(crate) address: SocketAddr,
+    pub(crate) client: reqwest::Client,
+    pub(crate) store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) const READ: &str = "rg_read_token_for_tests";
+pub(crate) const RELEASE: &str = "rg_release_token_for_tests";
+pub(crate) const ADMIN: &str = "rg_admin_token_for_tests";
+
+/// A server whose store has the `checkout-v2` flag and one token per scope, the read one bound to
+/// production.
+pub(crate) async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        SqliteStore::open(&dir.path().join("rollgate.db"), Arc::new(SystemClock)).await.unwrap();
+    for (name, scope, token) in [
+        ("edge", Scope::Read, READ),
+        ("ana", Scope::Release, RELEASE),
+        ("ops", Scope::Admin, ADMIN),
+    ] {
+        let environment = (scope == Scope::Read).then(|| "production".to_owned());
+        store
+            .create_token(Token { name: name.into(), scope, environment, hash: auth::hash(token) }, "test")
+            .await
+            .unwrap();
+    }
+    let flag: FlagDefinition = serde_json::from_value(json!({
+        "key": "checkout-v2", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"
+    }))
+    .unwrap();
+    store.create_flag(flag, "ana").await.unwrap();
+    let store = Arc::new(store);
+    let settings = Settings { keep_alive: Duration::from_millis(200) };
+    let state = AppState::load(Arc::clone(&store) as Arc<dyn Store>, Arc::new(SystemClock), settings)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, app(state)).into_future());
+    Server { address, client: reqwest::Client::new(), store, _dir: dir }
+}
+
+impl Server {
+    pub(crate) fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("http://{}{path}", self.address));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// What a bad request must leave untouched: the served version and the audit log.
+    pub(crate) async fn observable_state(&self) -> (String, usize) {
+        let response = self.get(SNAPSHOT, Some(READ)).send().await.unwrap();
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        (etag, self.store.audit(AuditFilter::default()).await.unwrap().len())
+    }
+
+    pub(crate) async fn evaluate(&self, user: &str) -> (Option<String>, flag_core::Reason) {
+        let body = self.get(SNAPSHOT, Some(READ)).send().await.unwrap().bytes().await.unwrap();
+        let engine = flag_core::Engine::from_json(&body).unwrap();
+        let evaluation =
+            engine.evaluate("checkout-v2", &flag_core::Context::with_targeting_key(user));
+        (evaluation.variant.map(String::from), evaluation.reason)
+    }
+
+    /// Sends `body` as JSON and returns the status and the JSON answer (`null` if none).
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.send(method, path, token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A new token made through the API; returns its secret.
+    pub(crate) async fn token(&self, name: &str, scope: &str, environment: Option<&str>) -> String {
+        let body = json!({"name": name, "scope": scope, "environment": environment});
+        let (status, created) =
+            self.call(reqwest::Method::POST, "/api/v1/tokens", Some(ADMIN), Some(body)).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+        created["token"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) fn get(&self, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self.client.get(format!("http://{}{path}", self.address));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
+pub(crate) const SNAPSHOT: &str = "/api/v1/environments/production/snapshot";
