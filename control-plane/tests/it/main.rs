@@ -7,3 +7,4 @@ mod support;
 mod matrix;
 mod ofrep;
 mod stream;
+mod resources;
