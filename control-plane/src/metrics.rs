@@ -64,7 +64,11 @@ impl Default for Metrics {
         let subscribers = Gauge::default();
         registry.register("stream_subscribers", "Open snapshot streams", subscribers.clone());
         let versions = Family::<EnvironmentLabels, Gauge>::default();
-        registry.register("snapshot_version", "Each environment's current version", versions.clone());
+        registry.register(
+            "snapshot_version",
+            "Each environment's current version",
+            versions.clone(),
+        );
         Self { inner: Arc::new(Inner { registry, requests, latency, subscribers, versions }) }
     }
 }
@@ -97,7 +101,10 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
     let metrics = &state.metrics.inner;
-    metrics.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
+    metrics
+        .latency
+        .get_or_create(&RouteLabels { route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
     metrics
         .requests
         .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })

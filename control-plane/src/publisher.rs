@@ -70,11 +70,10 @@ impl Publisher {
     /// Makes `snapshot` current and sends it to subscribers, unless a newer version already is.
     pub fn publish(&self, snapshot: Published) {
         let mut environments = self.write();
-        let channel =
-            environments.entry(snapshot.environment.clone()).or_insert_with(|| Channel {
-                recent: VecDeque::with_capacity(RECENT_VERSIONS),
-                sender: broadcast::channel(RECENT_VERSIONS).0,
-            });
+        let channel = environments.entry(snapshot.environment.clone()).or_insert_with(|| Channel {
+            recent: VecDeque::with_capacity(RECENT_VERSIONS),
+            sender: broadcast::channel(RECENT_VERSIONS).0,
+        });
         if channel.recent.back().is_some_and(|current| current.version() >= snapshot.version) {
             return;
         }

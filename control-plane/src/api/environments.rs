@@ -31,7 +31,8 @@ pub(crate) async fn post_environment(
     AppJson(request): AppJson<EnvironmentRequest>,
 ) -> Result<(StatusCode, Json<Environment>), ApiError> {
     let published = state.store.create_environment(&request.name, &caller.token.name).await?;
-    let environment = Environment { name: published.environment.clone(), version: published.version };
+    let environment =
+        Environment { name: published.environment.clone(), version: published.version };
     state.publisher.publish(published);
     Ok((StatusCode::CREATED, Json(environment)))
 }

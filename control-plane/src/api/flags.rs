@@ -318,6 +318,8 @@ pub(crate) async fn delete_flag(
 pub(crate) fn key_mismatch(noun: &str, in_path: &str, in_body: &str) -> ApiError {
     ApiError::Body {
         status: StatusCode::BAD_REQUEST,
-        detail: format!("the body's `key` is `{in_body}` but the URL names {noun} `{in_path}`; a key cannot change"),
+        detail: format!(
+            "the body's `key` is `{in_body}` but the URL names {noun} `{in_path}`; a key cannot change"
+        ),
     }
 }

@@ -82,7 +82,9 @@ fn single(
     let current = crate::api::snapshot::current(caller, state, environment)?;
     let context = match context(state, body) {
         Ok(context) => context,
-        Err((code, details)) => return Ok(failure(StatusCode::BAD_REQUEST, Some(flag), code, &details)),
+        Err((code, details)) => {
+            return Ok(failure(StatusCode::BAD_REQUEST, Some(flag), code, &details));
+        }
     };
     let evaluation = current.published.engine.evaluate(flag, &context);
     match evaluation.reason {
@@ -92,7 +94,9 @@ fn single(
             ErrorCode::FlagNotFound,
             &format!("no flag `{flag}` in environment `{environment}`"),
         )),
-        Reason::Error(code) => Ok(failure(StatusCode::BAD_REQUEST, Some(flag), code, &details(code))),
+        Reason::Error(code) => {
+            Ok(failure(StatusCode::BAD_REQUEST, Some(flag), code, &details(code)))
+        }
         _ => Ok(Json(KeyedEvaluation { key: flag, evaluation }).into_response()),
     }
 }
@@ -118,19 +122,23 @@ fn bulk(
         Err((code, details)) => return Ok(failure(StatusCode::BAD_REQUEST, None, code, &details)),
     };
     let flags = Bulk { engine: &current.published.engine, context: &context };
-    let json = serde_json::to_vec(&flags).map_err(|e| crate::store::StoreError::Internal(e.to_string()))?;
+    let json = serde_json::to_vec(&flags)
+        .map_err(|e| crate::store::StoreError::Internal(e.to_string()))?;
     Ok(([(ETAG, etag), (CONTENT_TYPE, "application/json".into())], json).into_response())
 }
 
 /// The request's context, with the server's clock for `before` and `after`; or why not.
 fn context(state: &AppState, body: &[u8]) -> Result<Context, (ErrorCode, String)> {
-    let request: EvaluationRequest = serde_json::from_slice(body)
-        .map_err(|error| (ErrorCode::ParseError, format!("the body is not an OFREP request: {error}")))?;
-    let context = Context::from_value(request.context.unwrap_or_else(|| json!({})))
-        .map_err(|error| match error {
-            ContextError::Parse(details) => (ErrorCode::ParseError, details),
-            ContextError::Invalid(details) => (ErrorCode::InvalidContext, details.to_owned()),
-            other => (ErrorCode::InvalidContext, other.to_string()),
+    let request: EvaluationRequest = serde_json::from_slice(body).map_err(|error| {
+        (ErrorCode::ParseError, format!("the body is not an OFREP request: {error}"))
+    })?;
+    let context =
+        Context::from_value(request.context.unwrap_or_else(|| json!({}))).map_err(|error| {
+            match error {
+                ContextError::Parse(details) => (ErrorCode::ParseError, details),
+                ContextError::Invalid(details) => (ErrorCode::InvalidContext, details.to_owned()),
+                other => (ErrorCode::InvalidContext, other.to_string()),
+            }
         })?;
     Ok(context.with_now(state.clock.now().timestamp_millis()))
 }
@@ -138,7 +146,8 @@ fn context(state: &AppState, body: &[u8]) -> Result<Context, (ErrorCode, String)
 fn details(code: ErrorCode) -> String {
     match code {
         ErrorCode::TargetingKeyMissing => {
-            "only a percentage rollout decides this flag, and the context has no targetingKey".into()
+            "only a percentage rollout decides this flag, and the context has no targetingKey"
+                .into()
         }
         other => format!("evaluation failed: {}", other.as_str()),
     }

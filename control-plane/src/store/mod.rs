@@ -299,7 +299,8 @@ impl StoreError {
                 if error.path == prefix {
                     error.path.clear();
                 } else if let Some(inner) = error.path.strip_prefix(prefix)
-                    && let Some(inner) = inner.strip_prefix('.').or(inner.starts_with('[').then_some(inner))
+                    && let Some(inner) =
+                        inner.strip_prefix('.').or(inner.starts_with('[').then_some(inner))
                 {
                     error.path = inner.to_owned();
                 }

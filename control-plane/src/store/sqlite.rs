@@ -14,8 +14,7 @@ use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
     AuditFilter, AuditRecord, ChangeNote, Changed, Environment, FlagDefinition, FlagRecord,
-    FlagState, Published, SegmentRecord, StateChange, StateChanged, Store, StoreError,
-    StoredToken,
+    FlagState, Published, SegmentRecord, StateChange, StateChanged, Store, StoreError, StoredToken,
 };
 
 /// Environments every installation starts with.
@@ -424,7 +423,10 @@ impl Store for SqliteStore {
                 ..Entry::default()
             };
             append_audit(tx, now, entry)?;
-            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, SEGMENTS, &segment.key, now)? })
+            Ok(Changed {
+                published: publish_all(tx)?,
+                revision: bump(tx, SEGMENTS, &segment.key, now)?,
+            })
         })
         .await
     }
@@ -467,7 +469,10 @@ impl Store for SqliteStore {
                 let (name, scope, environment, hash, created_at) = row?;
                 let scope = Scope::parse(&scope)
                     .ok_or_else(|| StoreError::Internal(format!("stored scope `{scope}`")))?;
-                tokens.push(StoredToken { token: Token { name, scope, environment, hash }, created_at });
+                tokens.push(StoredToken {
+                    token: Token { name, scope, environment, hash },
+                    created_at,
+                });
             }
             Ok(tokens)
         })
@@ -506,9 +511,21 @@ impl Store for SqliteStore {
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?;
-            let (scope, environment) = row.ok_or_else(|| StoreError::NotFound(format!("token `{name}`")))?;
-            let before = serde_json::json!({"name": name, "scope": scope, "environment": environment});
-            append_audit(tx, now, Entry { actor: &actor, action: "token.delete", environment: environment.as_deref(), before: Some(before), ..Entry::default() })
+            let (scope, environment) =
+                row.ok_or_else(|| StoreError::NotFound(format!("token `{name}`")))?;
+            let before =
+                serde_json::json!({"name": name, "scope": scope, "environment": environment});
+            append_audit(
+                tx,
+                now,
+                Entry {
+                    actor: &actor,
+                    action: "token.delete",
+                    environment: environment.as_deref(),
+                    before: Some(before),
+                    ..Entry::default()
+                },
+            )
         })
         .await
     }
@@ -540,12 +557,18 @@ fn current_definition(
             |row| Ok((row.get(0)?, unsigned_at(row, 1)?)),
         )
         .optional()?;
-    let (definition, revision) = row.ok_or_else(|| StoreError::NotFound(format!("{noun} `{key}`")))?;
+    let (definition, revision) =
+        row.ok_or_else(|| StoreError::NotFound(format!("{noun} `{key}`")))?;
     check_revision(noun, key, revision, note)?;
     from_json(&definition)
 }
 
-fn check_revision(noun: &str, key: &str, revision: u64, note: &ChangeNote) -> Result<(), StoreError> {
+fn check_revision(
+    noun: &str,
+    key: &str,
+    revision: u64,
+    note: &ChangeNote,
+) -> Result<(), StoreError> {
     match &note.if_revision {
         Some(accepted) if !accepted.contains(&revision) => Err(StoreError::Stale(format!(
             "{noun} `{key}` changed since; it is at revision {revision} (ETag \"{revision}\")"
@@ -565,10 +588,10 @@ fn bump(tx: &Transaction<'_>, resource: Resource, key: &str, now: &str) -> Resul
 }
 
 fn segment_records(tx: &Transaction<'_>) -> Result<Vec<SegmentRecord>, StoreError> {
-    let mut statement = tx.prepare(
-        "SELECT definition, revision FROM segments WHERE archived = 0 ORDER BY key",
-    )?;
-    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, unsigned_at(row, 1)?)))?;
+    let mut statement =
+        tx.prepare("SELECT definition, revision FROM segments WHERE archived = 0 ORDER BY key")?;
+    let rows =
+        statement.query_map([], |row| Ok((row.get::<_, String>(0)?, unsigned_at(row, 1)?)))?;
     let mut segments = Vec::new();
     for row in rows {
         let (definition, revision) = row?;

@@ -1,10 +1,11 @@
 //! control-plane's integration tests: a real SQLite file in a temporary directory, and the
 //! service on a real loopback listener.
 
-mod server;
-mod store;
-mod support;
+mod crash;
 mod matrix;
 mod ofrep;
-mod stream;
 mod resources;
+mod server;
+mod store;
+mod stream;
+mod support;

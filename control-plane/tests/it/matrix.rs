@@ -55,14 +55,17 @@ const ROUTES: &[(&str, &str, Needs)] = &[
 async fn every_route_by_every_caller() {
     let server = start().await;
     let before = server.observable_state().await;
-    let callers =
-        [(None, Needs::Nothing), (Some(READ), Needs::Read), (Some(RELEASE), Needs::Release), (Some(ADMIN), Needs::Admin)];
+    let callers = [
+        (None, Needs::Nothing),
+        (Some(READ), Needs::Read),
+        (Some(RELEASE), Needs::Release),
+        (Some(ADMIN), Needs::Admin),
+    ];
     let mut checked = 0;
     for &(method, path, needs) in ROUTES {
         for (token, has) in callers {
             let method: Method = method.parse().unwrap();
-            let response =
-                server.send(method, path, token).json(&json!({})).send().await.unwrap();
+            let response = server.send(method, path, token).json(&json!({})).send().await.unwrap();
             let status = response.status();
             let expected = match (needs, has) {
                 (Needs::Nothing, _) => None,

@@ -108,7 +108,10 @@ async fn ofrep_needs_a_read_token_that_reaches_the_environment() {
     }
     // Staging was never rolled out: its answer comes from staging's snapshot, not production's.
     let (_, answer) = server.call(Method::POST, SINGLE, Some(&staging_reader), Some(body)).await;
-    assert_eq!((answer["variant"].as_str(), answer["reason"].as_str()), (Some("off"), Some("STATIC")));
+    assert_eq!(
+        (answer["variant"].as_str(), answer["reason"].as_str()),
+        (Some("off"), Some("STATIC"))
+    );
 }
 
 #[tokio::test]

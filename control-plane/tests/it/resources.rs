@@ -41,13 +41,19 @@ async fn a_segment_targets_a_flag_and_cannot_be_archived_while_used() {
     assert_eq!((staff_member.variant, staff_member.reason), (Some("on"), Reason::TargetingMatch));
     let by_email = Context::with_targeting_key("zoe").with("email", "zoe@rollgate.dev");
     assert_eq!(engine.evaluate("checkout-v2", &by_email).variant, Some("on"));
-    assert_eq!(engine.evaluate("checkout-v2", &Context::with_targeting_key("eve")).variant, Some("off"));
+    assert_eq!(
+        engine.evaluate("checkout-v2", &Context::with_targeting_key("eve")).variant,
+        Some("off")
+    );
 
     let before = server.observable_state().await;
     let (status, problem) =
         server.call(Method::DELETE, "/api/v1/segments/staff", Some(RELEASE), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-    assert!(problem["path"].as_str().unwrap().starts_with("flags.checkout-v2.rules[0]"), "{problem}");
+    assert!(
+        problem["path"].as_str().unwrap().starts_with("flags.checkout-v2.rules[0]"),
+        "{problem}"
+    );
     assert_eq!(server.observable_state().await, before);
 
     // Stale If-Match on a segment: 412, nothing changes.
@@ -77,8 +83,9 @@ async fn a_segment_targets_a_flag_and_cannot_be_archived_while_used() {
     // Once no rule uses it, it can go.
     let state = json!({"enabled": true, "fallthrough": {"variant": "off"}});
     assert_eq!(server.call(Method::PUT, STATE, Some(RELEASE), Some(state)).await.0, StatusCode::OK);
-    let (status, _) =
-        server.call(Method::DELETE, "/api/v1/segments/staff?reason=done", Some(RELEASE), None).await;
+    let (status, _) = server
+        .call(Method::DELETE, "/api/v1/segments/staff?reason=done", Some(RELEASE), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = server.call(Method::GET, "/api/v1/segments/staff", Some(RELEASE), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -122,7 +129,13 @@ async fn bad_segments_and_states_get_paths_into_the_request() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "conditions[0]",
         ),
-        (Method::POST, "/api/v1/segments", json!({"key": "x", "members": []}), StatusCode::BAD_REQUEST, ""),
+        (
+            Method::POST,
+            "/api/v1/segments",
+            json!({"key": "x", "members": []}),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
         (
             Method::PUT,
             "/api/v1/flags/checkout-v2",
@@ -130,7 +143,13 @@ async fn bad_segments_and_states_get_paths_into_the_request() {
             StatusCode::BAD_REQUEST,
             "",
         ),
-        (Method::PUT, "/api/v1/environments/qa/flags/checkout-v2", json!({"enabled": true, "fallthrough": {"variant": "off"}}), StatusCode::NOT_FOUND, ""),
+        (
+            Method::PUT,
+            "/api/v1/environments/qa/flags/checkout-v2",
+            json!({"enabled": true, "fallthrough": {"variant": "off"}}),
+            StatusCode::NOT_FOUND,
+            "",
+        ),
     ];
     for (i, (method, path, body, status, path_prefix)) in cases.into_iter().enumerate() {
         let (actual, problem) = server.call(method, path, Some(RELEASE), Some(body)).await;
@@ -146,7 +165,8 @@ async fn bad_segments_and_states_get_paths_into_the_request() {
 #[tokio::test]
 async fn a_flag_definition_is_updated_with_if_match_and_archived() {
     let server = start().await;
-    let (_, record) = server.call(Method::GET, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    let (_, record) =
+        server.call(Method::GET, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
     let mut definition = json!({
         "key": "checkout-v2", "type": "boolean",
         "variants": record["variants"], "off_variant": "off", "salt": "checkout-2027"
@@ -162,7 +182,10 @@ async fn a_flag_definition_is_updated_with_if_match_and_archived() {
     let etag = response.headers()["etag"].to_str().unwrap().to_owned();
     let record: Value = response.json().await.unwrap();
     assert_eq!(record["salt"], "checkout-2027");
-    assert_eq!(put(&definition, "\"1\"").send().await.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        put(&definition, "\"1\"").send().await.unwrap().status(),
+        StatusCode::PRECONDITION_FAILED
+    );
 
     // Dropping the variant the state serves is refused, with the culprit named.
     definition["variants"] = json!({"on": true});
@@ -184,11 +207,13 @@ async fn a_flag_definition_is_updated_with_if_match_and_archived() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED, "the state PUT moved it on");
-    let (status, _) =
-        server.call(Method::DELETE, "/api/v1/flags/checkout-v2?reason=shipped", Some(RELEASE), None).await;
+    let (status, _) = server
+        .call(Method::DELETE, "/api/v1/flags/checkout-v2?reason=shipped", Some(RELEASE), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(engine(&server).await.flag_keys().count(), 0);
-    let (status, _) = server.call(Method::GET, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    let (status, _) =
+        server.call(Method::GET, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, flags) = server.call(Method::GET, "/api/v1/flags", Some(RELEASE), None).await;
     assert_eq!(flags, json!([]));
@@ -200,15 +225,19 @@ async fn a_flag_definition_is_updated_with_if_match_and_archived() {
 #[tokio::test]
 async fn admins_manage_environments_and_tokens() {
     let server = start().await;
-    let (status, environment) =
-        server.call(Method::POST, "/api/v1/environments", Some(ADMIN), Some(json!({"name": "qa"}))).await;
+    let (status, environment) = server
+        .call(Method::POST, "/api/v1/environments", Some(ADMIN), Some(json!({"name": "qa"})))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{environment}");
     assert_eq!(environment, json!({"name": "qa", "version": 1}));
-    let (status, _) =
-        server.call(Method::POST, "/api/v1/environments", Some(ADMIN), Some(json!({"name": "qa"}))).await;
+    let (status, _) = server
+        .call(Method::POST, "/api/v1/environments", Some(ADMIN), Some(json!({"name": "qa"})))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (_, environments) = server.call(Method::GET, "/api/v1/environments", Some(RELEASE), None).await;
-    let names: Vec<_> = environments.as_array().unwrap().iter().map(|e| e["name"].clone()).collect();
+    let (_, environments) =
+        server.call(Method::GET, "/api/v1/environments", Some(RELEASE), None).await;
+    let names: Vec<_> =
+        environments.as_array().unwrap().iter().map(|e| e["name"].clone()).collect();
     assert_eq!(names, [json!("production"), json!("qa"), json!("staging")]);
 
     let secret = server.token("qa-edge", "read", Some("qa")).await;
@@ -225,22 +254,28 @@ async fn admins_manage_environments_and_tokens() {
     assert!(listed.get("hash").is_none());
 
     let cases = [
-        (json!({"name": "x", "scope": "release", "environment": "qa"}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"name": "x", "scope": "release", "environment": "qa"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (json!({"name": "x", "scope": "read", "environment": "nowhere"}), StatusCode::NOT_FOUND),
         (json!({"name": "x", "scope": "root"}), StatusCode::BAD_REQUEST),
         (json!({"name": "qa-edge", "scope": "read"}), StatusCode::CONFLICT),
         (json!({"name": "bad name", "scope": "read"}), StatusCode::BAD_REQUEST),
     ];
     for (i, (body, status)) in cases.into_iter().enumerate() {
-        let (actual, problem) = server.call(Method::POST, "/api/v1/tokens", Some(ADMIN), Some(body)).await;
+        let (actual, problem) =
+            server.call(Method::POST, "/api/v1/tokens", Some(ADMIN), Some(body)).await;
         assert_eq!(actual, status, "case {i}: {problem}");
     }
 
-    let (status, _) = server.call(Method::DELETE, "/api/v1/tokens/qa-edge", Some(ADMIN), None).await;
+    let (status, _) =
+        server.call(Method::DELETE, "/api/v1/tokens/qa-edge", Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let qa = server.get("/api/v1/environments/qa/snapshot", Some(&secret)).send().await.unwrap();
     assert_eq!(qa.status(), StatusCode::UNAUTHORIZED, "a deleted token stops working at once");
-    let (status, _) = server.call(Method::DELETE, "/api/v1/tokens/qa-edge", Some(ADMIN), None).await;
+    let (status, _) =
+        server.call(Method::DELETE, "/api/v1/tokens/qa-edge", Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let actions: Vec<_> = server
         .store

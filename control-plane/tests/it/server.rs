@@ -1,7 +1,7 @@
 //! The API over HTTP: round trips, scopes, ETags and bad input.
 
-use reqwest::StatusCode;
 use control_plane::store::{AuditFilter, Store};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{ADMIN, READ, RELEASE, SNAPSHOT, start};

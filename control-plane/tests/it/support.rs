@@ -36,7 +36,10 @@ pub(crate) async fn start() -> Server {
     ] {
         let environment = (scope == Scope::Read).then(|| "production".to_owned());
         store
-            .create_token(Token { name: name.into(), scope, environment, hash: auth::hash(token) }, "test")
+            .create_token(
+                Token { name: name.into(), scope, environment, hash: auth::hash(token) },
+                "test",
+            )
             .await
             .unwrap();
     }
@@ -47,9 +50,10 @@ pub(crate) async fn start() -> Server {
     store.create_flag(flag, "ana").await.unwrap();
     let store = Arc::new(store);
     let settings = Settings { keep_alive: Duration::from_millis(200) };
-    let state = AppState::load(Arc::clone(&store) as Arc<dyn Store>, Arc::new(SystemClock), settings)
-        .await
-        .unwrap();
+    let state =
+        AppState::load(Arc::clone(&store) as Arc<dyn Store>, Arc::new(SystemClock), settings)
+            .await
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(axum::serve(listener, app(state)).into_future());

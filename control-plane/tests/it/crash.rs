@@ -1,0 +1,174 @@
+//! Crash safety: the real `rollgate` binary is killed with SIGKILL again and again while clients
+//! write. Every write it acknowledged must be there after a restart, and the audit log must hold
+//! exactly the writes that were acknowledged, plus at most the ones in flight at the kill.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+const ADMIN: &str = "rg_crash_test_admin_token";
+const ROLLOUT: &str = "/api/v1/environments/production/flags/checkout-v2/rollout";
+const ROUNDS: u32 = 5;
+const WRITERS: u32 = 3;
+
+struct Rollgate {
+    child: Child,
+    base: String,
+}
+
+impl Rollgate {
+    async fn start(db: &Path, address: SocketAddr, client: &reqwest::Client) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_rollgate"))
+            .args(["serve", "--demo", "--listen", &address.to_string(), "--db"])
+            .arg(db)
+            .env("ROLLGATE_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let server = Self { child, base: format!("http://{address}") };
+        // Ready when /readyz answers; a refused connection means not yet.
+        for _ in 0..500 {
+            if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await
+                && response.status() == StatusCode::OK
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("rollgate did not become ready within 5 s");
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rollgate.db");
+    let address = free_address();
+    let client = reqwest::Client::new();
+    let next_write = Arc::new(AtomicU32::new(1));
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let attempted = Arc::new(Mutex::new(BTreeSet::new()));
+
+    for round in 0..ROUNDS {
+        let server = Rollgate::start(&db, address, &client).await;
+        // Kill after a different number of acknowledgements each round, with writes in flight.
+        let kill_after = 10 + 7 * round as usize;
+        let acknowledged_before = acknowledged.lock().await.len();
+        let (enough, mut enough_seen) = tokio::sync::watch::channel(false);
+        let mut writers = Vec::new();
+        for _ in 0..WRITERS {
+            let (client, base) = (client.clone(), server.base.clone());
+            let (next_write, acknowledged, attempted, enough) =
+                (next_write.clone(), acknowledged.clone(), attempted.clone(), enough.clone());
+            writers.push(tokio::spawn(async move {
+                loop {
+                    let n = next_write.fetch_add(1, Ordering::SeqCst);
+                    attempted.lock().await.insert(n);
+                    let body = json!({"percent": n, "reason": format!("write {n}")});
+                    let request =
+                        client.put(format!("{base}{ROLLOUT}")).bearer_auth(ADMIN).json(&body);
+                    match request.send().await {
+                        Ok(response) if response.status() == StatusCode::OK => {
+                            let mut acknowledged = acknowledged.lock().await;
+                            acknowledged.insert(n);
+                            if acknowledged.len() >= acknowledged_before + kill_after {
+                                let _ = enough.send(true);
+                            }
+                        }
+                        Ok(response) => panic!("write {n}: {}", response.status()),
+                        // The server died under this request: it may or may not have committed.
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        drop(enough);
+        enough_seen.wait_for(|enough| *enough).await.unwrap();
+        server.kill();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        check(&db, address, &client, &acknowledged, &attempted).await;
+    }
+    assert!(acknowledged.lock().await.len() >= (10..10 + 7 * ROUNDS as usize).step_by(7).sum());
+}
+
+/// Restarts the server and compares what it has with what the clients were told.
+async fn check(
+    db: &Path,
+    address: SocketAddr,
+    client: &reqwest::Client,
+    acknowledged: &Mutex<BTreeSet<u32>>,
+    attempted: &Mutex<BTreeSet<u32>>,
+) {
+    let server = Rollgate::start(db, address, client).await;
+    let audit: Vec<Value> = client
+        .get(format!("{}/api/v1/audit?flag=checkout-v2&env=production&limit=10000", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let audited: BTreeSet<u32> = audit
+        .iter()
+        .filter(|record| record["action"] == "flag.rollout")
+        .map(|record| record["reason"].as_str().unwrap()["write ".len()..].parse().unwrap())
+        .collect();
+    let (acknowledged, attempted) = (acknowledged.lock().await, attempted.lock().await);
+    eprintln!(
+        "acknowledged {}, attempted {}, audited {}",
+        acknowledged.len(),
+        attempted.len(),
+        audited.len()
+    );
+    let lost: Vec<_> = acknowledged.difference(&audited).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let invented: Vec<_> = audited.difference(&attempted).collect();
+    assert!(invented.is_empty(), "audited writes nobody made: {invented:?}");
+
+    // The stored state is the last audited write's, and the snapshot serves it.
+    let last = audit.iter().rev().find(|record| record["action"] == "flag.rollout").unwrap();
+    let percent = &last["after"]["fallthrough"]["rollout"]["percent"];
+    let flag: Value = client
+        .get(format!("{}/api/v1/flags/checkout-v2", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&flag["environments"]["production"]["fallthrough"]["rollout"]["percent"], percent);
+    let snapshot: Value = client
+        .get(format!("{}/api/v1/environments/production/snapshot", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&snapshot["flags"][0]["fallthrough"]["rollout"]["percent"], percent);
+    server.kill();
+}
