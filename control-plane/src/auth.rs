@@ -67,16 +67,11 @@ pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Whether `presented` is the token whose hash is stored, without a timing side channel.
-pub fn matches(presented: &str, stored: &Token) -> bool {
-    hash(presented).as_bytes().ct_eq(stored.hash.as_bytes()).into()
-}
-
 /// Every token, in memory, so authenticating a request never waits on the store. The API keeps
 /// it in step with the store as tokens are created and deleted.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    by_hash: Arc<RwLock<HashMap<String, Arc<Token>>>>,
+    by_digest: Arc<RwLock<HashMap<[u8; 32], Arc<Token>>>>,
 }
 
 impl Tokens {
@@ -90,19 +85,26 @@ impl Tokens {
 
     /// The token presented, if it is known.
     pub fn find(&self, presented: &str) -> Option<Arc<Token>> {
-        let hash = hash(presented);
-        let by_hash = self.by_hash.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        by_hash.get(&hash).filter(|token| matches(presented, token)).cloned()
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let by_digest = self.by_digest.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (stored, token) = by_digest.get_key_value(&digest)?;
+        bool::from(stored.ct_eq(&digest)).then(|| Arc::clone(token))
     }
 
+    /// Adds a token; one whose stored hash is not SHA-256 hex could never match and is skipped.
     pub fn insert(&self, token: Token) {
-        let mut by_hash = self.by_hash.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        by_hash.insert(token.hash.clone(), Arc::new(token));
+        let mut digest = [0u8; 32];
+        if hex::decode_to_slice(&token.hash, &mut digest).is_err() {
+            tracing::warn!(token = %token.name, "stored token hash is not SHA-256 hex; ignored");
+            return;
+        }
+        let mut by_digest = self.by_digest.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_digest.insert(digest, Arc::new(token));
     }
 
     pub fn remove(&self, name: &str) {
-        let mut by_hash = self.by_hash.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        by_hash.retain(|_, token| token.name != name);
+        let mut by_digest = self.by_digest.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_digest.retain(|_, token| token.name != name);
     }
 }
 
@@ -120,8 +122,11 @@ mod tests {
         assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let stored =
             Token { name: "ci".into(), scope: Scope::Read, environment: None, hash: hash(&a) };
-        assert!(matches(&a, &stored));
-        assert!(!matches(&b, &stored));
+        let tokens = Tokens::new([stored.clone()]);
+        assert_eq!(tokens.find(&a).as_deref(), Some(&stored));
+        assert_eq!(tokens.find(&b), None);
+        tokens.remove("ci");
+        assert_eq!(tokens.find(&a), None);
     }
 
     #[test]

@@ -27,9 +27,11 @@ use crate::store::{Store, StoreError};
 /// Larger request bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// What every handler can reach.
+/// What every handler can reach; cloned per request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub publisher: Publisher,
     pub tokens: Tokens,
@@ -60,49 +62,65 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let publisher = Publisher::load(store.as_ref()).await?;
         let tokens = Tokens::new(store.tokens().await?.into_iter().map(|stored| stored.token));
-        Ok(Self { store, publisher, tokens, metrics: Metrics::default(), clock, settings })
+        let metrics = Metrics::default();
+        Ok(Self(Arc::new(Shared { store, publisher, tokens, metrics, clock, settings })))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
 /// The service's routes.
 pub fn app(state: AppState) -> Router {
     use api::{audit, environments, flags, ofrep, segments, snapshot, stream, tokens};
-    let environment = "/api/v1/environments/{environment}";
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::get_metrics))
-        .route("/api/v1/audit", get(audit::get_audit))
-        .route("/api/v1/tokens", get(tokens::list_tokens).post(tokens::post_token))
-        .route("/api/v1/tokens/{token}", axum::routing::delete(tokens::delete_token))
-        .route(
+    use axum::routing::{MethodRouter, delete};
+    let routes: Vec<(&'static str, MethodRouter<AppState>)> = vec![
+        ("/healthz", get(healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(metrics::get_metrics)),
+        ("/api/v1/audit", get(audit::get_audit)),
+        ("/api/v1/tokens", get(tokens::list_tokens).post(tokens::post_token)),
+        ("/api/v1/tokens/{token}", delete(tokens::delete_token)),
+        (
             "/api/v1/environments",
             get(environments::list_environments).post(environments::post_environment),
-        )
-        .route("/api/v1/flags", get(flags::list_flags).post(flags::post_flag))
-        .route(
+        ),
+        ("/api/v1/flags", get(flags::list_flags).post(flags::post_flag)),
+        (
             "/api/v1/flags/{flag}",
             get(flags::get_flag).put(flags::put_flag).delete(flags::delete_flag),
-        )
-        .route("/api/v1/segments", get(segments::list_segments).post(segments::post_segment))
-        .route(
+        ),
+        ("/api/v1/segments", get(segments::list_segments).post(segments::post_segment)),
+        (
             "/api/v1/segments/{segment}",
             get(segments::get_segment).put(segments::put_segment).delete(segments::delete_segment),
-        )
-        .route(&format!("{environment}/snapshot"), get(snapshot::get_snapshot))
-        .route(&format!("{environment}/stream"), get(stream::get_stream))
-        .route(&format!("{environment}/flags/{{flag}}"), put(flags::put_state))
-        .route(&format!("{environment}/flags/{{flag}}/rollout"), put(flags::put_rollout))
-        .route(&format!("{environment}/flags/{{flag}}/kill"), post(flags::post_kill))
-        .route(&format!("{environment}/flags/{{flag}}/unkill"), post(flags::post_unkill))
-        // OFREP, in the environment the read token is bound to, or in the one named by the path.
-        .route("/ofrep/v1/evaluate/flags", post(ofrep::post_bulk))
-        .route("/ofrep/v1/evaluate/flags/{flag}", post(ofrep::post_single))
-        .route(&format!("{environment}/ofrep/v1/evaluate/flags"), post(ofrep::post_bulk_in))
-        .route(
-            &format!("{environment}/ofrep/v1/evaluate/flags/{{flag}}"),
+        ),
+        ("/api/v1/environments/{environment}/snapshot", get(snapshot::get_snapshot)),
+        ("/api/v1/environments/{environment}/stream", get(stream::get_stream)),
+        ("/api/v1/environments/{environment}/flags/{flag}", put(flags::put_state)),
+        ("/api/v1/environments/{environment}/flags/{flag}/rollout", put(flags::put_rollout)),
+        ("/api/v1/environments/{environment}/flags/{flag}/kill", post(flags::post_kill)),
+        ("/api/v1/environments/{environment}/flags/{flag}/unkill", post(flags::post_unkill)),
+        // OFREP, in the environment the read token is bound to, or in the one the path names.
+        ("/ofrep/v1/evaluate/flags", post(ofrep::post_bulk)),
+        ("/ofrep/v1/evaluate/flags/{flag}", post(ofrep::post_single)),
+        ("/api/v1/environments/{environment}/ofrep/v1/evaluate/flags", post(ofrep::post_bulk_in)),
+        (
+            "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags/{flag}",
             post(ofrep::post_single_in),
-        )
+        ),
+    ];
+    state.metrics.know_routes(routes.iter().map(|(path, _)| *path));
+    let mut router = Router::new();
+    for (path, handler) in routes {
+        router = router.route(path, handler);
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -1,10 +1,12 @@
 //! `GET /metrics`, Prometheus' text format: requests by route and status, their latency, stream
 //! subscribers, and each environment's snapshot version.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,14 +21,14 @@ use crate::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +42,8 @@ pub struct Metrics {
 }
 
 struct Inner {
+    /// The route patterns, so labels borrow them instead of allocating per request.
+    routes: OnceLock<HashSet<&'static str>>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -69,11 +73,18 @@ impl Default for Metrics {
             "Each environment's current version",
             versions.clone(),
         );
-        Self { inner: Arc::new(Inner { registry, requests, latency, subscribers, versions }) }
+        let inner =
+            Inner { routes: OnceLock::new(), registry, requests, latency, subscribers, versions };
+        Self { inner: Arc::new(inner) }
     }
 }
 
 impl Metrics {
+    /// Names the service's route patterns, the label values requests are counted under.
+    pub fn know_routes(&self, routes: impl IntoIterator<Item = &'static str>) {
+        let _ = self.inner.routes.set(routes.into_iter().collect());
+    }
+
     /// Counts an open stream until the returned guard is dropped.
     pub fn subscribed(&self) -> Subscribed {
         self.inner.subscribers.inc();
@@ -94,22 +105,32 @@ impl Drop for Subscribed {
 /// label sets stay few.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let metrics = &state.metrics.inner;
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+        .and_then(|path| metrics.routes.get()?.get(path.as_str()).copied())
+        .unwrap_or("unmatched");
+    let method = static_method(request.method());
     let response = next.run(request).await;
-    let metrics = &state.metrics.inner;
-    metrics
-        .latency
-        .get_or_create(&RouteLabels { route: route.clone() })
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })
-        .inc();
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics.latency.get_or_create(&RouteLabels { route }).observe(elapsed);
+    let status = response.status().as_u16();
+    metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     response
+}
+
+fn static_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`.
