@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
@@ -61,6 +62,12 @@ async fn serve(db: PathBuf, listen: SocketAddr, demo: bool) -> anyhow::Result<()
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
+    // Stream events and small answers go out at once, not when Nagle's algorithm allows.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
