@@ -23,6 +23,7 @@ mod context;
 mod error;
 mod eval;
 mod keyset;
+pub mod ofrep;
 mod semver;
 mod text;
 mod timestamp;

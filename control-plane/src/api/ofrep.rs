@@ -3,31 +3,21 @@
 //!
 //! `/ofrep/v1/evaluate/flags[/{key}]` evaluates in the environment the read token is bound to;
 //! `/api/v1/environments/{env}/ofrep/v1/evaluate/flags[/{key}]` in the one named. Evaluation
-//! runs on the engine the publisher holds: a request never touches the store.
+//! runs on the engine the publisher holds: a request never touches the store. The answers
+//! themselves come from `flag_core::ofrep`, shared with the edge worker.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use flag_core::{Context, ContextError, Engine, ErrorCode, KeyedEvaluation, Reason};
-use serde::Deserialize;
-use serde::ser::{Serialize, SerializeStruct, Serializer};
-use serde_json::{Value, json};
+use flag_core::ofrep;
 
 use crate::AppState;
 use crate::api::{Authorized, Read, none_match};
 use crate::error::ApiError;
-
-/// OFREP's request body. Other members are ignored, as the protocol may add some.
-#[derive(Deserialize)]
-struct EvaluationRequest {
-    #[serde(default)]
-    context: Option<Value>,
-}
 
 pub(crate) async fn post_single(
     caller: Authorized<Read>,
@@ -80,25 +70,8 @@ fn single(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let current = crate::api::snapshot::current(caller, state, environment)?;
-    let context = match context(state, body) {
-        Ok(context) => context,
-        Err((code, details)) => {
-            return Ok(failure(StatusCode::BAD_REQUEST, Some(flag), code, &details));
-        }
-    };
-    let evaluation = current.published.engine.evaluate(flag, &context);
-    match evaluation.reason {
-        Reason::Error(ErrorCode::FlagNotFound) => Ok(failure(
-            StatusCode::NOT_FOUND,
-            Some(flag),
-            ErrorCode::FlagNotFound,
-            &format!("no flag `{flag}` in environment `{environment}`"),
-        )),
-        Reason::Error(code) => {
-            Ok(failure(StatusCode::BAD_REQUEST, Some(flag), code, &details(code)))
-        }
-        _ => Ok(Json(KeyedEvaluation { key: flag, evaluation }).into_response()),
-    }
+    let now = Some(state.clock.now().timestamp_millis());
+    Ok(json_answer(ofrep::single(&current.published.engine, flag, body, now), None))
 }
 
 fn bulk(
@@ -117,67 +90,17 @@ fn bulk(
     if none_match(headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
     }
-    let context = match context(state, body) {
-        Ok(context) => context,
-        Err((code, details)) => return Ok(failure(StatusCode::BAD_REQUEST, None, code, &details)),
-    };
-    let flags = Bulk { engine: &current.published.engine, context: &context };
-    let json = serde_json::to_vec(&flags)
-        .map_err(|e| crate::store::StoreError::Internal(e.to_string()))?;
-    Ok(([(ETAG, etag), (CONTENT_TYPE, "application/json".into())], json).into_response())
+    let now = Some(state.clock.now().timestamp_millis());
+    let answer = ofrep::bulk(&current.published.engine, body, now);
+    let etag = (answer.status == 200).then_some(etag);
+    Ok(json_answer(answer, etag))
 }
 
-/// The request's context, with the server's clock for `before` and `after`; or why not.
-fn context(state: &AppState, body: &[u8]) -> Result<Context, (ErrorCode, String)> {
-    let request: EvaluationRequest = serde_json::from_slice(body).map_err(|error| {
-        (ErrorCode::ParseError, format!("the body is not an OFREP request: {error}"))
-    })?;
-    let context =
-        Context::from_value(request.context.unwrap_or_else(|| json!({}))).map_err(|error| {
-            match error {
-                ContextError::Parse(details) => (ErrorCode::ParseError, details),
-                ContextError::Invalid(details) => (ErrorCode::InvalidContext, details.to_owned()),
-                other => (ErrorCode::InvalidContext, other.to_string()),
-            }
-        })?;
-    Ok(context.with_now(state.clock.now().timestamp_millis()))
-}
-
-fn details(code: ErrorCode) -> String {
-    match code {
-        ErrorCode::TargetingKeyMissing => {
-            "only a percentage rollout decides this flag, and the context has no targetingKey"
-                .into()
-        }
-        other => format!("evaluation failed: {}", other.as_str()),
+fn json_answer(answer: ofrep::Answer, etag: Option<String>) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, [(CONTENT_TYPE, "application/json")], answer.body).into_response();
+    if let Some(etag) = etag.and_then(|etag| etag.parse().ok()) {
+        response.headers_mut().insert(ETAG, etag);
     }
-}
-
-/// OFREP's failure shape: `{key, errorCode, errorDetails}` (no `key` for a bulk request).
-fn failure(status: StatusCode, key: Option<&str>, code: ErrorCode, details: &str) -> Response {
-    let mut body = json!({"errorCode": code.as_str(), "errorDetails": details});
-    if let Some(key) = key {
-        body["key"] = json!(key);
-    }
-    (status, Json(body)).into_response()
-}
-
-/// `{"flags": [...]}`, serialized straight from the engine's iterator.
-struct Bulk<'e> {
-    engine: &'e Engine,
-    context: &'e Context,
-}
-
-impl Serialize for Bulk<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Flags<'e>(&'e Bulk<'e>);
-        impl Serialize for Flags<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.engine.evaluate_all(self.0.context))
-            }
-        }
-        let mut response = serializer.serialize_struct("BulkEvaluation", 1)?;
-        response.serialize_field("flags", &Flags(self))?;
-        response.end()
-    }
+    response
 }

@@ -1,0 +1,178 @@
+//! OFREP, the OpenFeature Remote Evaluation Protocol (open-feature/protocol,
+//! `service/openapi.yaml`): request bodies in, status codes and response bodies out. Hosts
+//! (the control plane, the edge worker) add transport, auth and ETags; the answers are the same
+//! everywhere because they are made here.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::Deserialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+
+use crate::{Context, ContextError, Engine, ErrorCode, KeyedEvaluation, Reason};
+
+/// An HTTP status and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// 200, or 400 / 404 with OFREP's failure shape.
+    pub status: u16,
+    /// JSON.
+    pub body: Vec<u8>,
+}
+
+/// OFREP's request body. Other members are ignored, as the protocol may add some.
+#[derive(Deserialize)]
+struct EvaluationRequest {
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{flag}`. `now_millis` is the host's clock, for `before` and
+/// `after`.
+pub fn single(engine: &Engine, flag: &str, request: &[u8], now_millis: Option<i64>) -> Answer {
+    let context = match context(request, now_millis) {
+        Ok(context) => context,
+        Err((code, details)) => return failure(400, Some(flag), code, &details),
+    };
+    let evaluation = engine.evaluate(flag, &context);
+    match evaluation.reason {
+        Reason::Error(ErrorCode::FlagNotFound) => failure(
+            404,
+            Some(flag),
+            ErrorCode::FlagNotFound,
+            &format!("no flag `{flag}` in environment `{}`", engine.environment()),
+        ),
+        Reason::Error(code) => failure(400, Some(flag), code, details(code)),
+        _ => Answer { status: 200, body: to_json(&KeyedEvaluation { key: flag, evaluation }) },
+    }
+}
+
+/// `POST /ofrep/v1/evaluate/flags`: every flag, in snapshot order, each a success or a failure.
+pub fn bulk(engine: &Engine, request: &[u8], now_millis: Option<i64>) -> Answer {
+    match context(request, now_millis) {
+        Ok(context) => Answer { status: 200, body: to_json(&Bulk { engine, context: &context }) },
+        Err((code, details)) => failure(400, None, code, &details),
+    }
+}
+
+/// OFREP's failure shape, `{key, errorCode, errorDetails}` (no `key` for bulk requests), for
+/// hosts' own failures too, e.g. GENERAL "no configuration yet".
+pub fn failure(status: u16, key: Option<&str>, code: ErrorCode, details: &str) -> Answer {
+    let mut body = serde_json::Map::new();
+    if let Some(key) = key {
+        body.insert("key".into(), key.into());
+    }
+    body.insert("errorCode".into(), code.as_str().into());
+    body.insert("errorDetails".into(), details.into());
+    Answer { status, body: to_json(&body) }
+}
+
+/// The request's context, with the host's clock; or OFREP's reason why not.
+fn context(request: &[u8], now_millis: Option<i64>) -> Result<Context, (ErrorCode, String)> {
+    let request: EvaluationRequest = serde_json::from_slice(request).map_err(|error| {
+        (ErrorCode::ParseError, format!("the body is not an OFREP request: {error}"))
+    })?;
+    let context = match request.context {
+        Some(value) => Context::from_value(value).map_err(|error| match error {
+            ContextError::Parse(details) => (ErrorCode::ParseError, details),
+            ContextError::Invalid(details) => (ErrorCode::InvalidContext, details.to_owned()),
+        })?,
+        None => Context::new(),
+    };
+    Ok(match now_millis {
+        Some(now) => context.with_now(now),
+        None => context,
+    })
+}
+
+fn details(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::TargetingKeyMissing => {
+            "only a percentage rollout decides this flag, and the context has no targetingKey"
+        }
+        _ => "evaluation failed",
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    // Serializing values that are already JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// `{"flags": [...]}`, serialized straight from the engine's iterator.
+struct Bulk<'e> {
+    engine: &'e Engine,
+    context: &'e Context,
+}
+
+impl Serialize for Bulk<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Flags<'e>(&'e Bulk<'e>);
+        impl Serialize for Flags<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.engine.evaluate_all(self.0.context))
+            }
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("flags", &Flags(self))?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn engine() -> Engine {
+        let snapshot = json!({"schema": 1, "environment": "production", "version": 3, "flags": [
+            {"key": "banner", "type": "string", "variants": {"a": "A", "b": "B"}, "off_variant": "a",
+             "fallthrough": {"rollout": {"percent": 50000, "inside": "b", "outside": "a"}}},
+            {"key": "dark", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off",
+             "fallthrough": {"variant": "on"}}
+        ]});
+        Engine::from_json(snapshot.to_string().as_bytes()).unwrap()
+    }
+
+    fn answer(answer: Answer) -> (u16, Value) {
+        (answer.status, serde_json::from_slice(&answer.body).unwrap())
+    }
+
+    #[test]
+    fn single_answers_and_failures() {
+        let engine = engine();
+        let (status, body) = answer(single(&engine, "dark", br#"{"context": {}}"#, None));
+        assert_eq!(
+            (status, body),
+            (200, json!({"key": "dark", "value": true, "variant": "on", "reason": "STATIC"}))
+        );
+        let cases: [(&str, &[u8], u16, &str); 5] = [
+            ("banner", b"{", 400, "PARSE_ERROR"),
+            ("banner", br#"{"context": []}"#, 400, "INVALID_CONTEXT"),
+            ("banner", br#"{"context": {"targetingKey": 1}}"#, 400, "INVALID_CONTEXT"),
+            ("banner", br#"{}"#, 400, "TARGETING_KEY_MISSING"),
+            ("nope", br#"{"context": {"targetingKey": "u"}}"#, 404, "FLAG_NOT_FOUND"),
+        ];
+        for (flag, request, status, code) in cases {
+            let (actual, body) = answer(single(&engine, flag, request, None));
+            assert_eq!((actual, body["errorCode"].as_str()), (status, Some(code)), "{body}");
+            assert_eq!(body["key"], flag);
+        }
+    }
+
+    #[test]
+    fn bulk_lists_every_flag_and_reports_per_flag_failures() {
+        let engine = engine();
+        let (status, body) = answer(bulk(&engine, br#"{"context": {}}"#, Some(0)));
+        assert_eq!(status, 200);
+        assert_eq!(body["flags"][0]["errorCode"], "TARGETING_KEY_MISSING");
+        assert_eq!(body["flags"][1]["value"], true);
+        let (status, body) = answer(bulk(&engine, b"[", None));
+        assert_eq!((status, body.get("key")), (400, None));
+        assert_eq!(body["errorCode"], "PARSE_ERROR");
+    }
+}
