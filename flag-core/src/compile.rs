@@ -2,7 +2,7 @@
 
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use crate::bucketing::{BUCKETS, Murmur3};
@@ -109,6 +109,7 @@ impl Engine {
 /// Parses `json`, known to be invalid, again while tracking the path, to say where it fails.
 #[cfg(not(target_arch = "wasm32"))]
 fn syntax_error_with_path(json: &[u8]) -> ConfigError {
+    use alloc::string::String;
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let error = match serde_path_to_error::deserialize::<_, wire::Snapshot>(&mut deserializer) {
         Ok(_) => deserializer.end().err().map(|e| ("".into(), e.to_string())),

@@ -1,0 +1,216 @@
+//! What the control plane sends an edge, and what the edge makes of it. Plain Rust, no Workers
+//! types, so it is tested natively.
+//!
+//! An edge configuration is an *envelope*: the environment's snapshot, the SHA-256 digests of
+//! the tokens that may read it, and two counters that only grow: the snapshot `version` and the
+//! `readers_revision`. The control plane signs the envelope's bytes with HMAC-SHA256 under a
+//! secret the edge holds. An edge takes an envelope only if the signature holds, it is for the
+//! edge's environment, flag-core compiles it, and it is newer than what the edge has.
+
+use std::collections::HashSet;
+
+use flag_core::{Engine, wire};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The header carrying the envelope's signature: `sha256=<hex HMAC-SHA256 of the body>`.
+pub const SIGNATURE_HEADER: &str = "x-rollgate-signature";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    environment: String,
+    version: u64,
+    readers_revision: u64,
+    /// Hex SHA-256 of each token that may evaluate here.
+    readers: Vec<String>,
+    snapshot: wire::Snapshot,
+}
+
+/// A verified, compiled configuration.
+pub struct Config {
+    pub environment: String,
+    pub version: u64,
+    pub readers_revision: u64,
+    readers: HashSet<[u8; 32]>,
+    pub engine: Engine,
+}
+
+/// Why an envelope was refused; each maps to one HTTP status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No signature, or one that does not hold: 401.
+    Unsigned(&'static str),
+    /// Signed, but unusable: 422.
+    Invalid(String),
+    /// Not newer than what the edge has: 422.
+    Stale { have: (u64, u64), got: (u64, u64) },
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unsigned(_) => 401,
+            Self::Invalid(_) | Self::Stale { .. } => 422,
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Unsigned(why) => (*why).to_owned(),
+            Self::Invalid(why) => why.clone(),
+            Self::Stale { have, got } => format!(
+                "stale: this edge has version {} (readers revision {}); the push has version {} (readers revision {})",
+                have.0, have.1, got.0, got.1
+            ),
+        }
+    }
+}
+
+/// The signature header's value for `body`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(mac(secret, body).finalize().into_bytes()))
+}
+
+/// Checks `signature` (the header's value) against `body`, in constant time.
+pub fn verify(secret: &[u8], body: &[u8], signature: Option<&str>) -> Result<(), Refusal> {
+    if secret.is_empty() {
+        return Err(Refusal::Unsigned("this edge has no push secret configured"));
+    }
+    let signature = signature.ok_or(Refusal::Unsigned("the push is not signed"))?;
+    let digest = signature
+        .strip_prefix("sha256=")
+        .and_then(|hex_digest| hex::decode(hex_digest).ok())
+        .ok_or(Refusal::Unsigned("the signature is not sha256=<hex>"))?;
+    mac(secret, body)
+        .verify_slice(&digest)
+        .map_err(|_| Refusal::Unsigned("the signature does not match the body"))
+}
+
+fn mac(secret: &[u8], body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(body);
+    mac
+}
+
+impl Config {
+    /// Parses and compiles an envelope whose signature was already verified.
+    pub fn from_envelope(body: &[u8], environment: &str) -> Result<Self, Refusal> {
+        let envelope: Envelope = serde_json::from_slice(body)
+            .map_err(|error| Refusal::Invalid(format!("not an edge envelope: {error}")))?;
+        if envelope.environment != environment || envelope.snapshot.environment != environment {
+            return Err(Refusal::Invalid(format!(
+                "the envelope is for environment `{}`; this edge serves `{environment}`",
+                envelope.environment
+            )));
+        }
+        if envelope.snapshot.version != envelope.version {
+            return Err(Refusal::Invalid(
+                "the envelope and its snapshot disagree on the version".into(),
+            ));
+        }
+        let mut readers = HashSet::with_capacity(envelope.readers.len());
+        for reader in &envelope.readers {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(reader, &mut digest).map_err(|_| {
+                Refusal::Invalid(format!("reader `{reader}` is not a SHA-256 hex digest"))
+            })?;
+            readers.insert(digest);
+        }
+        let engine = Engine::from_snapshot(envelope.snapshot)
+            .map_err(|error| Refusal::Invalid(format!("the snapshot does not compile: {error}")))?;
+        Ok(Self {
+            environment: envelope.environment,
+            version: envelope.version,
+            readers_revision: envelope.readers_revision,
+            readers,
+            engine,
+        })
+    }
+
+    /// The counters that order configurations.
+    pub fn position(&self) -> (u64, u64) {
+        (self.version, self.readers_revision)
+    }
+
+    /// Whether this configuration may replace one at `have`: neither counter goes back, and
+    /// at least one moves on. So a delayed or replayed envelope never undoes a newer one (a
+    /// revoked token stays revoked).
+    pub fn supersedes(&self, have: Option<(u64, u64)>) -> Result<(), Refusal> {
+        let got = self.position();
+        match have {
+            Some(have) if got.0 < have.0 || got.1 < have.1 || got == have => {
+                Err(Refusal::Stale { have, got })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `token` may evaluate here.
+    pub fn admits(&self, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.readers.get(&digest).is_some_and(|stored| bool::from(stored.ct_eq(&digest)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"push-secret-for-tests";
+
+    fn envelope(version: u64, readers_revision: u64) -> Vec<u8> {
+        let reader = hex::encode(Sha256::digest(b"rg_reader"));
+        json!({
+            "environment": "production", "version": version, "readers_revision": readers_revision,
+            "readers": [reader],
+            "snapshot": {"schema": 1, "environment": "production", "version": version, "flags": [
+                {"key": "dark", "type": "boolean", "variants": {"on": true, "off": false},
+                 "off_variant": "off", "fallthrough": {"variant": "on"}}
+            ]}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn signatures_hold_only_for_the_signed_body_and_secret() {
+        let body = envelope(3, 1);
+        let signature = sign(SECRET, &body);
+        assert_eq!(verify(SECRET, &body, Some(&signature)), Ok(()));
+        let mut tampered = body.clone();
+        tampered[10] ^= 1;
+        assert_eq!(verify(SECRET, &tampered, Some(&signature)).unwrap_err().status(), 401);
+        assert_eq!(verify(b"other", &body, Some(&signature)).unwrap_err().status(), 401);
+        assert_eq!(verify(SECRET, &body, None).unwrap_err().status(), 401);
+        assert_eq!(verify(SECRET, &body, Some("sha256=zz")).unwrap_err().status(), 401);
+        assert_eq!(verify(b"", &body, Some(&signature)).unwrap_err().status(), 401);
+    }
+
+    #[test]
+    fn envelopes_compile_and_admit_their_readers() {
+        let config = Config::from_envelope(&envelope(3, 1), "production").unwrap();
+        assert_eq!(config.position(), (3, 1));
+        assert!(config.admits("rg_reader"));
+        assert!(!config.admits("rg_other"));
+        assert_eq!(config.engine.evaluate("dark", &flag_core::Context::new()).variant, Some("on"));
+        let refused = Config::from_envelope(&envelope(3, 1), "staging").err().unwrap();
+        assert_eq!(refused.status(), 422);
+        assert_eq!(Config::from_envelope(b"{}", "production").err().unwrap().status(), 422);
+    }
+
+    #[test]
+    fn only_newer_envelopes_supersede() {
+        let config = Config::from_envelope(&envelope(5, 2), "production").unwrap();
+        assert!(config.supersedes(None).is_ok());
+        assert!(config.supersedes(Some((4, 2))).is_ok());
+        assert!(config.supersedes(Some((5, 1))).is_ok());
+        for have in [(5, 2), (6, 2), (5, 3), (6, 1)] {
+            assert_eq!(config.supersedes(Some(have)).unwrap_err().status(), 422, "{have:?}");
+        }
+    }
+}
