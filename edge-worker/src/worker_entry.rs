@@ -9,6 +9,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use flag_core::{ErrorCode, ofrep};
+use worker::js_sys::{Object, Reflect};
+use worker::wasm_bindgen::JsValue;
 use worker::{
     Context, Date, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response,
     Result, State, durable_object, event,
@@ -289,6 +291,14 @@ impl DurableObject for EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// The stored envelope's version and readers revision.
+    async fn position(&self) -> Result<Option<(u64, u64)>> {
+        let storage = self.state.storage();
+        let version: Option<u64> = storage.get("version").await?;
+        let readers_revision: Option<u64> = storage.get("readers_revision").await?;
+        Ok(version.zip(readers_revision))
+    }
+
     async fn stored(&self) -> Result<Option<Vec<u8>>> {
         let storage = self.state.storage();
         let Some(chunks) = storage.get::<u32>("chunks").await? else { return Ok(None) };
@@ -307,13 +317,13 @@ impl EdgeConfig {
             Err(refusal) => return Ok(Err(refusal)),
         };
         let storage = self.state.storage();
-        let have: Option<(u64, u64)> = storage.get("position").await?;
-        if let Err(refusal) = config.supersedes(have) {
+        if let Err(refusal) = config.supersedes(self.position().await?) {
             return Ok(Err(refusal));
         }
         let text =
             std::str::from_utf8(envelope).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let mut values = serde_json::Map::new();
+        let values = Object::new();
+        let set = |key: &str, value: JsValue| Reflect::set(&values, &key.into(), &value).map(drop);
         let mut chunks = 0u32;
         let mut rest = text;
         while !rest.is_empty() {
@@ -321,18 +331,16 @@ impl EdgeConfig {
             while !rest.is_char_boundary(end) {
                 end -= 1;
             }
-            values.insert(format!("chunk.{chunks}"), rest[..end].into());
+            set(&format!("chunk.{chunks}"), rest[..end].into())?;
             rest = &rest[end..];
             chunks += 1;
         }
-        values.insert("chunks".into(), chunks.into());
-        values.insert(
-            "position".into(),
-            serde_json::json!([config.version, config.readers_revision]),
-        );
-        values.insert("heard_at".into(), Date::now().as_millis().into());
-        // One put_multiple is atomic: readers see the old envelope or the new one, never a mix.
-        storage.put_multiple(serde_json::Value::Object(values)).await?;
+        set("chunks", chunks.into())?;
+        set("version", (config.version as f64).into())?;
+        set("readers_revision", (config.readers_revision as f64).into())?;
+        set("heard_at", (Date::now().as_millis() as f64).into())?;
+        // One put of several keys is atomic: readers see the old envelope or the new one.
+        storage.put_multiple_raw(values).await?;
         Ok(Ok(()))
     }
 
@@ -343,7 +351,7 @@ impl EdgeConfig {
             return Ok(());
         };
         let environment = environment(&self.env)?;
-        let have: Option<(u64, u64)> = self.state.storage().get("position").await?;
+        let have = self.position().await?;
         let headers = Headers::new();
         headers.set("authorization", &format!("Bearer {token}"))?;
         if let Some((version, readers_revision)) = have {
