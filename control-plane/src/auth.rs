@@ -1,6 +1,7 @@
 //! API tokens: random, stored only as hashes, compared in constant time, each with one scope.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,8 @@ pub fn hash(token: &str) -> String {
 #[derive(Clone, Default)]
 pub struct Tokens {
     by_digest: Arc<RwLock<HashMap<[u8; 32], Arc<Token>>>>,
+    /// The store's readers revision: grows with every token change.
+    revision: Arc<AtomicU64>,
 }
 
 impl Tokens {
@@ -100,6 +103,23 @@ impl Tokens {
         }
         let mut by_digest = self.by_digest.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         by_digest.insert(digest, Arc::new(token));
+    }
+
+    /// The readers revision and the hex SHA-256 of every read token that reaches
+    /// `environment`: what an edge of it accepts.
+    pub fn readers(&self, environment: &str) -> (u64, Vec<String>) {
+        let by_digest = self.by_digest.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut readers: Vec<String> = by_digest
+            .values()
+            .filter(|token| token.scope == Scope::Read && token.reaches(environment))
+            .map(|token| token.hash.clone())
+            .collect();
+        readers.sort();
+        (self.revision.load(Ordering::SeqCst), readers)
+    }
+
+    pub fn set_revision(&self, revision: u64) {
+        self.revision.fetch_max(revision, Ordering::SeqCst);
     }
 
     pub fn remove(&self, name: &str) {

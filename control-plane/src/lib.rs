@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod edges;
 pub mod error;
 pub mod metrics;
 pub mod publisher;
@@ -20,6 +21,7 @@ use axum::routing::{get, post, put};
 
 use crate::auth::Tokens;
 use crate::clock::Clock;
+use crate::edges::Edges;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::store::{Store, StoreError};
@@ -36,6 +38,7 @@ pub struct Shared {
     pub publisher: Publisher,
     pub tokens: Tokens,
     pub metrics: Metrics,
+    pub edges: Edges,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
 }
@@ -45,11 +48,13 @@ pub struct Shared {
 pub struct Settings {
     /// How long a snapshot stream may stay silent before a keep-alive comment.
     pub keep_alive: Duration,
+    /// The HMAC-SHA256 key edge envelopes are signed with; edges hold the same one.
+    pub push_secret: Option<Vec<u8>>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { keep_alive: Duration::from_secs(15) }
+        Self { keep_alive: Duration::from_secs(15), push_secret: None }
     }
 }
 
@@ -62,8 +67,10 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let publisher = Publisher::load(store.as_ref()).await?;
         let tokens = Tokens::new(store.tokens().await?.into_iter().map(|stored| stored.token));
+        tokens.set_revision(store.readers_revision().await?);
         let metrics = Metrics::default();
-        Ok(Self(Arc::new(Shared { store, publisher, tokens, metrics, clock, settings })))
+        let edges = Edges::new(settings.push_secret.clone());
+        Ok(Self(Arc::new(Shared { store, publisher, tokens, metrics, edges, clock, settings })))
     }
 }
 
@@ -77,7 +84,7 @@ impl std::ops::Deref for AppState {
 
 /// The service's routes.
 pub fn app(state: AppState) -> Router {
-    use api::{audit, environments, flags, ofrep, segments, snapshot, stream, tokens};
+    use api::{audit, edges, environments, flags, ofrep, segments, snapshot, stream, tokens};
     use axum::routing::{MethodRouter, delete};
     let routes: Vec<(&'static str, MethodRouter<AppState>)> = vec![
         ("/healthz", get(healthz)),
@@ -100,6 +107,9 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/segments/{segment}",
             get(segments::get_segment).put(segments::put_segment).delete(segments::delete_segment),
         ),
+        ("/api/v1/edges", get(edges::list_edges).post(edges::post_edge)),
+        ("/api/v1/edges/{edge}", delete(edges::delete_edge)),
+        ("/api/v1/environments/{environment}/edge-config", get(edges::get_edge_config)),
         ("/api/v1/environments/{environment}/snapshot", get(snapshot::get_snapshot)),
         ("/api/v1/environments/{environment}/stream", get(stream::get_stream)),
         ("/api/v1/environments/{environment}/flags/{flag}", put(flags::put_state)),

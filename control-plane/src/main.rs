@@ -9,6 +9,7 @@ use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use control_plane::auth::{self, Scope, Token};
 use control_plane::clock::SystemClock;
+use control_plane::edges::Edges;
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::store::{FlagDefinition, Store, StoreError};
 use control_plane::{AppState, Settings, app};
@@ -33,6 +34,10 @@ enum Command {
         /// Creates the demo flag `checkout-v2` (boolean, serving `off`) unless it exists.
         #[arg(long)]
         demo: bool,
+        /// The key edge configurations are signed with (HMAC-SHA256); each edge worker holds
+        /// the same one as its PUSH_SECRET. Without it, no edges can be registered.
+        #[arg(long, env = "ROLLGATE_PUSH_SECRET", hide_env_values = true)]
+        push_secret: Option<String>,
     },
 }
 
@@ -44,11 +49,21 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { db, listen, demo } => serve(db, listen, demo).await,
+        Command::Serve { db, listen, demo, push_secret } => {
+            serve(db, listen, demo, push_secret).await
+        }
     }
 }
 
-async fn serve(db: PathBuf, listen: SocketAddr, demo: bool) -> anyhow::Result<()> {
+async fn serve(
+    db: PathBuf,
+    listen: SocketAddr,
+    demo: bool,
+    push_secret: Option<String>,
+) -> anyhow::Result<()> {
+    if push_secret.as_ref().is_some_and(|secret| secret.len() < 16) {
+        anyhow::bail!("the push secret must be at least 16 characters");
+    }
     let clock = Arc::new(SystemClock);
     let store = SqliteStore::open(&db, clock.clone())
         .await
@@ -57,8 +72,11 @@ async fn serve(db: PathBuf, listen: SocketAddr, demo: bool) -> anyhow::Result<()
     if demo {
         create_demo_flag(&store).await?;
     }
-    let state = AppState::load(Arc::new(store), clock, Settings::default()).await?;
-    let publisher = state.publisher.clone();
+    let settings =
+        Settings { push_secret: push_secret.map(String::into_bytes), ..Settings::default() };
+    let state = AppState::load(Arc::new(store), clock, settings).await?;
+    Edges::start_all(&state).await?;
+    let (publisher, edges) = (state.publisher.clone(), state.edges.clone());
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
@@ -73,6 +91,7 @@ async fn serve(db: PathBuf, listen: SocketAddr, demo: bool) -> anyhow::Result<()
             shutdown_signal().await;
             // Open streams would otherwise hold the shutdown forever.
             publisher.close();
+            edges.stop_all();
         })
         .await?;
     Ok(())

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::store::{Published, Store, StoreError};
 
@@ -40,9 +40,17 @@ impl Current {
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Publisher {
     environments: Arc<RwLock<HashMap<String, Channel>>>,
+    /// Counts every new version, and every other change edges must hear of (token changes).
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Self { environments: Arc::default(), changes: Arc::new(watch::channel(0).0) }
+    }
 }
 
 struct Channel {
@@ -84,6 +92,18 @@ impl Publisher {
         channel.recent.push_back(Arc::clone(&current));
         // No receivers is not an error: nobody is subscribed.
         let _ = channel.sender.send(current);
+        drop(environments);
+        self.nudge();
+    }
+
+    /// Tells edge pushers that something they send changed.
+    pub fn nudge(&self) {
+        self.changes.send_modify(|count| *count += 1);
+    }
+
+    /// Wakes on every `nudge` (and so every new version).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Publishes each snapshot.

@@ -1,6 +1,7 @@
 //! The HTTP API, one module per resource, and what they share: authorization, ETags, reasons.
 
 pub mod audit;
+pub mod edges;
 pub mod environments;
 pub mod flags;
 pub mod ofrep;

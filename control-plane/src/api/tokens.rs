@@ -74,6 +74,7 @@ pub(crate) async fn post_token(
     };
     let stored = state.store.create_token(token, &caller.token.name).await?;
     state.tokens.insert(stored.token.clone());
+    readers_changed(&state).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { info: stored.into(), token: secret })))
 }
 
@@ -85,5 +86,13 @@ pub(crate) async fn delete_token(
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_token(&name, &caller.token.name).await?;
     state.tokens.remove(&name);
+    readers_changed(&state).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Edges learn every token change: a new reader works there, a deleted one stops.
+async fn readers_changed(state: &AppState) -> Result<(), ApiError> {
+    state.tokens.set_revision(state.store.readers_revision().await?);
+    state.publisher.nudge();
+    Ok(())
 }

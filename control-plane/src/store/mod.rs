@@ -109,6 +109,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a token: it stops working at once.
     async fn delete_token(&self, name: &str, actor: &str) -> Result<(), StoreError>;
+
+    /// Grows with every token created or deleted: edges compare it to know whose tokens are
+    /// current.
+    async fn readers_revision(&self) -> Result<u64, StoreError>;
+
+    /// Every registered edge, by name.
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError>;
+
+    /// Registers an edge deployment of an environment.
+    async fn create_edge(&self, edge: NewEdge, actor: &str) -> Result<EdgeRecord, StoreError>;
+
+    /// Forgets an edge: no more pushes go to it.
+    async fn delete_edge(&self, name: &str, actor: &str) -> Result<(), StoreError>;
+
+    /// Records what an edge acknowledged, or why a push to it failed. Not audited: the
+    /// control plane's own bookkeeping.
+    async fn record_push(&self, name: &str, outcome: PushOutcome) -> Result<(), StoreError>;
+}
+
+/// An edge to register.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEdge {
+    pub name: String,
+    /// Where the edge worker listens; pushes go to `{url}/rollgate/v1/push`.
+    pub url: String,
+    pub environment: String,
+}
+
+/// A registered edge and the last configuration it acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeRecord {
+    pub name: String,
+    pub url: String,
+    pub environment: String,
+    pub applied_version: Option<u64>,
+    pub applied_readers_revision: Option<u64>,
+    pub acked_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// How a push to an edge went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    Acknowledged { version: u64, readers_revision: u64 },
+    Failed(String),
 }
 
 /// An edit of a flag's state, given the flag's definition; an error aborts the change.

@@ -13,8 +13,9 @@ use serde_json::Value;
 use crate::auth::{Scope, Token};
 use crate::clock::Clock;
 use crate::store::{
-    AuditFilter, AuditRecord, ChangeNote, Changed, Environment, FlagDefinition, FlagRecord,
-    FlagState, Published, SegmentRecord, StateChange, StateChanged, Store, StoreError, StoredToken,
+    AuditFilter, AuditRecord, ChangeNote, Changed, EdgeRecord, Environment, FlagDefinition,
+    FlagRecord, FlagState, NewEdge, Published, PushOutcome, SegmentRecord, StateChange,
+    StateChanged, Store, StoreError, StoredToken,
 };
 
 /// Environments every installation starts with.
@@ -30,6 +31,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0003_audit_reason.sql")),
         M::up(include_str!("../../migrations/0004_flag_revision.sql")),
         M::up(include_str!("../../migrations/0005_segments_and_token_environments.sql")),
+        M::up(include_str!("../../migrations/0006_edges.sql")),
     ])
 }
 
@@ -529,6 +531,121 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn readers_revision(&self) -> Result<u64, StoreError> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT coalesce(max(id), 0) FROM audit WHERE action IN ('token.create', 'token.delete')",
+                [],
+                |row| unsigned_at(row, 0),
+            )?)
+        })
+        .await
+    }
+
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError> {
+        self.read(|tx| {
+            let mut statement = tx.prepare(
+                "SELECT name, url, environment, applied_version, applied_readers_revision, acked_at, last_error
+                 FROM edges ORDER BY name",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let unsigned = |index| row.get::<_, Option<i64>>(index).map(|n| n.map(i64::unsigned_abs));
+                Ok(EdgeRecord {
+                    name: row.get(0)?,
+                    url: row.get(1)?,
+                    environment: row.get(2)?,
+                    applied_version: unsigned(3)?,
+                    applied_readers_revision: unsigned(4)?,
+                    acked_at: row.get(5)?,
+                    last_error: row.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn create_edge(&self, edge: NewEdge, actor: &str) -> Result<EdgeRecord, StoreError> {
+        check_key("edge", &edge.name)?;
+        let url = edge.url.trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.contains(char::is_whitespace)
+        {
+            return Err(StoreError::BadKey(format!(
+                "edge url `{url}` must be an http:// or https:// URL"
+            )));
+        }
+        let actor = actor.to_owned();
+        self.write(move |tx, now| {
+            environment_version(tx, &edge.environment)?;
+            let inserted = tx.execute(
+                "INSERT INTO edges (name, url, environment, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                params![edge.name, url, edge.environment, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("edge `{}`", edge.name)));
+            }
+            let after = serde_json::json!({"name": edge.name, "url": url, "environment": edge.environment});
+            append_audit(tx, now, Entry { actor: &actor, action: "edge.create", environment: Some(&edge.environment), after: Some(after), ..Entry::default() })?;
+            Ok(EdgeRecord {
+                name: edge.name,
+                url,
+                environment: edge.environment,
+                applied_version: None,
+                applied_readers_revision: None,
+                acked_at: None,
+                last_error: None,
+            })
+        })
+        .await
+    }
+
+    async fn delete_edge(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+        let (name, actor) = (name.to_owned(), actor.to_owned());
+        self.write(move |tx, now| {
+            let row: Option<(String, String)> = tx
+                .query_row(
+                    "DELETE FROM edges WHERE name = ?1 RETURNING url, environment",
+                    params![name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let (url, environment) =
+                row.ok_or_else(|| StoreError::NotFound(format!("edge `{name}`")))?;
+            let before = serde_json::json!({"name": name, "url": url, "environment": environment});
+            append_audit(
+                tx,
+                now,
+                Entry {
+                    actor: &actor,
+                    action: "edge.delete",
+                    environment: Some(&environment),
+                    before: Some(before),
+                    ..Entry::default()
+                },
+            )
+        })
+        .await
+    }
+
+    async fn record_push(&self, name: &str, outcome: PushOutcome) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(move |tx, now| {
+            match outcome {
+                PushOutcome::Acknowledged { version, readers_revision } => tx.execute(
+                    "UPDATE edges SET applied_version = ?2, applied_readers_revision = ?3, acked_at = ?4, last_error = NULL
+                     WHERE name = ?1",
+                    params![name, signed(version), signed(readers_revision), now],
+                )?,
+                PushOutcome::Failed(error) => {
+                    tx.execute("UPDATE edges SET last_error = ?2 WHERE name = ?1", params![name, error])?
+                }
+            };
+            Ok(())
+        })
+        .await
+    }
 }
 
 /// The two kinds of shared definitions, each a table with `key`, `definition`, `archived` and
@@ -693,6 +810,11 @@ fn environment_version(tx: &Transaction<'_>, environment: &str) -> Result<u64, S
     })
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("environment `{environment}`")))
+}
+
+/// A counter as SQLite's signed integer; counters never come near `i64::MAX`.
+fn signed(counter: u64) -> i64 {
+    i64::try_from(counter).unwrap_or(i64::MAX)
 }
 
 /// Versions and counts: SQLite integers that are never negative (the schema checks versions).

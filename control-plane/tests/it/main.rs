@@ -2,6 +2,7 @@
 //! service on a real loopback listener.
 
 mod crash;
+mod edges;
 mod matrix;
 mod ofrep;
 mod resources;

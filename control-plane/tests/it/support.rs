@@ -22,6 +22,7 @@ pub(crate) struct Server {
 pub(crate) const READ: &str = "rg_read_token_for_tests";
 pub(crate) const RELEASE: &str = "rg_release_token_for_tests";
 pub(crate) const ADMIN: &str = "rg_admin_token_for_tests";
+pub(crate) const PUSH_SECRET: &str = "push-secret-for-control-plane-tests";
 
 /// A server whose store has the `checkout-v2` flag and one token per scope, the read one bound to
 /// production.
@@ -49,7 +50,10 @@ pub(crate) async fn start() -> Server {
     .unwrap();
     store.create_flag(flag, "ana").await.unwrap();
     let store = Arc::new(store);
-    let settings = Settings { keep_alive: Duration::from_millis(200) };
+    let settings = Settings {
+        keep_alive: Duration::from_millis(200),
+        push_secret: Some(PUSH_SECRET.as_bytes().to_vec()),
+    };
     let state =
         AppState::load(Arc::clone(&store) as Arc<dyn Store>, Arc::new(SystemClock), settings)
             .await

@@ -1,0 +1,99 @@
+//! Edges: registered by admins, listed with what each has applied, and the signed envelope an
+//! edge pulls when pushes stop reaching it.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_TYPE, ETAG};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use edge_worker::config::SIGNATURE_HEADER;
+use serde::Serialize;
+
+use crate::AppState;
+use crate::api::{Admin, Authorized, Read, Release, none_match};
+use crate::edges::current_envelope;
+use crate::error::{ApiError, AppJson};
+use crate::store::{EdgeRecord, NewEdge, StoreError};
+
+/// An edge as listed: what it has applied, and how far behind its environment it is.
+#[derive(Serialize)]
+pub(crate) struct EdgeStatus {
+    #[serde(flatten)]
+    edge: EdgeRecord,
+    /// Versions the edge is behind (`null` until it acknowledged one).
+    lag: Option<u64>,
+}
+
+/// `GET /api/v1/edges`.
+pub(crate) async fn list_edges(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<EdgeStatus>>, ApiError> {
+    let edges = state.store.edges().await?;
+    let statuses = edges
+        .into_iter()
+        .map(|edge| {
+            let current = state.publisher.current(&edge.environment).map(|c| c.version());
+            let lag = edge
+                .applied_version
+                .zip(current)
+                .map(|(applied, current)| current.saturating_sub(applied));
+            EdgeStatus { edge, lag }
+        })
+        .collect();
+    Ok(Json(statuses))
+}
+
+/// `POST /api/v1/edges`: registers an edge; the current configuration goes to it at once.
+pub(crate) async fn post_edge(
+    caller: Authorized<Admin>,
+    State(state): State<AppState>,
+    AppJson(edge): AppJson<NewEdge>,
+) -> Result<(StatusCode, Json<EdgeRecord>), ApiError> {
+    if !state.edges.has_secret() {
+        return Err(no_secret());
+    }
+    let edge = state.store.create_edge(edge, &caller.token.name).await?;
+    state.edges.start(&state, edge.clone());
+    Ok((StatusCode::CREATED, Json(edge)))
+}
+
+/// `DELETE /api/v1/edges/{edge}`.
+pub(crate) async fn delete_edge(
+    caller: Authorized<Admin>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_edge(&name, &caller.token.name).await?;
+    state.edges.stop(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/environments/{env}/edge-config`: the signed envelope, with
+/// `"<version>.<readers revision>"` as ETag, for an edge's backstop pull.
+pub(crate) async fn get_edge_config(
+    caller: Authorized<Read>,
+    State(state): State<AppState>,
+    Path(environment): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::api::snapshot::current(&caller, &state, &environment)?;
+    let envelope = current_envelope(&state, &environment).ok_or_else(no_secret)?;
+    let etag = format!("\"{}.{}\"", envelope.position.0, envelope.position.1);
+    if none_match(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
+    }
+    let headers = [
+        (ETAG, etag),
+        (CONTENT_TYPE, "application/json".to_owned()),
+        (SIGNATURE_HEADER.parse().expect("a valid header name"), envelope.signature),
+    ];
+    Ok((headers, envelope.body).into_response())
+}
+
+fn no_secret() -> ApiError {
+    ApiError::from(StoreError::Refused(
+        "no push secret is configured: start rollgate with --push-secret or ROLLGATE_PUSH_SECRET"
+            .into(),
+    ))
+}
