@@ -1,0 +1,134 @@
+// The whole system on loopback: `rollgate serve` on a SQLite file and the edge worker in
+// Miniflare, registered with each other, with the demo flag and a read token for apps.
+// `startStack()` is what the end-to-end tests use; run directly (tests/run-local), it stays up
+// and prints a tour.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { startEdge } from "../edge-worker/js/edge.mjs";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** A port nobody listens on right now. */
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves when `check()` returns truthy; polls every 20 ms for at most `ms`. */
+export async function until(check, ms = 10000, what = "condition") {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check().catch(() => undefined);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
+ * Starts the control plane and one production edge. Options: `db` (default: a new temporary
+ * file), `controlPort`, `edgePort`, `persist` (the edge's Durable Object folder).
+ * Returns { controlPlane, edge, adminToken, appToken, api, stop }.
+ */
+export async function startStack({ db, controlPort, edgePort = 0, persist } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "rollgate-stack-"));
+  const adminToken = `rg_admin_${randomBytes(16).toString("hex")}`;
+  const pushSecret = randomBytes(24).toString("hex");
+  const port = controlPort ?? (await freePort());
+  const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
+  const child = spawn(
+    join(target, "release", "rollgate"),
+    ["serve", "--demo", "--db", db ?? join(dir, "rollgate.db"), "--listen", `127.0.0.1:${port}`],
+    {
+      env: { ...process.env, ROLLGATE_ADMIN_TOKEN: adminToken, ROLLGATE_PUSH_SECRET: pushSecret, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+  const controlPlane = `http://127.0.0.1:${port}`;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  await until(async () => (await fetch(`${controlPlane}/readyz`)).ok, 15000, "the control plane");
+
+  const api = async (method, path, body, token = adminToken) => {
+    const response = await fetch(`${controlPlane}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : null };
+  };
+
+  const edgeReader = await api("POST", "/api/v1/tokens", { name: `edge-pull-${port}`, scope: "read", environment: "production" });
+  const edge = await startEdge({
+    port: edgePort,
+    persist,
+    bindings: {
+      ENVIRONMENT: "production",
+      PUSH_SECRET: pushSecret,
+      CONTROL_PLANE_URL: controlPlane,
+      CONTROL_PLANE_TOKEN: edgeReader.body.token,
+    },
+  });
+  const app = await api("POST", "/api/v1/tokens", { name: `demo-app-${port}`, scope: "read", environment: "production" });
+  const registered = await api("POST", "/api/v1/edges", { name: `local-edge-${port}`, url: edge.url, environment: "production" });
+  if (registered.status !== 201) throw new Error(`registering the edge: ${JSON.stringify(registered.body)}`);
+  // The edge has the current configuration, with the app token among its readers.
+  await until(async () => {
+    const edges = (await api("GET", "/api/v1/edges")).body;
+    return edges.every((e) => e.lag === 0 && e.last_error === null);
+  }, 15000, "the edge to apply the configuration");
+
+  const stop = async () => {
+    await edge.dispose();
+    child.kill("SIGTERM");
+    await exited;
+  };
+  return { controlPlane, edge: edge.url, adminToken, appToken: app.body.token, api, stop };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const stack = await startStack({
+    db: process.env.ROLLGATE_DB ?? "rollgate.db",
+    controlPort: Number(process.env.CONTROL_PORT ?? 8080),
+    edgePort: Number(process.env.EDGE_PORT ?? 8787),
+    persist: process.env.EDGE_STATE ?? ".rollgate-edge",
+  });
+  const { controlPlane, edge, adminToken, appToken } = stack;
+  console.log(`
+Rollgate is running: the control plane on ${controlPlane} (SQLite: rollgate.db), and a
+production edge in Miniflare on ${edge}, registered with it. The demo flag is checkout-v2.
+
+  export ADMIN=${adminToken}
+  export APP=${appToken}
+
+Evaluate at the edge, as an app does:
+  curl -X POST -H "X-API-Key: $APP" -H 'Content-Type: application/json' \\
+       -d '{"context": {"targetingKey": "user-42"}}' ${edge}/ofrep/v1/evaluate/flags/checkout-v2
+
+Roll it out to 50% of production, then kill it:
+  curl -X PUT -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \\
+       -d '{"percent": 50000, "stage": "beta", "reason": "healthy at 5%"}' \\
+       ${controlPlane}/api/v1/environments/production/flags/checkout-v2/rollout
+  curl -X POST -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \\
+       -d '{"reason": "errors"}' ${controlPlane}/api/v1/environments/production/flags/checkout-v2/kill
+
+Ctrl-C stops both.`);
+  const shutdown = async () => {
+    await stack.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", shutdown);
+  process.on("SIGTERM", shutdown);
+}
