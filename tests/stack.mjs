@@ -98,7 +98,21 @@ export async function startStack({ db, controlPort, edgePort = 0, persist } = {}
   return { controlPlane, edge: edge.url, adminToken, appToken: app.body.token, api, stop };
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.env.STACK_JSON) {
+  // For test harnesses in other languages: a private stack with the end-to-end flags,
+  // described on one line of JSON; it runs until stdin closes.
+  const { createFlags } = await import("./e2e/fixtures.mjs");
+  const stack = await startStack();
+  await createFlags(stack.api);
+  await until(async () => (await stack.api("GET", "/api/v1/edges")).body.every((e) => e.lag === 0), 10000, "the edge");
+  const { controlPlane, edge, appToken } = stack;
+  console.log(JSON.stringify({ controlPlane, edge, appToken }));
+  process.stdin.resume();
+  process.stdin.on("end", async () => {
+    await stack.stop();
+    process.exit(0);
+  });
+} else if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const stack = await startStack({
     db: process.env.ROLLGATE_DB ?? "rollgate.db",
     controlPort: Number(process.env.CONTROL_PORT ?? 8080),

@@ -358,6 +358,17 @@ impl Reason {
         }
     }
 
+    /// The name OpenFeature clients know: one of its standard reasons. A failed prerequisite
+    /// is `DEFAULT` there (its `off_variant` is a pre-configured fallback), because some SDKs
+    /// reject reasons outside the standard list; serialized evaluations say
+    /// `"metadata": {"prerequisiteFailed": true}` beside it.
+    pub fn openfeature_name(&self) -> &'static str {
+        match self {
+            Self::PrerequisiteFailed => "DEFAULT",
+            other => other.as_str(),
+        }
+    }
+
     /// The error code, for `Reason::Error`.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
@@ -404,14 +415,20 @@ impl FlagType {
     }
 }
 
-/// Serializes as OFREP's evaluation fields: `value`, `variant`, `reason`, `errorCode`, plus
-/// `ruleIndex` and `bucketKeyMissing` when they apply.
+/// Serializes as OFREP's evaluation fields: `value`, `variant`, `reason` (OpenFeature's name),
+/// `errorCode`, plus `ruleIndex`, `bucketKeyMissing` and `metadata` when they apply.
 impl Serialize for Evaluation<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         self.serialize_fields(&mut map)?;
         map.end()
     }
+}
+
+#[derive(serde::Serialize)]
+struct PrerequisiteFailed {
+    #[serde(rename = "prerequisiteFailed")]
+    prerequisite_failed: bool,
 }
 
 /// An evaluation with its flag key, serialized as `{"key": ..., ...the evaluation's fields}`.
@@ -440,7 +457,7 @@ impl Evaluation<'_> {
         if let Some(variant) = self.variant {
             map.serialize_entry("variant", variant)?;
         }
-        map.serialize_entry("reason", self.reason.as_str())?;
+        map.serialize_entry("reason", self.reason.openfeature_name())?;
         if let Some(code) = self.reason.error_code() {
             map.serialize_entry("errorCode", code.as_str())?;
         }
@@ -449,6 +466,9 @@ impl Evaluation<'_> {
         }
         if self.bucket_key_missing {
             map.serialize_entry("bucketKeyMissing", &true)?;
+        }
+        if self.reason == Reason::PrerequisiteFailed {
+            map.serialize_entry("metadata", &PrerequisiteFailed { prerequisite_failed: true })?;
         }
         Ok(())
     }

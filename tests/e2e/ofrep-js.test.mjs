@@ -56,12 +56,13 @@ test("the OFREP provider through the edge gives flag-core's answers for 1,000 co
         assert.deepEqual(details.value, fallback);
       } else {
         assert.deepEqual(
-          { value: details.value, variant: details.variant, reason: details.reason },
-          { value: expected.value, variant: expected.variant, reason: expected.reason },
+          { value: details.value, variant: details.variant, reason: details.reason, metadata: details.flagMetadata },
+          { value: expected.value, variant: expected.variant, reason: expected.reason, metadata: expected.metadata ?? {} },
           `${flag} ${JSON.stringify(context)}`,
         );
       }
-      seen.add(`${flag}:${expected.errorCode ?? expected.reason}`);
+      const outcome = expected.metadata?.prerequisiteFailed ? "PREREQUISITE_FAILED" : expected.reason;
+      seen.add(`${flag}:${expected.errorCode ?? outcome}`);
       evaluations += 1;
     }
   }
