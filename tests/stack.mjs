@@ -4,7 +4,7 @@
 // and prints a tour.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -39,13 +39,14 @@ export async function until(check, ms = 10000, what = "condition") {
 
 /**
  * Starts the control plane and one production edge. Options: `db` (default: a new temporary
- * file), `controlPort`, `edgePort`, `persist` (the edge's Durable Object folder).
- * Returns { controlPlane, edge, adminToken, appToken, api, stop }.
+ * file), `controlPort`, `edgePort`, `persist` (the edge's Durable Object folder), and `secrets`
+ * ({adminToken, pushSecret, appToken, pullToken}) from an earlier start on the same `db`.
+ * Returns { controlPlane, edge, secrets, api, stop }.
  */
-export async function startStack({ db, controlPort, edgePort = 0, persist } = {}) {
+export async function startStack({ db, controlPort, edgePort = 0, persist, secrets = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "rollgate-stack-"));
-  const adminToken = `rg_admin_${randomBytes(16).toString("hex")}`;
-  const pushSecret = randomBytes(24).toString("hex");
+  const adminToken = secrets.adminToken ?? `rg_admin_${randomBytes(16).toString("hex")}`;
+  const pushSecret = secrets.pushSecret ?? randomBytes(24).toString("hex");
   const port = controlPort ?? (await freePort());
   const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
   const child = spawn(
@@ -70,7 +71,9 @@ export async function startStack({ db, controlPort, edgePort = 0, persist } = {}
     return { status: response.status, body: text ? JSON.parse(text) : null };
   };
 
-  const edgeReader = await api("POST", "/api/v1/tokens", { name: `edge-pull-${port}`, scope: "read", environment: "production" });
+  const token = async (name) =>
+    (await api("POST", "/api/v1/tokens", { name: `${name}-${randomBytes(4).toString("hex")}`, scope: "read", environment: "production" })).body.token;
+  const pullToken = secrets.pullToken ?? (await token("edge-pull"));
   const edge = await startEdge({
     port: edgePort,
     persist,
@@ -78,12 +81,13 @@ export async function startStack({ db, controlPort, edgePort = 0, persist } = {}
       ENVIRONMENT: "production",
       PUSH_SECRET: pushSecret,
       CONTROL_PLANE_URL: controlPlane,
-      CONTROL_PLANE_TOKEN: edgeReader.body.token,
+      CONTROL_PLANE_TOKEN: pullToken,
     },
   });
-  const app = await api("POST", "/api/v1/tokens", { name: `demo-app-${port}`, scope: "read", environment: "production" });
-  const registered = await api("POST", "/api/v1/edges", { name: `local-edge-${port}`, url: edge.url, environment: "production" });
-  if (registered.status !== 201) throw new Error(`registering the edge: ${JSON.stringify(registered.body)}`);
+  const appToken = secrets.appToken ?? (await token("demo-app"));
+  const registered = await api("POST", "/api/v1/edges", { name: `edge-${new URL(edge.url).port}`, url: edge.url, environment: "production" });
+  // 409: registered by an earlier start on the same database and port.
+  if (![201, 409].includes(registered.status)) throw new Error(`registering the edge: ${JSON.stringify(registered.body)}`);
   // The edge has the current configuration, with the app token among its readers.
   await until(async () => {
     const edges = (await api("GET", "/api/v1/edges")).body;
@@ -95,7 +99,7 @@ export async function startStack({ db, controlPort, edgePort = 0, persist } = {}
     child.kill("SIGTERM");
     await exited;
   };
-  return { controlPlane, edge: edge.url, adminToken, appToken: app.body.token, api, stop };
+  return { controlPlane, edge: edge.url, adminToken, appToken, secrets: { adminToken, pushSecret, appToken, pullToken }, api, stop };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.env.STACK_JSON) {
@@ -113,12 +117,23 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.env.STACK_JSON
     process.exit(0);
   });
 } else if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  // The tokens and push secret of the first start are kept beside the edge's state, so a
+  // restart on the same database works; delete both (and rollgate.db) to start afresh.
+  const persist = process.env.EDGE_STATE ?? ".rollgate-edge";
+  const db = process.env.ROLLGATE_DB ?? "rollgate.db";
+  // An edge refuses versions older than its own, so its state only makes sense with its database.
+  if (!existsSync(db)) rmSync(persist, { recursive: true, force: true });
+  const secretsFile = join(persist, "local-secrets.json");
+  const secrets = existsSync(secretsFile) ? JSON.parse(readFileSync(secretsFile, "utf8")) : {};
   const stack = await startStack({
-    db: process.env.ROLLGATE_DB ?? "rollgate.db",
+    db,
     controlPort: Number(process.env.CONTROL_PORT ?? 8080),
     edgePort: Number(process.env.EDGE_PORT ?? 8787),
-    persist: process.env.EDGE_STATE ?? ".rollgate-edge",
+    persist,
+    secrets,
   });
+  mkdirSync(persist, { recursive: true });
+  writeFileSync(secretsFile, JSON.stringify(stack.secrets), { mode: 0o600 });
   const { controlPlane, edge, adminToken, appToken } = stack;
   console.log(`
 Rollgate is running: the control plane on ${controlPlane} (SQLite: rollgate.db), and a
