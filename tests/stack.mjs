@@ -109,8 +109,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.env.STACK_JSON
   const stack = await startStack();
   await createFlags(stack.api);
   await until(async () => (await stack.api("GET", "/api/v1/edges")).body.every((e) => e.lag === 0), 10000, "the edge");
-  const { controlPlane, edge, appToken } = stack;
-  console.log(JSON.stringify({ controlPlane, edge, appToken }));
+  const { controlPlane, edge, appToken, adminToken } = stack;
+  console.log(JSON.stringify({ controlPlane, edge, appToken, adminToken }));
   process.stdin.resume();
   process.stdin.on("end", async () => {
     await stack.stop();
