@@ -43,7 +43,7 @@ export async function until(check, ms = 10000, what = "condition") {
  * ({adminToken, pushSecret, appToken, pullToken}) from an earlier start on the same `db`.
  * Returns { controlPlane, edge, secrets, api, stop }.
  */
-export async function startStack({ db, controlPort, edgePort = 0, persist, secrets = {} } = {}) {
+export async function startStack({ db, controlPort, edgePort = 0, persist, secrets = {}, edgeBindings = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "rollgate-stack-"));
   const adminToken = secrets.adminToken ?? `rg_admin_${randomBytes(16).toString("hex")}`;
   const pushSecret = secrets.pushSecret ?? randomBytes(24).toString("hex");
@@ -74,16 +74,16 @@ export async function startStack({ db, controlPort, edgePort = 0, persist, secre
   const token = async (name) =>
     (await api("POST", "/api/v1/tokens", { name: `${name}-${randomBytes(4).toString("hex")}`, scope: "read", environment: "production" })).body.token;
   const pullToken = secrets.pullToken ?? (await token("edge-pull"));
-  const edge = await startEdge({
-    port: edgePort,
-    persist,
+  const edgeOptions = {
     bindings: {
       ENVIRONMENT: "production",
       PUSH_SECRET: pushSecret,
       CONTROL_PLANE_URL: controlPlane,
       CONTROL_PLANE_TOKEN: pullToken,
+      ...edgeBindings,
     },
-  });
+  };
+  const edge = await startEdge({ port: edgePort, persist, ...edgeOptions });
   const appToken = secrets.appToken ?? (await token("demo-app"));
   const registered = await api("POST", "/api/v1/edges", { name: `edge-${new URL(edge.url).port}`, url: edge.url, environment: "production" });
   // 409: registered by an earlier start on the same database and port.
@@ -94,12 +94,25 @@ export async function startStack({ db, controlPort, edgePort = 0, persist, secre
     return edges.every((e) => e.lag === 0 && e.last_error === null);
   }, 15000, "the edge to apply the configuration");
 
+  let currentEdge = edge;
   const stop = async () => {
-    await edge.dispose();
+    await currentEdge.dispose();
     child.kill("SIGTERM");
     await exited;
   };
-  return { controlPlane, edge: edge.url, adminToken, appToken, secrets: { adminToken, pushSecret, appToken, pullToken }, api, stop };
+  // For failure tests: the control plane dies at once, as in a crash.
+  const killControlPlane = async () => {
+    child.kill("SIGKILL");
+    await exited;
+  };
+  // For durability tests: a new edge process on the same Durable Object state and port.
+  const restartEdge = async () => {
+    await currentEdge.dispose();
+    currentEdge = await startEdge({ port: Number(new URL(edge.url).port), persist, bindings: edgeOptions.bindings });
+  };
+  return {
+    killControlPlane,
+    restartEdge, controlPlane, edge: edge.url, adminToken, appToken, secrets: { adminToken, pushSecret, appToken, pullToken }, api, stop };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.env.STACK_JSON) {

@@ -1,6 +1,6 @@
 // Starts the built edge worker in Miniflare (workerd) on a loopback port. Used by the tests,
 // the benchmarks and the local run (`node js/serve.mjs`).
-import { Miniflare } from "miniflare";
+import { Log, LogLevel, Miniflare } from "miniflare";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -29,11 +29,15 @@ export async function startEdge({ bindings = {}, persist, port = 0 } = {}) {
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2025-09-01",
+    // No request.cf from Cloudflare's API: there is no internet here, nor a need for it.
+    cf: false,
     bindings: { ENVIRONMENT: "production", PULL_INTERVAL_SECONDS: "60", ...bindings },
     durableObjects: { EDGE_CONFIG: "EdgeConfig" },
     durableObjectsPersist: persist ?? false,
     host: "127.0.0.1",
     port,
+    // ROLLGATE_EDGE_LOG=debug shows the worker's console output and Miniflare's own.
+    log: new Log(LogLevel[(process.env.ROLLGATE_EDGE_LOG ?? "warn").toUpperCase()] ?? LogLevel.WARN),
   });
   const url = (await miniflare.ready).toString().replace(/\/$/, "");
   return { url, miniflare, dispose: () => miniflare.dispose() };

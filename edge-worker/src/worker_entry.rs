@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use flag_core::{ErrorCode, ofrep};
 use worker::js_sys::{Object, Reflect};
@@ -285,7 +286,7 @@ impl DurableObject for EdgeConfig {
                 worker::console_error!("pulling from the control plane: {error}");
             }
         }
-        self.state.storage().set_alarm(Date::now().as_millis() as i64 + interval as i64).await?;
+        self.state.storage().set_alarm(Duration::from_millis(interval)).await?;
         Response::empty()
     }
 }
@@ -383,8 +384,8 @@ impl EdgeConfig {
     /// Makes sure the backstop alarm is set.
     async fn arm_pull(&self) -> Result<()> {
         if self.state.storage().get_alarm().await?.is_none() {
-            let at = Date::now().as_millis() + self.pull_interval_ms();
-            self.state.storage().set_alarm(at as i64).await?;
+            let interval = Duration::from_millis(self.pull_interval_ms());
+            self.state.storage().set_alarm(interval).await?;
         }
         Ok(())
     }
