@@ -97,9 +97,16 @@ async fn configuration(env: &Env, context: &Context) -> Result<Option<Rc<Config>
     Ok(current())
 }
 
-/// Loads the Durable Object's envelope into the isolate, if it has one.
+/// Loads the Durable Object's envelope into the isolate, if it has one newer than the isolate's.
 async fn load_stored(env: &Env) -> Result<()> {
-    let mut response = config_object(env)?.fetch_with_str("https://edge-config/envelope").await?;
+    let headers = Headers::new();
+    if let Some(config) = current() {
+        headers.set("if-none-match", &position_tag(config.position()))?;
+    }
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    let request = Request::new_with_init("https://edge-config/envelope", &init)?;
+    let mut response = config_object(env)?.fetch_with_request(request).await?;
     if response.status_code() == 200 {
         let envelope = response.bytes().await?;
         match Config::from_envelope(&envelope, &environment(env)?) {
@@ -219,6 +226,11 @@ async fn status(env: &Env) -> Result<Response> {
     json(200, body.into_bytes())
 }
 
+/// A configuration's position as an entity tag, as the control plane's edge-config ETag.
+fn position_tag((version, readers_revision): (u64, u64)) -> String {
+    format!("\"{version}.{readers_revision}\"")
+}
+
 fn environment(env: &Env) -> Result<String> {
     Ok(env.var("ENVIRONMENT")?.to_string())
 }
@@ -262,10 +274,17 @@ impl DurableObject for EdgeConfig {
     async fn fetch(&self, mut request: Request) -> Result<Response> {
         self.arm_pull().await?;
         match request.method() {
-            Method::Get => match self.stored().await? {
-                Some(envelope) => Ok(Response::from_bytes(envelope)?),
-                None => problem(404, "no configuration yet"),
-            },
+            Method::Get => {
+                // The isolate's copy is current: spare it a transfer and a compile.
+                let have = self.position().await?.map(position_tag);
+                if have.is_some() && request.headers().get("if-none-match")? == have {
+                    return Ok(Response::empty()?.with_status(304));
+                }
+                match self.stored().await? {
+                    Some(envelope) => Ok(Response::from_bytes(envelope)?),
+                    None => problem(404, "no configuration yet"),
+                }
+            }
             Method::Put => {
                 let envelope = request.bytes().await?;
                 match self.store(&envelope).await? {
@@ -355,8 +374,8 @@ impl EdgeConfig {
         let have = self.position().await?;
         let headers = Headers::new();
         headers.set("authorization", &format!("Bearer {token}"))?;
-        if let Some((version, readers_revision)) = have {
-            headers.set("if-none-match", &format!("\"{version}.{readers_revision}\""))?;
+        if let Some(have) = have {
+            headers.set("if-none-match", &position_tag(have))?;
         }
         let mut init = RequestInit::new();
         init.with_headers(headers);
