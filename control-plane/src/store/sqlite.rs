@@ -222,44 +222,15 @@ impl Store for SqliteStore {
         flag: FlagDefinition,
         note: ChangeNote,
     ) -> Result<Changed, StoreError> {
-        self.write(move |tx, now| {
-            let before = current_definition(tx, FLAGS, &flag.key, &note)?;
-            tx.execute(
-                "UPDATE flags SET definition = ?2 WHERE key = ?1",
-                params![flag.key, to_json(&flag)?],
-            )?;
-            let entry = Entry {
-                actor: &note.actor,
-                action: note.action,
-                flag: Some(&flag.key),
-                reason: note.reason.as_deref(),
-                before: Some(before),
-                after: serde_json::to_value(&flag).ok(),
-                ..Entry::default()
-            };
-            append_audit(tx, now, entry)?;
-            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, FLAGS, &flag.key, now)? })
-        })
-        .await
+        let definition =
+            serde_json::to_value(&flag).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.write(move |tx, now| redefine(tx, now, FLAGS, &flag.key, Some(definition), &note))
+            .await
     }
 
     async fn archive_flag(&self, key: &str, note: ChangeNote) -> Result<Changed, StoreError> {
         let key = key.to_owned();
-        self.write(move |tx, now| {
-            let before = current_definition(tx, FLAGS, &key, &note)?;
-            tx.execute("UPDATE flags SET archived = 1 WHERE key = ?1", params![key])?;
-            let entry = Entry {
-                actor: &note.actor,
-                action: note.action,
-                flag: Some(&key),
-                reason: note.reason.as_deref(),
-                before: Some(before),
-                ..Entry::default()
-            };
-            append_audit(tx, now, entry)?;
-            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, FLAGS, &key, now)? })
-        })
-        .await
+        self.write(move |tx, now| redefine(tx, now, FLAGS, &key, None, &note)).await
     }
 
     async fn change_flag_state(
@@ -409,47 +380,17 @@ impl Store for SqliteStore {
         segment: wire::Segment,
         note: ChangeNote,
     ) -> Result<Changed, StoreError> {
+        let definition =
+            serde_json::to_value(&segment).map_err(|e| StoreError::Internal(e.to_string()))?;
         self.write(move |tx, now| {
-            let before = current_definition(tx, SEGMENTS, &segment.key, &note)?;
-            tx.execute(
-                "UPDATE segments SET definition = ?2 WHERE key = ?1",
-                params![segment.key, to_json(&segment)?],
-            )?;
-            let entry = Entry {
-                actor: &note.actor,
-                action: note.action,
-                segment: Some(&segment.key),
-                reason: note.reason.as_deref(),
-                before: Some(before),
-                after: serde_json::to_value(&segment).ok(),
-                ..Entry::default()
-            };
-            append_audit(tx, now, entry)?;
-            Ok(Changed {
-                published: publish_all(tx)?,
-                revision: bump(tx, SEGMENTS, &segment.key, now)?,
-            })
+            redefine(tx, now, SEGMENTS, &segment.key, Some(definition), &note)
         })
         .await
     }
 
     async fn archive_segment(&self, key: &str, note: ChangeNote) -> Result<Changed, StoreError> {
         let key = key.to_owned();
-        self.write(move |tx, now| {
-            let before = current_definition(tx, SEGMENTS, &key, &note)?;
-            tx.execute("UPDATE segments SET archived = 1 WHERE key = ?1", params![key])?;
-            let entry = Entry {
-                actor: &note.actor,
-                action: note.action,
-                segment: Some(&key),
-                reason: note.reason.as_deref(),
-                before: Some(before),
-                ..Entry::default()
-            };
-            append_audit(tx, now, entry)?;
-            Ok(Changed { published: publish_all(tx)?, revision: bump(tx, SEGMENTS, &key, now)? })
-        })
-        .await
+        self.write(move |tx, now| redefine(tx, now, SEGMENTS, &key, None, &note)).await
     }
 
     async fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
@@ -658,6 +599,42 @@ struct Resource {
 
 const FLAGS: Resource = Resource { table: "flags", noun: "flag" };
 const SEGMENTS: Resource = Resource { table: "segments", noun: "segment" };
+
+/// Replaces a flag's or segment's definition (`Some`) or archives it (`None`), audits the
+/// change, and republishes every environment.
+fn redefine(
+    tx: &Transaction<'_>,
+    now: &str,
+    resource: Resource,
+    key: &str,
+    definition: Option<Value>,
+    note: &ChangeNote,
+) -> Result<Changed, StoreError> {
+    let before = current_definition(tx, resource, key, note)?;
+    let table = resource.table;
+    match &definition {
+        Some(definition) => tx.execute(
+            &format!("UPDATE {table} SET definition = ?2 WHERE key = ?1"),
+            params![key, definition.to_string()],
+        )?,
+        None => {
+            tx.execute(&format!("UPDATE {table} SET archived = 1 WHERE key = ?1"), params![key])?
+        }
+    };
+    let is_flag = table == FLAGS.table;
+    let entry = Entry {
+        actor: &note.actor,
+        action: note.action,
+        flag: is_flag.then_some(key),
+        segment: (!is_flag).then_some(key),
+        reason: note.reason.as_deref(),
+        before: Some(before),
+        after: definition,
+        environment: None,
+    };
+    append_audit(tx, now, entry)?;
+    Ok(Changed { published: publish_all(tx)?, revision: bump(tx, resource, key, now)? })
+}
 
 /// A live resource's stored definition, once its revision is checked against `note.if_revision`.
 fn current_definition(

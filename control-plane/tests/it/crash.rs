@@ -48,6 +48,12 @@ impl Rollgate {
         panic!("rollgate did not become ready within 5 s");
     }
 
+    /// A GET as the admin, as JSON.
+    async fn get(&self, client: &reqwest::Client, path: &str) -> Value {
+        let response = client.get(format!("{}{path}", self.base)).bearer_auth(ADMIN).send().await;
+        response.unwrap().json().await.unwrap()
+    }
+
     fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
@@ -121,15 +127,9 @@ async fn check(
     attempted: &Mutex<BTreeSet<u32>>,
 ) {
     let server = Rollgate::start(db, address, client).await;
-    let audit: Vec<Value> = client
-        .get(format!("{}/api/v1/audit?flag=checkout-v2&env=production&limit=10000", server.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit =
+        server.get(client, "/api/v1/audit?flag=checkout-v2&env=production&limit=10000").await;
+    let audit = audit.as_array().unwrap();
     let audited: BTreeSet<u32> = audit
         .iter()
         .filter(|record| record["action"] == "flag.rollout")
@@ -150,25 +150,9 @@ async fn check(
     // The stored state is the last audited write's, and the snapshot serves it.
     let last = audit.iter().rev().find(|record| record["action"] == "flag.rollout").unwrap();
     let percent = &last["after"]["fallthrough"]["rollout"]["percent"];
-    let flag: Value = client
-        .get(format!("{}/api/v1/flags/checkout-v2", server.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let flag = server.get(client, "/api/v1/flags/checkout-v2").await;
     assert_eq!(&flag["environments"]["production"]["fallthrough"]["rollout"]["percent"], percent);
-    let snapshot: Value = client
-        .get(format!("{}/api/v1/environments/production/snapshot", server.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot = server.get(client, "/api/v1/environments/production/snapshot").await;
     assert_eq!(&snapshot["flags"][0]["fallthrough"]["rollout"]["percent"], percent);
     server.kill();
 }

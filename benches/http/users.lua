@@ -1,4 +1,4 @@
--- OFREP single-flag evaluation for 1,000 rotating users (benches/http/run).
+-- OFREP request bodies for 1,000 rotating users, for single and bulk evaluation alike.
 local bodies, i = {}, 0
 
 function init(args)
