@@ -2,8 +2,9 @@
 //! subscribers, and each environment's snapshot version.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
@@ -11,10 +12,11 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
@@ -46,7 +48,7 @@ struct Inner {
     routes: OnceLock<HashSet<&'static str>>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabels, Histogram>,
+    latency: Family<RouteLabels, Latency>,
     subscribers: Gauge,
     versions: Family<EnvironmentLabels, Gauge>,
 }
@@ -56,10 +58,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("rollgate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            // 50 µs to about 3 s.
-            Histogram::new(exponential_buckets(0.000_05, 3.0, 11))
-        });
+        let latency = Family::<RouteLabels, Latency>::default();
         registry.register(
             "http_request_duration_seconds",
             "Time to answer an HTTP request (for streams, to start answering)",
@@ -92,6 +91,54 @@ impl Metrics {
     }
 }
 
+/// Upper bounds of the latency buckets, in seconds: 50 µs to about 3 s.
+const LATENCY_BOUNDS: [f64; 11] = [
+    0.000_05, 0.000_15, 0.000_45, 0.001_35, 0.004_05, 0.012_15, 0.036_45, 0.109_35, 0.328, 0.984,
+    2.952,
+];
+
+/// A latency histogram of atomic counters. prometheus-client's own takes a lock per
+/// observation, which every request on every worker thread would contend for.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Per bucket, not cumulative; the last is +Inf.
+    counts: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BOUNDS.partition_point(|bound| *bound < seconds);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // Per-bucket counts: the encoder makes them cumulative.
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+            .iter()
+            .chain([f64::INFINITY].iter())
+            .zip(&self.counts)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, count)| count).sum();
+        let sum = Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 /// An open stream, counted while it lives.
 pub struct Subscribed(Gauge);
 
@@ -113,8 +160,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .unwrap_or("unmatched");
     let method = static_method(request.method());
     let response = next.run(request).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    metrics.latency.get_or_create(&RouteLabels { route }).observe(elapsed);
+    metrics.latency.get_or_create(&RouteLabels { route }).observe(started.elapsed());
     let status = response.status().as_u16();
     metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     response

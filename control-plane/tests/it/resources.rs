@@ -311,5 +311,17 @@ async fn metrics_count_requests_by_route_and_status() {
     }
     assert!(text.contains("rollgate_snapshot_version{environment=\"production\"} 2"), "{text}");
     assert!(text.contains("rollgate_stream_subscribers 0"), "{text}");
+    // The two snapshot requests, in the histogram: every bucket up to +Inf counts both at most.
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|line| {
+            line.starts_with("rollgate_http_request_duration_seconds_bucket{")
+                && line.contains(route)
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 12, "{text}");
+    assert!(buckets.windows(2).all(|pair| pair[0] <= pair[1]), "cumulative: {buckets:?}");
+    assert_eq!(buckets.last(), Some(&2), "+Inf counts every request: {buckets:?}");
     assert!(text.trim_end().ends_with("# EOF"));
 }
