@@ -25,6 +25,8 @@ const SYNC_INTERVAL_MS: u64 = 1_000;
 const DEFAULT_PULL_INTERVAL_SECONDS: u64 = 60;
 /// Durable Object values are limited in size, so the envelope is stored in chunks.
 const CHUNK_BYTES: usize = 100 * 1024;
+/// A Durable Object takes at most 128 keys per put or delete.
+const KEYS_PER_PUT: usize = 100;
 
 /// The isolate's configuration, and when it last checked it against the Durable Object.
 #[derive(Default)]
@@ -226,6 +228,14 @@ async fn status(env: &Env) -> Result<Response> {
     json(200, body.into_bytes())
 }
 
+fn chunk_key(generation: u64, index: u32) -> String {
+    format!("envelope.{generation}.{index}")
+}
+
+fn set(object: &Object, key: &str, value: JsValue) -> Result<()> {
+    Reflect::set(object, &key.into(), &value).map(drop).map_err(worker::Error::from)
+}
+
 /// A configuration's position as an entity tag, as the control plane's edge-config ETag.
 fn position_tag((version, readers_revision): (u64, u64)) -> String {
     format!("\"{version}.{readers_revision}\"")
@@ -321,16 +331,20 @@ impl EdgeConfig {
 
     async fn stored(&self) -> Result<Option<Vec<u8>>> {
         let storage = self.state.storage();
-        let Some(chunks) = storage.get::<u32>("chunks").await? else { return Ok(None) };
+        let Some(generation) = storage.get::<u64>("generation").await? else { return Ok(None) };
+        let chunks: u32 = storage.get("chunks").await?.unwrap_or(0);
         let mut envelope = Vec::new();
         for index in 0..chunks {
-            let chunk: String = storage.get(&format!("chunk.{index}")).await?.unwrap_or_default();
+            let chunk: String =
+                storage.get(&chunk_key(generation, index)).await?.unwrap_or_default();
             envelope.extend_from_slice(chunk.as_bytes());
         }
         Ok(Some(envelope))
     }
 
-    /// Stores `envelope` if it is for this edge and newer than the stored one.
+    /// Stores `envelope` if it is for this edge and newer than the stored one. Its chunks go
+    /// under a new generation first; one last write of a few keys then makes that generation
+    /// current, so readers see the old envelope or the new one, however large, never a mix.
     async fn store(&self, envelope: &[u8]) -> Result<std::result::Result<(), Refusal>> {
         let config = match Config::from_envelope(envelope, &environment(&self.env)?) {
             Ok(config) => config,
@@ -342,8 +356,11 @@ impl EdgeConfig {
         }
         let text =
             std::str::from_utf8(envelope).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let values = Object::new();
-        let set = |key: &str, value: JsValue| Reflect::set(&values, &key.into(), &value).map(drop);
+        let old_generation: Option<u64> = storage.get("generation").await?;
+        let old_chunks: u32 = storage.get("chunks").await?.unwrap_or(0);
+        let generation = old_generation.map_or(1, |g| g + 1);
+        let mut batch = Object::new();
+        let mut in_batch = 0;
         let mut chunks = 0u32;
         let mut rest = text;
         while !rest.is_empty() {
@@ -351,16 +368,31 @@ impl EdgeConfig {
             while !rest.is_char_boundary(end) {
                 end -= 1;
             }
-            set(&format!("chunk.{chunks}"), rest[..end].into())?;
+            set(&batch, &chunk_key(generation, chunks), rest[..end].into())?;
             rest = &rest[end..];
             chunks += 1;
+            in_batch += 1;
+            if in_batch == KEYS_PER_PUT {
+                storage.put_multiple_raw(std::mem::replace(&mut batch, Object::new())).await?;
+                in_batch = 0;
+            }
         }
-        set("chunks", chunks.into())?;
-        set("version", (config.version as f64).into())?;
-        set("readers_revision", (config.readers_revision as f64).into())?;
-        set("heard_at", (Date::now().as_millis() as f64).into())?;
-        // One put of several keys is atomic: readers see the old envelope or the new one.
-        storage.put_multiple_raw(values).await?;
+        if in_batch > 0 {
+            storage.put_multiple_raw(batch).await?;
+        }
+        let current = Object::new();
+        set(&current, "generation", (generation as f64).into())?;
+        set(&current, "chunks", chunks.into())?;
+        set(&current, "version", (config.version as f64).into())?;
+        set(&current, "readers_revision", (config.readers_revision as f64).into())?;
+        set(&current, "heard_at", (Date::now().as_millis() as f64).into())?;
+        storage.put_multiple_raw(current).await?;
+        if let Some(old) = old_generation {
+            let keys: Vec<String> = (0..old_chunks).map(|index| chunk_key(old, index)).collect();
+            for keys in keys.chunks(KEYS_PER_PUT) {
+                storage.delete_multiple(keys.to_vec()).await?;
+            }
+        }
         Ok(Ok(()))
     }
 

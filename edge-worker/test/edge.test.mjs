@@ -154,3 +154,30 @@ describe("an edge", () => {
     assert.equal((await push(edge, envelope({ version: 4 }))).status, 422, "and it still knows what it has");
   });
 });
+
+test("a configuration larger than one storage write is stored whole and survives a restart", async () => {
+  const persist = mkdtempSync(join(tmpdir(), "rollgate-edge-large-"));
+  let edge = await startEdge({ bindings: { PUSH_SECRET: SECRET }, persist });
+  try {
+    // About 16 MB: more chunks than a Durable Object takes in one put.
+    const members = Array.from({ length: 700000 }, (_, i) => `member-${String(i).padStart(12, "0")}`);
+    const body = JSON.stringify({
+      environment: "production", version: 9, readers_revision: 1, readers: [sha256(READER)],
+      snapshot: { schema: 1, environment: "production", version: 9,
+        segments: [{ key: "everyone-listed", included: members }],
+        flags: [{ key: "listed", type: "boolean", variants: { on: true, off: false }, off_variant: "off",
+          rules: [{ segments: ["everyone-listed"], serve: { variant: "on" } }], fallthrough: { variant: "off" } }] },
+    });
+    assert.ok(body.length > 128 * 100 * 1024, `${body.length} bytes`);
+    assert.equal((await push(edge, body)).status, 200);
+    await edge.dispose();
+    edge = await startEdge({ bindings: { PUSH_SECRET: SECRET }, persist });
+    const member = await evaluate(edge, "listed", { targetingKey: members[654321] });
+    assert.deepEqual([member.status, member.body.variant, member.body.reason], [200, "on", "TARGETING_MATCH"]);
+    const stranger = await evaluate(edge, "listed", { targetingKey: "stranger" });
+    assert.equal(stranger.body.variant, "off");
+  } finally {
+    await edge.dispose();
+    rmSync(persist, { recursive: true, force: true });
+  }
+});
