@@ -59,6 +59,11 @@ export async function startStack({ db, controlPort, edgePort = 0, persist, secre
   );
   const controlPlane = `http://127.0.0.1:${port}`;
   const exited = new Promise((resolve) => child.once("exit", resolve));
+  // However this process ends (Miniflare, for one, exits on SIGTERM by itself), the control
+  // plane does not outlive it.
+  const killOnExit = () => child.kill("SIGTERM");
+  process.once("exit", killOnExit);
+  child.once("exit", () => process.off("exit", killOnExit));
   await until(async () => (await fetch(`${controlPlane}/readyz`)).ok, 15000, "the control plane");
 
   const api = async (method, path, body, token = adminToken) => {
@@ -95,10 +100,15 @@ export async function startStack({ db, controlPort, edgePort = 0, persist, secre
   }, 15000, "the edge to apply the configuration");
 
   let currentEdge = edge;
+  // The control plane goes down even if disposing of the edge fails (Miniflare may already
+  // have shut down on the same signal).
   const stop = async () => {
-    await currentEdge.dispose();
-    child.kill("SIGTERM");
-    await exited;
+    try {
+      await currentEdge.dispose();
+    } finally {
+      child.kill("SIGTERM");
+      await exited;
+    }
   };
   // For failure tests: the control plane dies at once, as in a crash.
   const killControlPlane = async () => {
