@@ -19,6 +19,10 @@ pub enum ApiError {
         "this token is bound to no environment: use a read token bound to one, or name the environment in the URL, /api/v1/environments/{{env}}/ofrep/v1/evaluate/flags"
     )]
     Unbound,
+    /// The token's scope suffices for the route but not for this resource, e.g. a stage only
+    /// named tokens may advance.
+    #[error("{0}")]
+    NotPermitted(String),
     /// A body that is not the JSON the route takes: malformed, unknown fields, too large.
     #[error("{detail}")]
     Body { status: StatusCode, detail: String },
@@ -30,7 +34,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, title) = match &self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-            Self::Forbidden(_) | Self::OtherEnvironment(_) | Self::Unbound => {
+            Self::Forbidden(_) | Self::OtherEnvironment(_) | Self::Unbound | Self::NotPermitted(_) => {
                 (StatusCode::FORBIDDEN, "Forbidden")
             }
             Self::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),

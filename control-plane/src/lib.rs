@@ -7,13 +7,16 @@ pub mod clock;
 pub mod edges;
 pub mod error;
 pub mod metrics;
+pub mod plans;
 pub mod publisher;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use tokio::sync::Notify;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,6 +44,10 @@ pub struct Shared {
     pub edges: Edges,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    /// Makes the plan scheduler run now, e.g. when metrics arrive.
+    pub wake_scheduler: Notify,
+    /// Makes the webhook sender look for new notifications now.
+    pub wake_deliveries: Notify,
 }
 
 /// Tunables, with production defaults.
@@ -70,7 +77,17 @@ impl AppState {
         tokens.set_revision(store.readers_revision().await?);
         let metrics = Metrics::default();
         let edges = Edges::new(settings.push_secret.clone());
-        Ok(Self(Arc::new(Shared { store, publisher, tokens, metrics, edges, clock, settings })))
+        Ok(Self(Arc::new(Shared {
+            store,
+            publisher,
+            tokens,
+            metrics,
+            edges,
+            clock,
+            settings,
+            wake_scheduler: Notify::new(),
+            wake_deliveries: Notify::new(),
+        })))
     }
 }
 
@@ -84,7 +101,10 @@ impl std::ops::Deref for AppState {
 
 /// The service's routes.
 pub fn app(state: AppState) -> Router {
-    use api::{audit, edges, environments, flags, ofrep, segments, snapshot, stream, tokens};
+    use api::{
+        audit, counters, edges, environments, flags, ofrep, plans, segments, snapshot, stream,
+        tokens, webhooks,
+    };
     use axum::routing::{MethodRouter, delete};
     let routes: Vec<(&'static str, MethodRouter<AppState>)> = vec![
         ("/healthz", get(healthz)),
@@ -116,6 +136,18 @@ pub fn app(state: AppState) -> Router {
         ("/api/v1/environments/{environment}/flags/{flag}/rollout", put(flags::put_rollout)),
         ("/api/v1/environments/{environment}/flags/{flag}/kill", post(flags::post_kill)),
         ("/api/v1/environments/{environment}/flags/{flag}/unkill", post(flags::post_unkill)),
+        ("/api/v1/environments/{environment}/metrics", post(counters::post_metrics)),
+        ("/api/v1/plan-templates", get(plans::list_templates)),
+        ("/api/v1/plans", get(plans::list_plans).post(plans::post_plan)),
+        ("/api/v1/plans/{plan}", get(plans::get_plan)),
+        ("/api/v1/plans/{plan}/advance", post(plans::post_advance)),
+        ("/api/v1/plans/{plan}/hold", post(plans::post_hold)),
+        ("/api/v1/plans/{plan}/resume", post(plans::post_resume)),
+        ("/api/v1/plans/{plan}/rollback", post(plans::post_rollback)),
+        ("/api/v1/plans/{plan}/complete", post(plans::post_complete)),
+        ("/api/v1/decisions", get(plans::list_decisions)),
+        ("/api/v1/webhooks", get(webhooks::list_webhooks).post(webhooks::post_webhook)),
+        ("/api/v1/webhooks/{webhook}", delete(webhooks::delete_webhook)),
         // OFREP, in the environment the read token is bound to, or in the one the path names.
         ("/ofrep/v1/evaluate/flags", post(ofrep::post_bulk)),
         ("/ofrep/v1/evaluate/flags/{flag}", post(ofrep::post_single)),

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt;
@@ -12,7 +13,7 @@ use control_plane::clock::SystemClock;
 use control_plane::edges::Edges;
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::store::{FlagDefinition, Store, StoreError};
-use control_plane::{AppState, Settings, app};
+use control_plane::{AppState, Settings, app, plans, webhooks};
 
 #[derive(Parser)]
 #[command(name = "rollgate", version, about = "Staged feature rollouts at the edge")]
@@ -38,6 +39,11 @@ enum Command {
         /// the same one as its PUSH_SECRET. Without it, no edges can be registered.
         #[arg(long, env = "ROLLGATE_PUSH_SECRET", hide_env_values = true)]
         push_secret: Option<String>,
+        /// How often the plan scheduler looks at every active plan, in milliseconds. Metrics
+        /// arriving also wake it.
+        #[arg(long, env = "ROLLGATE_SCHEDULER_TICK_MS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        scheduler_tick_ms: u64,
     },
 }
 
@@ -49,8 +55,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { db, listen, demo, push_secret } => {
-            serve(db, listen, demo, push_secret).await
+        Command::Serve { db, listen, demo, push_secret, scheduler_tick_ms } => {
+            let tick = Duration::from_millis(scheduler_tick_ms);
+            serve(db, listen, demo, push_secret, tick).await
         }
     }
 }
@@ -60,6 +67,7 @@ async fn serve(
     listen: SocketAddr,
     demo: bool,
     push_secret: Option<String>,
+    scheduler_tick: Duration,
 ) -> anyhow::Result<()> {
     if push_secret.as_ref().is_some_and(|secret| secret.len() < 16) {
         anyhow::bail!("the push secret must be at least 16 characters");
@@ -76,6 +84,8 @@ async fn serve(
         Settings { push_secret: push_secret.map(String::into_bytes), ..Settings::default() };
     let state = AppState::load(Arc::new(store), clock, settings).await?;
     Edges::start_all(&state).await?;
+    plans::engine::spawn_scheduler(state.clone(), scheduler_tick);
+    webhooks::spawn(state.clone());
     let (publisher, edges) = (state.publisher.clone(), state.edges.clone());
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

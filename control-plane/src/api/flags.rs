@@ -165,20 +165,25 @@ async fn set_enabled(
         Ok(())
     });
     let action = if enabled { "flag.unkill" } else { "flag.kill" };
-    change_state(
+    let response = change_state(
         &state,
-        environment,
-        flag,
+        environment.clone(),
+        flag.clone(),
         change,
         // A kill ignores If-Match: it must win over whatever else happened.
         ChangeNote {
             actor: caller.token.name.clone(),
             action,
-            reason: Some(reason),
+            reason: Some(reason.clone()),
             if_revision: None,
         },
     )
-    .await
+    .await?;
+    if !enabled {
+        crate::plans::engine::hold_after_kill(&state, &environment, &flag, &caller.token.name, &reason)
+            .await;
+    }
+    Ok(response)
 }
 
 async fn change_state(

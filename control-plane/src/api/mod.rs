@@ -1,14 +1,17 @@
 //! The HTTP API, one module per resource, and what they share: authorization, ETags, reasons.
 
 pub mod audit;
+pub mod counters;
 pub mod edges;
 pub mod environments;
 pub mod flags;
 pub mod ofrep;
+pub mod plans;
 pub mod segments;
 pub mod snapshot;
 pub mod stream;
 pub mod tokens;
+pub mod webhooks;
 
 use std::marker::PhantomData;
 use std::sync::Arc;

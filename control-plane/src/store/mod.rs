@@ -6,7 +6,7 @@
 
 pub mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Token;
+use crate::plans::criteria::Counts;
+use crate::plans::{Decision, DecisionFilter, Plan};
 
 /// Where flags, segments, environments, tokens and the audit log live.
 #[async_trait::async_trait]
@@ -126,6 +128,176 @@ pub trait Store: Send + Sync + 'static {
     /// Records what an edge acknowledged, or why a push to it failed. Not audited: the
     /// control plane's own bookkeeping.
     async fn record_push(&self, name: &str, outcome: PushOutcome) -> Result<(), StoreError>;
+
+    /// Starts a plan for a flag in an environment: `create` builds it (it gets the new plan's
+    /// id) and applies its first stage to the flag's state. `Conflict` if the flag already has
+    /// an active plan there.
+    async fn create_plan(
+        &self,
+        environment: &str,
+        flag: &str,
+        create: PlanCreate,
+    ) -> Result<PlanChanged, StoreError>;
+
+    /// Changes a plan, and with it the flag's state, in one transaction with the decision and
+    /// the notifications it records. `change` returning `None` changes nothing.
+    async fn change_plan(&self, id: i64, change: PlanChange)
+    -> Result<Option<PlanChanged>, StoreError>;
+
+    /// Plans matching `filter`, newest first.
+    async fn plans(&self, filter: PlanFilter) -> Result<Vec<Plan>, StoreError>;
+
+    async fn plan(&self, id: i64) -> Result<Plan, StoreError>;
+
+    /// Decision log records matching `filter`, oldest first.
+    async fn decisions(&self, filter: DecisionFilter) -> Result<Vec<Decision>, StoreError>;
+
+    /// Adds a batch of counters to the current minute. Every flag and variant must exist, else
+    /// nothing is counted. A batch whose id was already counted is not counted again
+    /// (`Ok(false)`).
+    async fn record_metrics(&self, environment: &str, batch: MetricBatch)
+    -> Result<bool, StoreError>;
+
+    /// A flag's counters per minute since `since_minute` (exclusive), up to the current minute.
+    async fn metric_counts(
+        &self,
+        environment: &str,
+        flag: &str,
+        since_minute: i64,
+    ) -> Result<Counts, StoreError>;
+
+    /// Forgets counters from before `minute`, and batch ids from a day before it.
+    async fn prune_metrics(&self, minute: i64) -> Result<(), StoreError>;
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
+
+    async fn create_webhook(&self, webhook: NewWebhook, actor: &str)
+    -> Result<WebhookRecord, StoreError>;
+
+    async fn delete_webhook(&self, name: &str, actor: &str) -> Result<(), StoreError>;
+
+    /// Notifications not yet delivered nor given up on, oldest first.
+    async fn pending_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+
+    async fn record_delivery(&self, id: i64, outcome: DeliveryOutcome) -> Result<(), StoreError>;
+}
+
+/// Builds a new plan, given its id, the flag's definition, the segments that exist and now;
+/// edits the flag's state to its first stage.
+pub type PlanCreate = Box<
+    dyn FnOnce(i64, &FlagDefinition, &BTreeSet<String>, &str, &mut FlagState) -> Result<(Plan, Step), StoreError>
+        + Send,
+>;
+
+/// Changes a plan and the flag's state, given the flag's definition and now.
+pub type PlanChange = Box<
+    dyn FnOnce(&mut Plan, &FlagDefinition, &mut FlagState, &str) -> Result<Option<Step>, StoreError>
+        + Send,
+>;
+
+/// What a plan change records besides the plan and the flag's state.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The decision log's `action`: `start`, `advance`, `approve`, `hold`, ...
+    pub action: &'static str,
+    /// The audit log's action, if the flag's state changes.
+    pub audit_action: &'static str,
+    pub from_stage: Option<String>,
+    pub to_stage: Option<String>,
+    /// `proceed`, `hold` or `rollback`.
+    pub decision: &'static str,
+    pub rationale: String,
+    pub decided_by: String,
+    pub metrics: Value,
+    /// Sent to every webhook of the environment once the change commits.
+    pub notifications: Vec<Notification>,
+}
+
+/// A webhook payload for one event.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub event: &'static str,
+    pub payload: Value,
+}
+
+/// A plan change as committed.
+#[derive(Debug, Clone)]
+pub struct PlanChanged {
+    pub plan: Plan,
+    pub decision: Decision,
+    /// The new snapshot, if the flag's state changed.
+    pub published: Option<Published>,
+    /// Whether any webhook has a notification to deliver.
+    pub notified: bool,
+}
+
+/// Which plans to list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFilter {
+    pub flag: Option<String>,
+    #[serde(rename = "env")]
+    pub environment: Option<String>,
+    /// Only running and held plans.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// Counters reported by an app or an edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricBatch {
+    /// Makes a retried batch count once: up to 128 characters, unique per sender.
+    pub batch: Option<String>,
+    pub counters: Vec<CounterReport>,
+}
+
+/// Counts for one flag variant, by metric name, e.g. `{"requests": 1200, "errors": 3}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterReport {
+    pub flag: String,
+    pub variant: String,
+    pub counts: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    pub name: String,
+    pub url: String,
+    pub environment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookRecord {
+    pub name: String,
+    pub url: String,
+    pub environment: String,
+    pub created_at: String,
+    /// Notifications still to deliver.
+    pub pending: u64,
+    /// Notifications given up on after every retry failed.
+    pub failed: u64,
+    pub last_error: Option<String>,
+}
+
+/// One notification to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook: String,
+    pub url: String,
+    pub event: String,
+    pub payload: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Failed this time; `give_up` when no retry is left.
+    Failed { error: String, give_up: bool },
 }
 
 /// An edge to register.

@@ -1,6 +1,7 @@
 //! The SQLite backend: one file, WAL, `synchronous=FULL`, so an acknowledged write survives
 //! kill -9 and power loss. One connection serializes writers; calls run on tokio's blocking pool.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,10 +13,13 @@ use serde_json::Value;
 
 use crate::auth::{Scope, Token};
 use crate::clock::Clock;
+use crate::plans::criteria::Counts;
+use crate::plans::{Decision, DecisionFilter, Plan};
 use crate::store::{
-    AuditFilter, AuditRecord, ChangeNote, Changed, EdgeRecord, Environment, FlagDefinition,
-    FlagRecord, FlagState, NewEdge, Published, PushOutcome, SegmentRecord, StateChange,
-    StateChanged, Store, StoreError, StoredToken,
+    AuditFilter, AuditRecord, ChangeNote, Changed, Delivery, DeliveryOutcome, EdgeRecord,
+    Environment, FlagDefinition, FlagRecord, FlagState, MetricBatch, NewEdge, NewWebhook,
+    PlanChange, PlanChanged, PlanCreate, PlanFilter, Published, PushOutcome, SegmentRecord,
+    StateChange, StateChanged, Step, Store, StoreError, StoredToken, WebhookRecord,
 };
 
 /// Environments every installation starts with.
@@ -32,6 +36,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0004_flag_revision.sql")),
         M::up(include_str!("../../migrations/0005_segments_and_token_environments.sql")),
         M::up(include_str!("../../migrations/0006_edges.sql")),
+        M::up(include_str!("../../migrations/0007_rollout_plans.sql")),
     ])
 }
 
@@ -242,44 +247,16 @@ impl Store for SqliteStore {
     ) -> Result<StateChanged, StoreError> {
         let (environment, flag) = (environment.to_owned(), flag.to_owned());
         self.write(move |tx, now| {
-            let before: Option<String> = tx
-                .query_row(
-                    "SELECT s.state FROM flag_states s JOIN flags f ON f.key = s.flag
-                     WHERE s.environment = ?1 AND s.flag = ?2 AND f.archived = 0",
-                    params![environment, flag],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            let Some(before) = before else {
-                environment_version(tx, &environment)?;
-                return Err(StoreError::NotFound(format!("flag `{flag}`")));
-            };
-            let (definition, revision): (String, u64) = tx.query_row(
-                "SELECT definition, revision FROM flags WHERE key = ?1",
-                params![flag],
-                |row| Ok((row.get(0)?, unsigned_at(row, 1)?)),
-            )?;
-            check_revision("flag", &flag, revision, &note)?;
-            let definition: FlagDefinition = from_json(&definition)?;
-            let mut state: FlagState = from_json(&before)?;
-            change(&definition, &mut state)?;
-            tx.execute(
-                "UPDATE flag_states SET state = ?3, updated_at = ?4 WHERE environment = ?1 AND flag = ?2",
-                params![environment, flag, to_json(&state)?, now],
-            )?;
-            let revision = bump(tx, FLAGS, &flag, now)?;
-            let published = publish(tx, &environment)?;
-            let entry = Entry {
+            let current = FlagInEnvironment::load(tx, &environment, &flag)?;
+            check_revision("flag", &flag, current.revision, &note)?;
+            let mut state = current.state.clone();
+            change(&current.definition, &mut state)?;
+            let change = StateWrite {
                 actor: &note.actor,
                 action: note.action,
-                environment: Some(&environment),
-                flag: Some(&flag),
-                segment: None,
                 reason: note.reason.as_deref(),
-                before: serde_json::from_str(&before).ok(),
-                after: serde_json::to_value(&state).ok(),
             };
-            append_audit(tx, now, entry)?;
+            let (published, revision) = current.save(tx, now, &state, change)?;
             Ok(StateChanged { published, state, revision })
         })
         .await
@@ -587,6 +564,487 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn create_plan(
+        &self,
+        environment: &str,
+        flag: &str,
+        create: PlanCreate,
+    ) -> Result<PlanChanged, StoreError> {
+        let (environment, flag) = (environment.to_owned(), flag.to_owned());
+        self.write(move |tx, now| {
+            let current = FlagInEnvironment::load(tx, &environment, &flag)?;
+            let inserted = tx.query_row(
+                "INSERT INTO plans (flag, environment, status, body, created_at, updated_at)
+                 VALUES (?1, ?2, 'running', '{}', ?3, ?3) RETURNING id",
+                params![flag, environment, now],
+                |row| row.get::<_, i64>(0),
+            );
+            let id = match inserted {
+                Err(error) if is_unique_violation(&error) => {
+                    return Err(StoreError::Conflict(format!(
+                        "an active plan for flag `{flag}` in `{environment}`"
+                    )));
+                }
+                other => other?,
+            };
+            let segments: BTreeSet<String> =
+                segment_records(tx)?.into_iter().map(|record| record.segment.key).collect();
+            let mut state = current.state.clone();
+            let (plan, step) = create(id, &current.definition, &segments, now, &mut state)?;
+            commit_step(tx, now, plan, &current, &state, step)
+        })
+        .await
+    }
+
+    async fn change_plan(
+        &self,
+        id: i64,
+        change: PlanChange,
+    ) -> Result<Option<PlanChanged>, StoreError> {
+        self.write(move |tx, now| {
+            let mut plan = load_plan(tx, id)?;
+            let current = FlagInEnvironment::load(tx, &plan.environment, &plan.flag)?;
+            let mut state = current.state.clone();
+            match change(&mut plan, &current.definition, &mut state, now)? {
+                Some(step) => commit_step(tx, now, plan, &current, &state, step).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn plans(&self, filter: PlanFilter) -> Result<Vec<Plan>, StoreError> {
+        self.read(move |tx| {
+            let mut statement = tx.prepare(
+                "SELECT body FROM plans
+                 WHERE (?1 IS NULL OR flag = ?1) AND (?2 IS NULL OR environment = ?2)
+                   AND (?3 = 0 OR status IN ('running', 'held'))
+                 ORDER BY id DESC",
+            )?;
+            let rows = statement.query_map(
+                params![filter.flag, filter.environment, filter.active],
+                |row| row.get::<_, String>(0),
+            )?;
+            rows.map(|body| from_json(&body?)).collect()
+        })
+        .await
+    }
+
+    async fn plan(&self, id: i64) -> Result<Plan, StoreError> {
+        self.read(move |tx| load_plan(tx, id)).await
+    }
+
+    async fn decisions(&self, filter: DecisionFilter) -> Result<Vec<Decision>, StoreError> {
+        self.read(move |tx| {
+            let mut statement = tx.prepare(
+                "SELECT id, at, plan, flag, environment, action, from_stage, to_stage, decision, rationale, decided_by, metrics
+                 FROM decisions
+                 WHERE (?1 IS NULL OR flag = ?1) AND (?2 IS NULL OR environment = ?2) AND (?3 IS NULL OR plan = ?3)
+                 ORDER BY id",
+            )?;
+            let rows = statement.query_map(
+                params![filter.flag, filter.environment, filter.plan],
+                |row| {
+                    let metrics: String = row.get(11)?;
+                    Ok(Decision {
+                        id: row.get(0)?,
+                        at: row.get(1)?,
+                        plan: row.get(2)?,
+                        flag: row.get(3)?,
+                        environment: row.get(4)?,
+                        action: row.get(5)?,
+                        from_stage: row.get(6)?,
+                        to_stage: row.get(7)?,
+                        decision: row.get(8)?,
+                        rationale: row.get(9)?,
+                        decided_by: row.get(10)?,
+                        metrics: serde_json::from_str(&metrics).unwrap_or(Value::Null),
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn record_metrics(
+        &self,
+        environment: &str,
+        batch: MetricBatch,
+    ) -> Result<bool, StoreError> {
+        let environment = environment.to_owned();
+        self.write(move |tx, now| {
+            environment_version(tx, &environment)?;
+            let minute = minute_of(now)?;
+            if let Some(id) = &batch.batch {
+                let fresh = tx.execute(
+                    "INSERT INTO metric_batches (id, minute) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![id, minute],
+                )?;
+                if fresh == 0 {
+                    return Ok(false);
+                }
+            }
+            let mut definitions = std::collections::HashMap::new();
+            for (index, report) in batch.counters.iter().enumerate() {
+                if !definitions.contains_key(&report.flag) {
+                    let definition =
+                        FlagInEnvironment::load(tx, &environment, &report.flag).map_err(|error| {
+                            match error {
+                                StoreError::NotFound(what) => StoreError::Refused(format!(
+                                    "`counters[{index}].flag`: {what} not found"
+                                )),
+                                other => other,
+                            }
+                        })?;
+                    definitions.insert(report.flag.clone(), definition.definition);
+                }
+                if !definitions[&report.flag].variants.contains_key(&report.variant) {
+                    return Err(StoreError::Refused(format!(
+                        "`counters[{index}].variant`: flag `{}` has no variant `{}`",
+                        report.flag, report.variant
+                    )));
+                }
+                for (metric, value) in &report.counts {
+                    tx.execute(
+                        "INSERT INTO metric_counts (environment, flag, variant, metric, minute, value)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT DO UPDATE SET value = value + excluded.value",
+                        params![environment, report.flag, report.variant, metric, minute, signed(*value)],
+                    )?;
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn metric_counts(
+        &self,
+        environment: &str,
+        flag: &str,
+        since_minute: i64,
+    ) -> Result<Counts, StoreError> {
+        let (environment, flag) = (environment.to_owned(), flag.to_owned());
+        let minute = minute_of(&self.clock.timestamp())?;
+        self.read(move |tx| {
+            let mut statement = tx.prepare(
+                "SELECT variant, metric, minute, value FROM metric_counts
+                 WHERE environment = ?1 AND flag = ?2 AND minute > ?3 AND minute <= ?4",
+            )?;
+            let rows = statement.query_map(params![environment, flag, since_minute, minute], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, unsigned_at(row, 3)?))
+            })?;
+            Ok(Counts { minute, rows: rows.collect::<Result<_, _>>()? })
+        })
+        .await
+    }
+
+    async fn prune_metrics(&self, minute: i64) -> Result<(), StoreError> {
+        self.write(move |tx, _| {
+            tx.execute("DELETE FROM metric_counts WHERE minute < ?1", params![minute])?;
+            tx.execute("DELETE FROM metric_batches WHERE minute < ?1", params![minute - 24 * 60])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.read(|tx| {
+            let mut statement = tx.prepare(
+                "SELECT w.name, w.url, w.environment, w.created_at,
+                        (SELECT count(*) FROM deliveries d WHERE d.webhook = w.name AND d.delivered_at IS NULL AND d.failed_at IS NULL),
+                        (SELECT count(*) FROM deliveries d WHERE d.webhook = w.name AND d.failed_at IS NOT NULL),
+                        (SELECT d.last_error FROM deliveries d WHERE d.webhook = w.name AND d.last_error IS NOT NULL ORDER BY d.id DESC LIMIT 1)
+                 FROM webhooks w ORDER BY w.name",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(WebhookRecord {
+                    name: row.get(0)?,
+                    url: row.get(1)?,
+                    environment: row.get(2)?,
+                    created_at: row.get(3)?,
+                    pending: unsigned_at(row, 4)?,
+                    failed: unsigned_at(row, 5)?,
+                    last_error: row.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn create_webhook(
+        &self,
+        webhook: NewWebhook,
+        actor: &str,
+    ) -> Result<WebhookRecord, StoreError> {
+        check_key("webhook", &webhook.name)?;
+        let actor = actor.to_owned();
+        self.write(move |tx, now| {
+            environment_version(tx, &webhook.environment)?;
+            let inserted = tx.execute(
+                "INSERT INTO webhooks (name, url, environment, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                params![webhook.name, webhook.url, webhook.environment, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("webhook `{}`", webhook.name)));
+            }
+            let after = serde_json::json!({"name": webhook.name, "url": webhook.url});
+            let entry = Entry {
+                actor: &actor,
+                action: "webhook.create",
+                environment: Some(&webhook.environment),
+                after: Some(after),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)?;
+            Ok(WebhookRecord {
+                name: webhook.name,
+                url: webhook.url,
+                environment: webhook.environment,
+                created_at: now.to_owned(),
+                pending: 0,
+                failed: 0,
+                last_error: None,
+            })
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+        let (name, actor) = (name.to_owned(), actor.to_owned());
+        self.write(move |tx, now| {
+            let row: Option<(String, String)> = tx
+                .query_row(
+                    "DELETE FROM webhooks WHERE name = ?1 RETURNING url, environment",
+                    params![name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let (url, environment) =
+                row.ok_or_else(|| StoreError::NotFound(format!("webhook `{name}`")))?;
+            // Its pending notifications go with it.
+            tx.execute(
+                "UPDATE deliveries SET failed_at = ?2, last_error = 'webhook deleted'
+                 WHERE webhook = ?1 AND delivered_at IS NULL AND failed_at IS NULL",
+                params![name, now],
+            )?;
+            let entry = Entry {
+                actor: &actor,
+                action: "webhook.delete",
+                environment: Some(&environment),
+                before: Some(serde_json::json!({"name": name, "url": url})),
+                ..Entry::default()
+            };
+            append_audit(tx, now, entry)
+        })
+        .await
+    }
+
+    async fn pending_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        self.read(move |tx| {
+            let mut statement = tx.prepare(
+                "SELECT id, webhook, url, event, payload, attempts FROM deliveries
+                 WHERE delivered_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit], |row| {
+                Ok(Delivery {
+                    id: row.get(0)?,
+                    webhook: row.get(1)?,
+                    url: row.get(2)?,
+                    event: row.get(3)?,
+                    payload: row.get(4)?,
+                    attempts: row.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, id: i64, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        self.write(move |tx, now| {
+            match outcome {
+                DeliveryOutcome::Delivered => tx.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, delivered_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?,
+                DeliveryOutcome::Failed { error, give_up } => tx.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, last_error = ?2,
+                            failed_at = CASE WHEN ?3 THEN ?4 END
+                     WHERE id = ?1",
+                    params![id, error, give_up, now],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A flag's definition and its state in one environment, read inside a write.
+struct FlagInEnvironment {
+    environment: String,
+    definition: FlagDefinition,
+    state: FlagState,
+    revision: u64,
+}
+
+/// Who changes a flag's state and why, for the audit log.
+struct StateWrite<'a> {
+    actor: &'a str,
+    action: &'a str,
+    reason: Option<&'a str>,
+}
+
+impl FlagInEnvironment {
+    fn load(tx: &Transaction<'_>, environment: &str, flag: &str) -> Result<Self, StoreError> {
+        let row: Option<(String, String, u64)> = tx
+            .query_row(
+                "SELECT f.definition, s.state, f.revision FROM flag_states s JOIN flags f ON f.key = s.flag
+                 WHERE s.environment = ?1 AND s.flag = ?2 AND f.archived = 0",
+                params![environment, flag],
+                |row| Ok((row.get(0)?, row.get(1)?, unsigned_at(row, 2)?)),
+            )
+            .optional()?;
+        let Some((definition, state, revision)) = row else {
+            environment_version(tx, environment)?;
+            return Err(StoreError::NotFound(format!("flag `{flag}`")));
+        };
+        Ok(Self {
+            environment: environment.to_owned(),
+            definition: from_json(&definition)?,
+            state: from_json(&state)?,
+            revision,
+        })
+    }
+
+    /// Stores `state`, bumps the flag's revision, publishes the environment and audits the
+    /// change; returns the snapshot and the new revision.
+    fn save(
+        &self,
+        tx: &Transaction<'_>,
+        now: &str,
+        state: &FlagState,
+        change: StateWrite<'_>,
+    ) -> Result<(Published, u64), StoreError> {
+        let (environment, flag) = (&self.environment, &self.definition.key);
+        tx.execute(
+            "UPDATE flag_states SET state = ?3, updated_at = ?4 WHERE environment = ?1 AND flag = ?2",
+            params![environment, flag, to_json(state)?, now],
+        )?;
+        let revision = bump(tx, FLAGS, flag, now)?;
+        let published = publish(tx, environment)?;
+        let entry = Entry {
+            actor: change.actor,
+            action: change.action,
+            environment: Some(environment),
+            flag: Some(flag),
+            segment: None,
+            reason: change.reason,
+            before: serde_json::to_value(&self.state).ok(),
+            after: serde_json::to_value(state).ok(),
+        };
+        append_audit(tx, now, entry)?;
+        Ok((published, revision))
+    }
+}
+
+/// Writes a plan, the flag's state if `step` changed it, the decision and the notifications.
+fn commit_step(
+    tx: &Transaction<'_>,
+    now: &str,
+    plan: Plan,
+    flag: &FlagInEnvironment,
+    state: &FlagState,
+    step: Step,
+) -> Result<PlanChanged, StoreError> {
+    tx.execute(
+        "UPDATE plans SET status = ?2, body = ?3, updated_at = ?4 WHERE id = ?1",
+        params![plan.id, plan.status.as_str(), to_json(&plan)?, now],
+    )?;
+    let published = if *state == flag.state {
+        None
+    } else {
+        let change = StateWrite {
+            actor: &step.decided_by,
+            action: step.audit_action,
+            reason: Some(&step.rationale),
+        };
+        Some(flag.save(tx, now, state, change)?.0)
+    };
+    let id = tx.query_row(
+        "INSERT INTO decisions (at, plan, flag, environment, action, from_stage, to_stage, decision, rationale, decided_by, metrics)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
+        params![
+            now,
+            plan.id,
+            plan.flag,
+            plan.environment,
+            step.action,
+            step.from_stage,
+            step.to_stage,
+            step.decision,
+            step.rationale,
+            step.decided_by,
+            step.metrics.to_string()
+        ],
+        |row| row.get(0),
+    )?;
+    let mut notified = false;
+    let mut webhooks =
+        tx.prepare("SELECT name, url FROM webhooks WHERE environment = ?1 ORDER BY name")?;
+    let webhooks: Vec<(String, String)> = webhooks
+        .query_map(params![plan.environment], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for notification in &step.notifications {
+        for (name, url) in &webhooks {
+            tx.execute(
+                "INSERT INTO deliveries (webhook, url, event, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, url, notification.event, notification.payload.to_string(), now],
+            )?;
+            notified = true;
+        }
+    }
+    let decision = Decision {
+        id,
+        at: now.to_owned(),
+        plan: plan.id,
+        flag: plan.flag.clone(),
+        environment: plan.environment.clone(),
+        action: step.action.to_owned(),
+        from_stage: step.from_stage,
+        to_stage: step.to_stage,
+        decision: step.decision.to_owned(),
+        rationale: step.rationale,
+        decided_by: step.decided_by,
+        metrics: step.metrics,
+    };
+    Ok(PlanChanged { plan, decision, published, notified })
+}
+
+fn load_plan(tx: &Transaction<'_>, id: i64) -> Result<Plan, StoreError> {
+    let body: Option<String> = tx
+        .query_row("SELECT body FROM plans WHERE id = ?1", params![id], |row| row.get(0))
+        .optional()?;
+    from_json(&body.ok_or_else(|| StoreError::NotFound(format!("plan {id}")))?)
+}
+
+/// The current minute of `now` (RFC 3339), as metric counts are keyed.
+fn minute_of(now: &str) -> Result<i64, StoreError> {
+    let at = chrono::DateTime::parse_from_rfc3339(now)
+        .map_err(|e| StoreError::Internal(format!("clock gave `{now}`: {e}")))?;
+    Ok(at.timestamp().div_euclid(60))
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
 }
 
 /// The two kinds of shared definitions, each a table with `key`, `definition`, `archived` and

@@ -5,6 +5,7 @@ mod crash;
 mod edges;
 mod matrix;
 mod ofrep;
+mod plans;
 mod resources;
 mod server;
 mod store;

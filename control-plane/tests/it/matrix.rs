@@ -53,6 +53,20 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("GET", "/api/v1/tokens", Needs::Admin),
     ("POST", "/api/v1/tokens", Needs::Admin),
     ("DELETE", "/api/v1/tokens/nope", Needs::Admin),
+    ("POST", "/api/v1/environments/production/metrics", Needs::Read),
+    ("GET", "/api/v1/plan-templates", Needs::Release),
+    ("GET", "/api/v1/plans", Needs::Release),
+    ("POST", "/api/v1/plans", Needs::Release),
+    ("GET", "/api/v1/plans/404", Needs::Release),
+    ("POST", "/api/v1/plans/404/advance", Needs::Release),
+    ("POST", "/api/v1/plans/404/hold", Needs::Release),
+    ("POST", "/api/v1/plans/404/resume", Needs::Release),
+    ("POST", "/api/v1/plans/404/rollback", Needs::Release),
+    ("POST", "/api/v1/plans/404/complete", Needs::Release),
+    ("GET", "/api/v1/decisions", Needs::Release),
+    ("GET", "/api/v1/webhooks", Needs::Release),
+    ("POST", "/api/v1/webhooks", Needs::Admin),
+    ("DELETE", "/api/v1/webhooks/nope", Needs::Admin),
 ];
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control_plane::auth::{self, Scope, Token};
-use control_plane::clock::SystemClock;
+use control_plane::clock::{Clock, SystemClock};
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::store::{AuditFilter, FlagDefinition, Store};
 use control_plane::{AppState, Settings, app};
@@ -16,7 +16,16 @@ pub(crate) struct Server {
     pub(crate) address: SocketAddr,
     pub(crate) client: reqwest::Client,
     pub(crate) store: Arc<SqliteStore>,
-    _dir: tempfile::TempDir,
+    pub(crate) state: AppState,
+    pub(crate) dir: Arc<tempfile::TempDir>,
+    /// The listener and the webhook sender: both stop when the server is dropped.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+    }
 }
 
 pub(crate) const READ: &str = "rg_read_token_for_tests";
@@ -27,9 +36,13 @@ pub(crate) const PUSH_SECRET: &str = "push-secret-for-control-plane-tests";
 /// A server whose store has the `checkout-v2` flag and one token per scope, the read one bound to
 /// production.
 pub(crate) async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        SqliteStore::open(&dir.path().join("rollgate.db"), Arc::new(SystemClock)).await.unwrap();
+    start_with(Arc::new(SystemClock)).await
+}
+
+/// `start` on `clock`.
+pub(crate) async fn start_with(clock: Arc<dyn Clock>) -> Server {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let store = SqliteStore::open(&dir.path().join("rollgate.db"), clock.clone()).await.unwrap();
     for (name, scope, token) in [
         ("edge", Scope::Read, READ),
         ("ana", Scope::Release, RELEASE),
@@ -49,19 +62,30 @@ pub(crate) async fn start() -> Server {
     }))
     .unwrap();
     store.create_flag(flag, "ana").await.unwrap();
+    serve(store, clock, dir).await
+}
+
+/// Serves `store` (whose file is in `dir`) as a new process would: everything in memory
+/// loaded from the store, the webhook sender running. The plan scheduler does not run by
+/// itself; tests call `plans::engine::tick`.
+pub(crate) async fn serve(
+    store: SqliteStore,
+    clock: Arc<dyn Clock>,
+    dir: Arc<tempfile::TempDir>,
+) -> Server {
     let store = Arc::new(store);
     let settings = Settings {
         keep_alive: Duration::from_millis(200),
         push_secret: Some(PUSH_SECRET.as_bytes().to_vec()),
     };
-    let state =
-        AppState::load(Arc::clone(&store) as Arc<dyn Store>, Arc::new(SystemClock), settings)
-            .await
-            .unwrap();
+    let state = AppState::load(Arc::clone(&store) as Arc<dyn Store>, clock, settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, app(state)).into_future());
-    Server { address, client: reqwest::Client::new(), store, _dir: dir }
+    let tasks = vec![
+        tokio::spawn(axum::serve(listener, app(state.clone())).into_future()).abort_handle(),
+        control_plane::webhooks::spawn(state.clone()).abort_handle(),
+    ];
+    Server { address, client: reqwest::Client::new(), store, state, dir, tasks }
 }
 
 impl Server {

@@ -1,0 +1,194 @@
+//! Rollout plans over HTTP: templates, starting a plan, the actions on it, its live readings,
+//! and the decision log as JSON or CSV.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::api::{Authorized, Release};
+use crate::error::{ApiError, AppJson, AppQuery};
+use crate::plans::criteria::Reading;
+use crate::plans::engine::{self, Action, PlanRequest, RollbackTo};
+use crate::plans::{Decision, DecisionFilter, Plan, templates};
+use crate::store::{PlanChanged, PlanFilter};
+
+/// A plan with its current stage's readings and when it may next advance on its own.
+#[derive(Serialize)]
+pub(crate) struct PlanView {
+    #[serde(flatten)]
+    plan: Plan,
+    /// The current stage's guardrails, then its leading metrics, read now (active plans only).
+    readings: Vec<Reading>,
+    /// When the current stage's hold ends (active plans only).
+    hold_until: Option<String>,
+}
+
+/// What an action answers: the plan after it, and the decision it recorded.
+#[derive(Serialize)]
+pub(crate) struct ActionResponse {
+    plan: Plan,
+    decision: Decision,
+}
+
+impl From<PlanChanged> for ActionResponse {
+    fn from(changed: PlanChanged) -> Self {
+        Self { plan: changed.plan, decision: changed.decision }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActionRequest {
+    rationale: String,
+    /// For `rollback`: `previous` (the default) or `kill`.
+    #[serde(default)]
+    to: Option<RollbackTo>,
+}
+
+/// `GET /api/v1/plan-templates`.
+pub(crate) async fn list_templates(_: Authorized<Release>) -> Json<Vec<templates::Template>> {
+    Json(templates::all())
+}
+
+/// `GET /api/v1/plans?flag=&env=&active=`: newest first.
+pub(crate) async fn list_plans(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+    AppQuery(filter): AppQuery<PlanFilter>,
+) -> Result<Json<Vec<Plan>>, ApiError> {
+    Ok(Json(state.store.plans(filter).await?))
+}
+
+/// `GET /api/v1/plans/{plan}`.
+pub(crate) async fn get_plan(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<PlanView>, ApiError> {
+    let plan = state.store.plan(id).await?;
+    if !plan.status.is_active() {
+        return Ok(Json(PlanView { plan, readings: Vec::new(), hold_until: None }));
+    }
+    let readings = engine::read(&state, &plan).await?;
+    let hold_until = chrono::DateTime::parse_from_rfc3339(&plan.stage_started_at).ok().map(|at| {
+        let until = at + chrono::Duration::seconds(plan.current().hold_seconds as i64);
+        until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    });
+    Ok(Json(PlanView { plan, readings, hold_until }))
+}
+
+/// `POST /api/v1/plans`: starts a plan; its first stage is served at once.
+pub(crate) async fn post_plan(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    AppJson(request): AppJson<PlanRequest>,
+) -> Result<(StatusCode, Json<ActionResponse>), ApiError> {
+    let changed = engine::start(&state, request, &caller.token).await?;
+    Ok((StatusCode::CREATED, Json(changed.into())))
+}
+
+macro_rules! plan_action {
+    ($name:ident, $action:expr) => {
+        pub(crate) async fn $name(
+            caller: Authorized<Release>,
+            State(state): State<AppState>,
+            Path(id): Path<i64>,
+            AppJson(request): AppJson<ActionRequest>,
+        ) -> Result<Json<ActionResponse>, ApiError> {
+            act(caller, state, id, $action, request).await
+        }
+    };
+}
+
+plan_action!(post_advance, Action::Advance);
+plan_action!(post_hold, Action::Hold);
+plan_action!(post_resume, Action::Resume);
+plan_action!(post_rollback, Action::Rollback);
+plan_action!(post_complete, Action::Complete);
+
+async fn act(
+    caller: Authorized<Release>,
+    state: AppState,
+    id: i64,
+    action: Action,
+    request: ActionRequest,
+) -> Result<Json<ActionResponse>, ApiError> {
+    if request.to.is_some() && action != Action::Rollback {
+        return Err(ApiError::Body {
+            status: StatusCode::BAD_REQUEST,
+            detail: "`to` is for rollbacks only".into(),
+        });
+    }
+    let to = request.to.unwrap_or_default();
+    let changed = engine::act(&state, id, action, to, &caller.token, &request.rationale).await?;
+    Ok(Json(changed.into()))
+}
+
+/// `GET /api/v1/decisions?flag=&env=&plan=&format=csv`: the decision log, oldest first.
+pub(crate) async fn list_decisions(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+    AppQuery(filter): AppQuery<DecisionFilter>,
+) -> Result<Response, ApiError> {
+    let format = filter.format.clone();
+    let decisions = state.store.decisions(filter).await?;
+    match format.as_deref() {
+        None | Some("json") => Ok(Json(decisions).into_response()),
+        Some("csv") => {
+            let csv = to_csv(&decisions).map_err(|e| {
+                ApiError::Store(crate::store::StoreError::Internal(format!("CSV: {e}")))
+            })?;
+            Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+        }
+        Some(other) => Err(ApiError::Body {
+            status: StatusCode::BAD_REQUEST,
+            detail: format!("`format` is `json` or `csv`, not `{other}`"),
+        }),
+    }
+}
+
+/// One row per decision, the rollout plan template's columns first; `metrics` is JSON.
+pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "date",
+        "stage",
+        "decision",
+        "rationale",
+        "decided_by",
+        "action",
+        "from_stage",
+        "to_stage",
+        "plan",
+        "flag",
+        "environment",
+        "metrics",
+    ])?;
+    for decision in decisions {
+        let stage = match (&decision.from_stage, &decision.to_stage) {
+            (Some(from), Some(to)) if from != to => format!("{from}→{to}"),
+            (Some(stage), _) | (None, Some(stage)) => stage.clone(),
+            (None, None) => String::new(),
+        };
+        writer.write_record([
+            decision.at.as_str(),
+            &stage,
+            &decision.decision,
+            &decision.rationale,
+            &decision.decided_by,
+            &decision.action,
+            decision.from_stage.as_deref().unwrap_or(""),
+            decision.to_stage.as_deref().unwrap_or(""),
+            &decision.plan.to_string(),
+            &decision.flag,
+            &decision.environment,
+            &decision.metrics.to_string(),
+        ])?;
+    }
+    let bytes = writer.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8(bytes).expect("CSV of strings is UTF-8"))
+}

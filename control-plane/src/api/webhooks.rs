@@ -1,0 +1,44 @@
+//! Webhooks: where an environment's plan notifications go. Admins manage them.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use crate::AppState;
+use crate::api::{Admin, Authorized, Release};
+use crate::error::{ApiError, AppJson};
+use crate::store::{NewWebhook, WebhookRecord};
+
+/// `GET /api/v1/webhooks`: each with its pending and failed deliveries.
+pub(crate) async fn list_webhooks(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<WebhookRecord>>, ApiError> {
+    Ok(Json(state.store.webhooks().await?))
+}
+
+/// `POST /api/v1/webhooks`.
+pub(crate) async fn post_webhook(
+    caller: Authorized<Admin>,
+    State(state): State<AppState>,
+    AppJson(webhook): AppJson<NewWebhook>,
+) -> Result<(StatusCode, Json<WebhookRecord>), ApiError> {
+    let bad = |detail: String| ApiError::Body { status: StatusCode::UNPROCESSABLE_ENTITY, detail };
+    let url = url::Url::parse(&webhook.url)
+        .map_err(|error| bad(format!("`url` is not a URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("`url` must be an http or https URL with a host".into()));
+    }
+    let created = state.store.create_webhook(webhook, &caller.token.name).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `DELETE /api/v1/webhooks/{webhook}`: its undelivered notifications are dropped.
+pub(crate) async fn delete_webhook(
+    caller: Authorized<Admin>,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_webhook(&name, &caller.token.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,161 @@
+//! The built-in plans, from ../shared/product: the four-stage release (internal dogfooding,
+//! alpha, beta, GA) and the canary timeline (5%, assessed after 1 h, 25% after 1 day, 100%
+//! after 3 days).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Advancers, Criterion, Stage};
+use crate::store::StoreError;
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// What a template needs from the caller; every field has a default except the four-stage
+/// template's segments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateParameters {
+    /// Guardrails for every stage; default: `errors` per `requests` at most 2% over an hour,
+    /// once 1,000 requests are in.
+    pub guardrails: Option<Vec<Criterion>>,
+    /// Leading metrics every stage must meet to advance on schedule.
+    #[serde(default)]
+    pub leading: Vec<Criterion>,
+    /// Four-stage: the segment of staff who dogfood the feature.
+    pub internal_segment: Option<String>,
+    /// Four-stage: the segment of friendly customers.
+    pub alpha_segment: Option<String>,
+    /// Four-stage: beta exposure in thousandths of a percent, 10000 to 25000 (default 10000).
+    pub beta_percent: Option<u32>,
+    /// Four-stage: approvals needed to enter GA (default 2).
+    pub ga_approvals: Option<u32>,
+}
+
+/// A template as `GET /api/v1/plan-templates` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Template {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Whether plans from it advance on their own by default.
+    pub auto_advance: bool,
+    /// The stages with default parameters (the four-stage template's segments shown as
+    /// `internal` and `alpha`).
+    pub stages: Vec<Stage>,
+}
+
+pub const CANARY: &str = "canary";
+pub const FOUR_STAGE: &str = "four-stage";
+
+/// Every built-in template, with default parameters.
+pub fn all() -> Vec<Template> {
+    let four_stage_defaults = TemplateParameters {
+        internal_segment: Some("internal".into()),
+        alpha_segment: Some("alpha".into()),
+        ..TemplateParameters::default()
+    };
+    [CANARY, FOUR_STAGE]
+        .into_iter()
+        .map(|name| {
+            let (description, auto_advance) = describe(name).expect("built in");
+            let stages = expand(name, &four_stage_defaults).expect("defaults are valid");
+            Template { name, description, auto_advance, stages }
+        })
+        .collect()
+}
+
+fn describe(name: &str) -> Option<(&'static str, bool)> {
+    match name {
+        CANARY => Some((
+            "5% now, assessed after 1 hour, 25% after 1 day, 100% after 3 days; each step only when healthy",
+            true,
+        )),
+        FOUR_STAGE => Some((
+            "internal dogfooding (a segment, 2 days), alpha (a segment, 1 week), beta at 10 to 25% (1 week), GA at 100% with two approvals",
+            false,
+        )),
+        _ => None,
+    }
+}
+
+/// Whether plans from template `name` advance on their own unless the request says otherwise.
+pub fn auto_advance(name: &str) -> bool {
+    describe(name).is_some_and(|(_, auto)| auto)
+}
+
+/// The stages of template `name` with `parameters` filled in.
+pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>, StoreError> {
+    let guardrails = parameters.guardrails.clone().unwrap_or_else(default_guardrails);
+    let stage = |name: &str, segments: Vec<String>, percent: u32, hold_seconds: u64| Stage {
+        name: name.into(),
+        segments,
+        percent,
+        hold_seconds,
+        guardrails: guardrails.clone(),
+        leading: parameters.leading.clone(),
+        advance: Advancers::default(),
+    };
+    match name {
+        CANARY => {
+            refuse_four_stage_parameters(parameters)?;
+            Ok(vec![
+                stage("canary", vec![], 5_000, HOUR),
+                stage("assessed", vec![], 5_000, DAY - HOUR),
+                stage("expanded", vec![], 25_000, 2 * DAY),
+                stage("ga", vec![], 100_000, 0),
+            ])
+        }
+        FOUR_STAGE => {
+            let segment = |field: &str, value: &Option<String>| {
+                value.clone().ok_or_else(|| {
+                    StoreError::Refused(format!("the four-stage template needs `{field}`"))
+                })
+            };
+            let internal = segment("internal_segment", &parameters.internal_segment)?;
+            let alpha = segment("alpha_segment", &parameters.alpha_segment)?;
+            let beta = parameters.beta_percent.unwrap_or(10_000);
+            if !(10_000..=25_000).contains(&beta) {
+                return Err(StoreError::Refused(format!(
+                    "`beta_percent` is 10000 to 25000 (10 to 25%); got {beta}"
+                )));
+            }
+            let mut ga = stage("ga", vec![], 100_000, 0);
+            ga.advance.approvals = parameters.ga_approvals.unwrap_or(2);
+            Ok(vec![
+                stage("internal", vec![internal], 0, 2 * DAY),
+                stage("alpha", vec![alpha], 0, 7 * DAY),
+                stage("beta", vec![], beta, 7 * DAY),
+                ga,
+            ])
+        }
+        other => Err(StoreError::Refused(format!(
+            "no template `{other}`; the templates are `{CANARY}` and `{FOUR_STAGE}`"
+        ))),
+    }
+}
+
+fn refuse_four_stage_parameters(parameters: &TemplateParameters) -> Result<(), StoreError> {
+    let four_stage_only = [
+        ("internal_segment", parameters.internal_segment.is_some()),
+        ("alpha_segment", parameters.alpha_segment.is_some()),
+        ("beta_percent", parameters.beta_percent.is_some()),
+        ("ga_approvals", parameters.ga_approvals.is_some()),
+    ];
+    match four_stage_only.iter().find(|(_, given)| *given) {
+        Some((field, _)) => Err(StoreError::Refused(format!(
+            "`{field}` is a parameter of the four-stage template, not the canary"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn default_guardrails() -> Vec<Criterion> {
+    vec![Criterion {
+        metric: "errors".into(),
+        per: "requests".into(),
+        max: Some(0.02),
+        min: None,
+        max_vs_control: None,
+        min_sample: 1000,
+        window_seconds: HOUR,
+    }]
+}

@@ -1,0 +1,124 @@
+//! Delivers plan notifications from the outbox (the `deliveries` table, written in the same
+//! transaction as the decision) to webhooks, with retries and exponential backoff. It runs
+//! apart from the decisions themselves, so a failing webhook never delays a rollback.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::store::{Delivery, DeliveryOutcome};
+
+/// Attempts per notification before it is given up on (about four minutes of retries).
+pub const MAX_ATTEMPTS: u32 = 10;
+const TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
+/// The wait before attempt `attempt + 1`, after `attempt` failed ones.
+pub fn backoff(attempts: u32) -> Duration {
+    FIRST_RETRY.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(LAST_RETRY)
+}
+
+/// Sends pending notifications until the process ends: at start, when woken
+/// (`AppState::wake_deliveries`) and when a retry is due.
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .user_agent(concat!("rollgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client with a timeout builds");
+        let mut retry_at: HashMap<i64, Instant> = HashMap::new();
+        loop {
+            let next = match state.store.pending_deliveries(1000).await {
+                Ok(pending) => deliver(&state, &client, pending, &mut retry_at).await,
+                Err(error) => {
+                    tracing::error!(%error, "could not read pending notifications");
+                    Some(Instant::now() + Duration::from_secs(1))
+                }
+            };
+            let sleep = tokio::time::sleep_until(
+                next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                () = sleep => {}
+                () = state.wake_deliveries.notified() => {}
+            }
+        }
+    })
+}
+
+/// Sends every due delivery at once; returns when the next retry is due.
+async fn deliver(
+    state: &AppState,
+    client: &reqwest::Client,
+    pending: Vec<Delivery>,
+    retry_at: &mut HashMap<i64, Instant>,
+) -> Option<Instant> {
+    let now = Instant::now();
+    retry_at.retain(|id, _| pending.iter().any(|delivery| delivery.id == *id));
+    let (due, waiting): (Vec<_>, Vec<_>) =
+        pending.into_iter().partition(|d| retry_at.get(&d.id).is_none_or(|at| *at <= now));
+    let mut next = waiting.iter().filter_map(|d| retry_at.get(&d.id).copied()).min();
+    let sent = join_all(due.iter().map(|delivery| send(client, delivery))).await;
+    for (delivery, result) in due.iter().zip(sent) {
+        let outcome = match result {
+            Ok(()) => {
+                retry_at.remove(&delivery.id);
+                DeliveryOutcome::Delivered
+            }
+            Err(error) => {
+                let attempts = delivery.attempts + 1;
+                let give_up = attempts >= MAX_ATTEMPTS;
+                tracing::warn!(
+                    webhook = %delivery.webhook, event = %delivery.event, attempts, give_up, %error,
+                    "webhook delivery failed"
+                );
+                if !give_up {
+                    let at = Instant::now() + backoff(attempts);
+                    retry_at.insert(delivery.id, at);
+                    next = Some(next.map_or(at, |next| next.min(at)));
+                }
+                DeliveryOutcome::Failed { error, give_up }
+            }
+        };
+        if let Err(error) = state.store.record_delivery(delivery.id, outcome).await {
+            tracing::error!(%error, "could not record a webhook delivery");
+        }
+    }
+    next
+}
+
+async fn send(client: &reqwest::Client, delivery: &Delivery) -> Result<(), String> {
+    let response = client
+        .post(&delivery.url)
+        .header("content-type", "application/json")
+        .header("x-rollgate-event", &delivery.event)
+        .header("x-rollgate-delivery", delivery.id.to_string())
+        .body(delivery.payload.clone())
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the webhook answered {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(4), Duration::from_secs(4));
+        assert_eq!(backoff(8), Duration::from_secs(60));
+        assert_eq!(backoff(40), Duration::from_secs(60));
+    }
+}
