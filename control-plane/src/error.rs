@@ -34,9 +34,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, title) = match &self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-            Self::Forbidden(_) | Self::OtherEnvironment(_) | Self::Unbound | Self::NotPermitted(_) => {
-                (StatusCode::FORBIDDEN, "Forbidden")
-            }
+            Self::Forbidden(_)
+            | Self::OtherEnvironment(_)
+            | Self::Unbound
+            | Self::NotPermitted(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             Self::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
             Self::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
             Self::Store(StoreError::Stale(_)) => {

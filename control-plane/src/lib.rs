@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::sync::Notify;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
+use tokio::sync::Notify;
 
 use crate::auth::Tokens;
 use crate::clock::Clock;

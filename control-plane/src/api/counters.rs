@@ -31,7 +31,8 @@ pub(crate) async fn post_metrics(
     AppJson(batch): AppJson<MetricBatch>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.reach(&environment)?;
-    check(&batch).map_err(|detail| ApiError::Body { status: StatusCode::UNPROCESSABLE_ENTITY, detail })?;
+    check(&batch)
+        .map_err(|detail| ApiError::Body { status: StatusCode::UNPROCESSABLE_ENTITY, detail })?;
     let counted = state.store.record_metrics(&environment, batch).await?;
     if counted {
         state.wake_scheduler.notify_one();

@@ -180,8 +180,14 @@ async fn set_enabled(
     )
     .await?;
     if !enabled {
-        crate::plans::engine::hold_after_kill(&state, &environment, &flag, &caller.token.name, &reason)
-            .await;
+        crate::plans::engine::hold_after_kill(
+            &state,
+            &environment,
+            &flag,
+            &caller.token.name,
+            &reason,
+        )
+        .await;
     }
     Ok(response)
 }

@@ -91,9 +91,8 @@ impl Criterion {
     pub fn read(&self, counts: &Counts, variant: &str, control: &str) -> Reading {
         let since = counts.minute - self.window_minutes();
         let exposed = Rate::of(counts, variant, &self.metric, &self.per, since);
-        let compared = self
-            .max_vs_control
-            .map(|_| Rate::of(counts, control, &self.metric, &self.per, since));
+        let compared =
+            self.max_vs_control.map(|_| Rate::of(counts, control, &self.metric, &self.per, since));
         let short = |rate: &Rate| rate.per < self.min_sample;
         let verdict = if short(&exposed) || compared.as_ref().is_some_and(short) {
             Verdict::Insufficient
@@ -223,15 +222,13 @@ mod tests {
         let healthy = counts(&[("on", "requests", 99, 1000), ("on", "errors", 99, 20)]);
         assert_eq!(guardrail.read(&healthy, "on", "off").verdict, Verdict::Pass);
         let sick = counts(&[("on", "requests", 99, 1000), ("on", "errors", 99, 21)]);
-        assert_eq!(
-            guardrail.read(&sick, "on", "off").verdict,
-            Verdict::Fail("2.1% > 2%".into())
-        );
+        assert_eq!(guardrail.read(&sick, "on", "off").verdict, Verdict::Fail("2.1% > 2%".into()));
     }
 
     #[test]
     fn the_window_slides() {
-        let guardrail = criterion(serde_json::json!({"metric": "errors", "max": 0.02, "window_seconds": 600}));
+        let guardrail =
+            criterion(serde_json::json!({"metric": "errors", "max": 0.02, "window_seconds": 600}));
         // Minute 90 is outside a 10-minute window ending at minute 100.
         let old_errors = counts(&[
             ("on", "requests", 90, 5000),
@@ -245,7 +242,9 @@ mod tests {
 
     #[test]
     fn relative_bounds_compare_with_control() {
-        let guardrail = criterion(serde_json::json!({"metric": "errors", "max_vs_control": 1.5, "min_sample": 100}));
+        let guardrail = criterion(
+            serde_json::json!({"metric": "errors", "max_vs_control": 1.5, "min_sample": 100}),
+        );
         let rows = |on_errors| {
             counts(&[
                 ("on", "requests", 99, 1000),

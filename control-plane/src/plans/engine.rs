@@ -364,7 +364,13 @@ fn rollback(
 
 /// After a manual kill of a flag: a running plan for it is held, so it does not advance a
 /// killed flag. Failures are logged; the kill itself has already committed.
-pub async fn hold_after_kill(state: &AppState, environment: &str, flag: &str, by: &str, reason: &str) {
+pub async fn hold_after_kill(
+    state: &AppState,
+    environment: &str,
+    flag: &str,
+    by: &str,
+    reason: &str,
+) {
     let filter = PlanFilter {
         flag: Some(flag.to_owned()),
         environment: Some(environment.to_owned()),
@@ -414,7 +420,9 @@ pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
             }
             Ok(None) => {}
             // One plan's trouble (say, its flag was archived) does not stop the others.
-            Err(error) => tracing::error!(%error, plan = plan.id, "scheduler could not run the plan"),
+            Err(error) => {
+                tracing::error!(%error, plan = plan.id, "scheduler could not run the plan")
+            }
         }
     }
     Ok(changed)
@@ -496,8 +504,8 @@ pub fn spawn_scheduler(state: AppState, every: Duration) -> tokio::task::JoinHan
                 tracing::error!(%error, "scheduler tick failed");
             }
             if pruned_at.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
-                let horizon = state.clock.now().timestamp().div_euclid(60)
-                    - (super::MAX_SECONDS / 60) as i64;
+                let horizon =
+                    state.clock.now().timestamp().div_euclid(60) - (super::MAX_SECONDS / 60) as i64;
                 if let Err(error) = state.store.prune_metrics(horizon).await {
                     tracing::error!(%error, "pruning metric counts failed");
                 }
@@ -545,4 +553,3 @@ fn required(rationale: &str) -> Result<String, ApiError> {
     }
     Ok(rationale.to_owned())
 }
-

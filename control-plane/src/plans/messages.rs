@@ -21,7 +21,8 @@ pub fn started(plan: &Plan, by: &str, rationale: &str) -> Notification {
     let mut offset = 0;
     for stage in &plan.stages {
         let when = if offset == 0 { "Now".to_owned() } else { format!("+{}", duration(offset)) };
-        let healthy = if offset > 0 && !stage.guardrails.is_empty() { " if metrics healthy" } else { "" };
+        let healthy =
+            if offset > 0 && !stage.guardrails.is_empty() { " if metrics healthy" } else { "" };
         timeline.push(format!("- {when}: {}{healthy}", audience(plan, stage)));
         offset += stage.hold_seconds;
     }
@@ -265,7 +266,10 @@ mod tests {
         let message = started(&canary(), "ana", "checkout v2 is ready");
         let text = message.payload["text"].as_str().unwrap();
         assert_eq!(message.event, STARTED);
-        assert!(text.starts_with("🚀 `checkout-v2` Canary Rollout Starting in production"), "{text}");
+        assert!(
+            text.starts_with("🚀 `checkout-v2` Canary Rollout Starting in production"),
+            "{text}"
+        );
         for line in [
             "- Now: 5% of traffic (canary)",
             "- +1h: 5% of traffic (assessed) if metrics healthy",

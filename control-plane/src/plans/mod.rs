@@ -259,9 +259,9 @@ pub fn validate(
         }
         for (list, criteria) in [("guardrails", &stage.guardrails), ("leading", &stage.leading)] {
             for (position, criterion) in criteria.iter().enumerate() {
-                criterion
-                    .check()
-                    .map_err(|message| StoreError::Refused(format!("`{at}.{list}[{position}]{message}")))?;
+                criterion.check().map_err(|message| {
+                    StoreError::Refused(format!("`{at}.{list}[{position}]{message}"))
+                })?;
             }
         }
     }

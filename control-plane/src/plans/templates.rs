@@ -57,7 +57,12 @@ pub fn all() -> Vec<Template> {
         .into_iter()
         .map(|name| {
             let (description, auto_advance) = describe(name).expect("built in");
-            let stages = expand(name, &four_stage_defaults).expect("defaults are valid");
+            let parameters = if name == FOUR_STAGE {
+                &four_stage_defaults
+            } else {
+                &TemplateParameters::default()
+            };
+            let stages = expand(name, parameters).expect("defaults are valid");
             Template { name, description, auto_advance, stages }
         })
         .collect()
@@ -158,4 +163,43 @@ fn default_guardrails() -> Vec<Criterion> {
         min_sample: 1000,
         window_seconds: HOUR,
     }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_templates_follow_the_product_timelines() {
+        let templates = all();
+        let canary = &templates[0].stages;
+        let timeline: Vec<(u32, u64)> = canary
+            .iter()
+            .scan(0, |at, stage| {
+                let entered = *at;
+                *at += stage.hold_seconds;
+                Some((stage.percent, entered))
+            })
+            .collect();
+        assert_eq!(timeline, [(5_000, 0), (5_000, HOUR), (25_000, DAY), (100_000, 3 * DAY)]);
+        let four_stage = &templates[1].stages;
+        let names: Vec<&str> = four_stage.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["internal", "alpha", "beta", "ga"]);
+        assert_eq!((four_stage[2].percent, four_stage[3].advance.approvals), (10_000, 2));
+        assert!(
+            expand(
+                FOUR_STAGE,
+                &TemplateParameters { beta_percent: Some(30_000), ..templates_params() }
+            )
+            .is_err()
+        );
+    }
+
+    fn templates_params() -> TemplateParameters {
+        TemplateParameters {
+            internal_segment: Some("staff".into()),
+            alpha_segment: Some("friends".into()),
+            ..TemplateParameters::default()
+        }
+    }
 }

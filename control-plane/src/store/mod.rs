@@ -141,8 +141,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes a plan, and with it the flag's state, in one transaction with the decision and
     /// the notifications it records. `change` returning `None` changes nothing.
-    async fn change_plan(&self, id: i64, change: PlanChange)
-    -> Result<Option<PlanChanged>, StoreError>;
+    async fn change_plan(
+        &self,
+        id: i64,
+        change: PlanChange,
+    ) -> Result<Option<PlanChanged>, StoreError>;
 
     /// Plans matching `filter`, newest first.
     async fn plans(&self, filter: PlanFilter) -> Result<Vec<Plan>, StoreError>;
@@ -155,8 +158,11 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a batch of counters to the current minute. Every flag and variant must exist, else
     /// nothing is counted. A batch whose id was already counted is not counted again
     /// (`Ok(false)`).
-    async fn record_metrics(&self, environment: &str, batch: MetricBatch)
-    -> Result<bool, StoreError>;
+    async fn record_metrics(
+        &self,
+        environment: &str,
+        batch: MetricBatch,
+    ) -> Result<bool, StoreError>;
 
     /// A flag's counters per minute since `since_minute` (exclusive), up to the current minute.
     async fn metric_counts(
@@ -171,8 +177,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
 
-    async fn create_webhook(&self, webhook: NewWebhook, actor: &str)
-    -> Result<WebhookRecord, StoreError>;
+    async fn create_webhook(
+        &self,
+        webhook: NewWebhook,
+        actor: &str,
+    ) -> Result<WebhookRecord, StoreError>;
 
     async fn delete_webhook(&self, name: &str, actor: &str) -> Result<(), StoreError>;
 
@@ -185,7 +194,13 @@ pub trait Store: Send + Sync + 'static {
 /// Builds a new plan, given its id, the flag's definition, the segments that exist and now;
 /// edits the flag's state to its first stage.
 pub type PlanCreate = Box<
-    dyn FnOnce(i64, &FlagDefinition, &BTreeSet<String>, &str, &mut FlagState) -> Result<(Plan, Step), StoreError>
+    dyn FnOnce(
+            i64,
+            &FlagDefinition,
+            &BTreeSet<String>,
+            &str,
+            &mut FlagState,
+        ) -> Result<(Plan, Step), StoreError>
         + Send,
 >;
 
@@ -297,7 +312,10 @@ pub struct Delivery {
 pub enum DeliveryOutcome {
     Delivered,
     /// Failed this time; `give_up` when no retry is left.
-    Failed { error: String, give_up: bool },
+    Failed {
+        error: String,
+        give_up: bool,
+    },
 }
 
 /// An edge to register.

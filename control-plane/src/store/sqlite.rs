@@ -622,10 +622,10 @@ impl Store for SqliteStore {
                    AND (?3 = 0 OR status IN ('running', 'held'))
                  ORDER BY id DESC",
             )?;
-            let rows = statement.query_map(
-                params![filter.flag, filter.environment, filter.active],
-                |row| row.get::<_, String>(0),
-            )?;
+            let rows = statement
+                .query_map(params![filter.flag, filter.environment, filter.active], |row| {
+                    row.get::<_, String>(0)
+                })?;
             rows.map(|body| from_json(&body?)).collect()
         })
         .await
@@ -733,9 +733,10 @@ impl Store for SqliteStore {
                 "SELECT variant, metric, minute, value FROM metric_counts
                  WHERE environment = ?1 AND flag = ?2 AND minute > ?3 AND minute <= ?4",
             )?;
-            let rows = statement.query_map(params![environment, flag, since_minute, minute], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, unsigned_at(row, 3)?))
-            })?;
+            let rows = statement
+                .query_map(params![environment, flag, since_minute, minute], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, unsigned_at(row, 3)?))
+                })?;
             Ok(Counts { minute, rows: rows.collect::<Result<_, _>>()? })
         })
         .await

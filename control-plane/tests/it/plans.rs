@@ -59,7 +59,8 @@ async fn next_message(messages: &mut mpsc::UnboundedReceiver<Value>) -> String {
 
 async fn add_webhook(server: &Server, name: &str, url: &str) {
     let body = json!({"name": name, "url": url, "environment": "production"});
-    let (status, answer) = server.call(Method::POST, "/api/v1/webhooks", Some(ADMIN), Some(body)).await;
+    let (status, answer) =
+        server.call(Method::POST, "/api/v1/webhooks", Some(ADMIN), Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
 }
 
@@ -79,13 +80,15 @@ async fn start_canary(server: &Server) -> Value {
         "flag": "checkout-v2", "environment": "production", "template": "canary",
         "rationale": "checkout v2 passed QA"
     });
-    let (status, answer) = server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
+    let (status, answer) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     answer
 }
 
 async fn plan(server: &Server, id: i64) -> Value {
-    let (status, plan) = server.call(Method::GET, &format!("/api/v1/plans/{id}"), Some(RELEASE), None).await;
+    let (status, plan) =
+        server.call(Method::GET, &format!("/api/v1/plans/{id}"), Some(RELEASE), None).await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     plan
 }
@@ -104,7 +107,14 @@ async fn decisions(server: &Server) -> Vec<Value> {
 /// How many of 2,000 users get `on` in production now.
 async fn exposed(server: &Server) -> usize {
     let mut on = 0;
-    let body = server.get(crate::support::SNAPSHOT, Some(READ)).send().await.unwrap().bytes().await.unwrap();
+    let body = server
+        .get(crate::support::SNAPSHOT, Some(READ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let engine = flag_core::Engine::from_json(&body).unwrap();
     for user in 0..2000 {
         let context = flag_core::Context::with_targeting_key(&format!("user-{user}"));
@@ -153,7 +163,12 @@ async fn the_canary_reaches_everyone_on_schedule() {
         .iter()
         .map(|d| {
             let stage = d["to_stage"].as_str().unwrap_or("-");
-            (d["at"].as_str().unwrap(), d["action"].as_str().unwrap(), stage, d["decided_by"].as_str().unwrap())
+            (
+                d["at"].as_str().unwrap(),
+                d["action"].as_str().unwrap(),
+                stage,
+                d["decided_by"].as_str().unwrap(),
+            )
         })
         .collect();
     assert_eq!(
@@ -170,7 +185,10 @@ async fn the_canary_reaches_everyone_on_schedule() {
     let reading = &log[1]["metrics"][0];
     assert_eq!(reading["criterion"], "errors/requests <= 2%");
     assert_eq!(reading["verdict"], "pass");
-    assert_eq!((reading["variant"]["metric"].as_u64(), reading["variant"]["per"].as_u64()), (Some(20), Some(4000)));
+    assert_eq!(
+        (reading["variant"]["metric"].as_u64(), reading["variant"]["per"].as_u64()),
+        (Some(20), Some(4000))
+    );
 
     let expected = ["📈", "📈", "📈", "✅ `checkout-v2` Successfully Deployed in production"];
     for prefix in expected {
@@ -189,7 +207,10 @@ async fn the_canary_reaches_everyone_on_schedule() {
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 5);
     let row: Vec<&str> = rows[2].iter().take(5).collect();
-    assert_eq!([row[0], row[1], row[2], row[4]], ["2026-11-23T10:00:00.000Z", "assessed→expanded", "proceed", "schedule"]);
+    assert_eq!(
+        [row[0], row[1], row[2], row[4]],
+        ["2026-11-23T10:00:00.000Z", "assessed→expanded", "proceed", "schedule"]
+    );
     assert!(rows[2][3].starts_with("held 23h at `assessed` and healthy"), "{}", &rows[2][3]);
 }
 
@@ -217,12 +238,21 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
     assert_eq!(server.evaluate("user-1").await.1, flag_core::Reason::Disabled);
     let log = decisions(&server).await;
     let last = log.last().unwrap();
-    assert_eq!((&last["decided_by"], &last["decision"], &last["action"]), (&json!("guardrail"), &json!("rollback"), &json!("rollback")));
+    assert_eq!(
+        (&last["decided_by"], &last["decision"], &last["action"]),
+        (&json!("guardrail"), &json!("rollback"), &json!("rollback"))
+    );
     assert_eq!(last["from_stage"], "expanded");
-    assert!(last["rationale"].as_str().unwrap().contains("errors/requests <= 2% (8.86% > 2%)"), "{last}");
+    assert!(
+        last["rationale"].as_str().unwrap().contains("errors/requests <= 2% (8.86% > 2%)"),
+        "{last}"
+    );
     // The window holds this minute's spike and the healthy minute five minutes before it.
     let reading = &last["metrics"][0];
-    assert_eq!((reading["variant"]["metric"].as_u64(), reading["variant"]["per"].as_u64()), (Some(310), Some(3500)));
+    assert_eq!(
+        (reading["variant"]["metric"].as_u64(), reading["variant"]["per"].as_u64()),
+        (Some(310), Some(3500))
+    );
     assert_eq!(reading["verdict"], "fail");
     let kill = server.store.audit(Default::default()).await.unwrap().into_iter().last().unwrap();
     assert_eq!((kill.actor.as_str(), kill.action.as_str()), ("guardrail", "flag.kill"));
@@ -231,7 +261,10 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
     while !texts.iter().any(|text: &String| text.starts_with("🔄")) {
         texts.push(next_message(&mut messages).await);
     }
-    let issue = texts.iter().find(|t| t.starts_with("⚠️ Release Issue Detected")).expect("the issue message");
+    let issue = texts
+        .iter()
+        .find(|t| t.starts_with("⚠️ Release Issue Detected"))
+        .expect("the issue message");
     assert!(issue.contains("guardrail breached at stage `expanded`"), "{issue}");
     let rollback = texts.last().unwrap();
     assert!(rollback.contains("we're rolling back `checkout-v2` in production"), "{rollback}");
@@ -254,7 +287,10 @@ async fn a_plan_continues_on_time_after_a_restart() {
     let server = serve(store, clock.clone(), dir).await;
     assert_eq!(tick(&server.state).await.unwrap(), 0);
     let waiting = plan(&server, id).await;
-    assert_eq!((stage_name(&waiting), waiting["hold_until"].as_str()), ("canary", Some("2026-11-22T11:00:00.000Z")));
+    assert_eq!(
+        (stage_name(&waiting), waiting["hold_until"].as_str()),
+        ("canary", Some("2026-11-22T11:00:00.000Z"))
+    );
     assert_eq!(waiting["readings"][0]["verdict"], "pass");
     clock.set(t0() + minutes(60));
     assert_eq!(tick(&server.state).await.unwrap(), 1);
@@ -272,13 +308,21 @@ async fn actions_approvals_holds_and_rollbacks() {
         {"name": "all", "percent": 100000}
     ]);
     let body = json!({"flag": "checkout-v2", "environment": "production", "stages": stages, "rationale": "go"});
-    let (status, started) = server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body.clone())).await;
+    let (status, started) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{started}");
     let id = started["plan"]["id"].as_i64().unwrap();
     let act = |action: &'static str, token: &'static str, body: Value| {
         let server = &server;
         async move {
-            server.call(Method::POST, &format!("/api/v1/plans/{id}/{action}"), Some(token), Some(body)).await
+            server
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/plans/{id}/{action}"),
+                    Some(token),
+                    Some(body),
+                )
+                .await
         }
     };
     let why = json!({"rationale": "looks good"});
@@ -303,7 +347,8 @@ async fn actions_approvals_holds_and_rollbacks() {
     assert_eq!(exposed(&server).await.abs_diff(1000) < 100, true);
 
     // Hold: the scheduler leaves the plan alone; only one of two concurrent holds wins.
-    let (first, second) = tokio::join!(act("hold", RELEASE, why.clone()), act("hold", RELEASE, why.clone()));
+    let (first, second) =
+        tokio::join!(act("hold", RELEASE, why.clone()), act("hold", RELEASE, why.clone()));
     let mut statuses = [first.0, second.0];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY]);
@@ -314,14 +359,19 @@ async fn actions_approvals_holds_and_rollbacks() {
 
     // Rolling back to the previous stage holds the plan there; `to: kill` ends it.
     let (status, answer) = act("rollback", RELEASE, json!({"rationale": "latency"})).await;
-    assert_eq!((status, stage_name(&answer["plan"]), answer["plan"]["status"].as_str()), (StatusCode::OK, "five", Some("held")));
+    assert_eq!(
+        (status, stage_name(&answer["plan"]), answer["plan"]["status"].as_str()),
+        (StatusCode::OK, "five", Some("held"))
+    );
     assert!((60..=140).contains(&exposed(&server).await));
-    let (status, answer) = act("rollback", RELEASE, json!({"rationale": "still slow", "to": "kill"})).await;
+    let (status, answer) =
+        act("rollback", RELEASE, json!({"rationale": "still slow", "to": "kill"})).await;
     assert_eq!((status, answer["plan"]["status"].as_str()), (StatusCode::OK, Some("rolled_back")));
     assert_eq!(server.evaluate("user-1").await.1, flag_core::Reason::Disabled);
     let (status, _) = act("resume", RELEASE, why.clone()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an ended plan takes no actions");
-    let actions: Vec<String> = decisions(&server).await.iter().map(|d| d["action"].as_str().unwrap().to_owned()).collect();
+    let actions: Vec<String> =
+        decisions(&server).await.iter().map(|d| d["action"].as_str().unwrap().to_owned()).collect();
     assert_eq!(actions, ["start", "approve", "advance", "hold", "resume", "rollback", "rollback"]);
 }
 
@@ -330,12 +380,16 @@ async fn a_manual_kill_holds_the_running_plan() {
     let (server, clock) = simulated().await;
     let id = start_canary(&server).await["plan"]["id"].as_i64().unwrap();
     let kill = "/api/v1/environments/production/flags/checkout-v2/kill";
-    let (status, _) = server.call(Method::POST, kill, Some(RELEASE), Some(json!({"reason": "pager"}))).await;
+    let (status, _) =
+        server.call(Method::POST, kill, Some(RELEASE), Some(json!({"reason": "pager"}))).await;
     assert_eq!(status, StatusCode::OK);
     let held = plan(&server, id).await;
     assert_eq!(held["status"], "held");
     let last = decisions(&server).await.pop().unwrap();
-    assert_eq!((last["decided_by"].as_str(), last["rationale"].as_str()), (Some("ana"), Some("the flag was killed: pager")));
+    assert_eq!(
+        (last["decided_by"].as_str(), last["rationale"].as_str()),
+        (Some("ana"), Some("the flag was killed: pager"))
+    );
     // Healthy and past its hold, a held plan does not advance, and the flag stays killed.
     clock.set(t0() + minutes(61));
     report(&server, 2000, 0).await;
@@ -349,47 +403,125 @@ async fn bad_plans_and_metric_batches_change_nothing() {
     let staging_reader = server.token("staging-app", "read", Some("staging")).await;
     let before = server.observable_state().await;
     let plan_errors = [
-        (json!({"flag": "checkout-v2", "environment": "production", "template": "blue-green", "rationale": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "no template `blue-green`"),
-        (json!({"flag": "checkout-v2", "environment": "production", "rationale": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "give either `template` or `stages`"),
-        (json!({"flag": "nope", "environment": "production", "template": "canary", "rationale": "x"}), StatusCode::NOT_FOUND, "flag `nope` not found"),
-        (json!({"flag": "checkout-v2", "environment": "production", "template": "canary", "rationale": " "}), StatusCode::BAD_REQUEST, "`rationale` must not be empty"),
-        (json!({"flag": "checkout-v2", "environment": "production", "template": "four-stage", "rationale": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "needs `internal_segment`"),
-        (json!({"flag": "checkout-v2", "environment": "production", "template": "four-stage", "parameters": {"internal_segment": "staff", "alpha_segment": "friends"}, "rationale": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "`stages[0].segments`: no segment `staff`"),
-        (json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "percent": 5000}, {"name": "b", "percent": 1000}], "rationale": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "`stages[1].percent`: 1000 is below the previous stage's 5000"),
-        (json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "guardrails": [{"metric": "errors"}]}], "rationale": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "`stages[0].guardrails[0]` needs `max`, `min` or `max_vs_control`"),
-        (json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a"}], "variant": "maybe", "rationale": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "no variant `maybe`"),
-        (json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "colour": "red"}], "rationale": "x"}), StatusCode::BAD_REQUEST, "unknown field `colour`"),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "template": "blue-green", "rationale": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no template `blue-green`",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "rationale": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "give either `template` or `stages`",
+        ),
+        (
+            json!({"flag": "nope", "environment": "production", "template": "canary", "rationale": "x"}),
+            StatusCode::NOT_FOUND,
+            "flag `nope` not found",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "template": "canary", "rationale": " "}),
+            StatusCode::BAD_REQUEST,
+            "`rationale` must not be empty",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "template": "four-stage", "rationale": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "needs `internal_segment`",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "template": "four-stage", "parameters": {"internal_segment": "staff", "alpha_segment": "friends"}, "rationale": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`stages[0].segments`: no segment `staff`",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "percent": 5000}, {"name": "b", "percent": 1000}], "rationale": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`stages[1].percent`: 1000 is below the previous stage's 5000",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "guardrails": [{"metric": "errors"}]}], "rationale": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`stages[0].guardrails[0]` needs `max`, `min` or `max_vs_control`",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a"}], "variant": "maybe", "rationale": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no variant `maybe`",
+        ),
+        (
+            json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "colour": "red"}], "rationale": "x"}),
+            StatusCode::BAD_REQUEST,
+            "unknown field `colour`",
+        ),
     ];
     for (body, status, detail) in plan_errors {
-        let (got, answer) = server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body.clone())).await;
+        let (got, answer) =
+            server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body.clone())).await;
         assert_eq!(got, status, "{body} gave {answer}");
         assert!(answer["detail"].as_str().unwrap().contains(detail), "{answer} lacks {detail}");
     }
     let path = "/api/v1/environments/production/metrics";
     let counter = |flag: &str, variant: &str, metric: &str, count: u64| json!({"flag": flag, "variant": variant, "counts": {metric: count}});
-    let too_many: Vec<Value> = (0..1001).map(|_| counter("checkout-v2", "on", "requests", 1)).collect();
+    let too_many: Vec<Value> =
+        (0..1001).map(|_| counter("checkout-v2", "on", "requests", 1)).collect();
     let batch_errors = [
-        (json!({"counters": [counter("nope", "on", "requests", 1)]}), READ, StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"counters": [counter("checkout-v2", "on", "requests", 1), counter("checkout-v2", "maybe", "requests", 1)]}), READ, StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"counters": [counter("checkout-v2", "on", "Errors!", 1)]}), READ, StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"counters": [counter("checkout-v2", "on", "errors", 2_000_000_000)]}), READ, StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"counters": [counter("checkout-v2", "on", "errors", 1)], "extra": 1}), READ, StatusCode::BAD_REQUEST),
-        (json!({"counters": [{"flag": "checkout-v2", "variant": "on", "counts": {"errors": -1}}]}), READ, StatusCode::BAD_REQUEST),
+        (
+            json!({"counters": [counter("nope", "on", "requests", 1)]}),
+            READ,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"counters": [counter("checkout-v2", "on", "requests", 1), counter("checkout-v2", "maybe", "requests", 1)]}),
+            READ,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"counters": [counter("checkout-v2", "on", "Errors!", 1)]}),
+            READ,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"counters": [counter("checkout-v2", "on", "errors", 2_000_000_000)]}),
+            READ,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"counters": [counter("checkout-v2", "on", "errors", 1)], "extra": 1}),
+            READ,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"counters": [{"flag": "checkout-v2", "variant": "on", "counts": {"errors": -1}}]}),
+            READ,
+            StatusCode::BAD_REQUEST,
+        ),
         (json!({"counters": too_many}), READ, StatusCode::UNPROCESSABLE_ENTITY),
         (json!({"counters": []}), READ, StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"counters": [counter("checkout-v2", "on", "errors", 1)]}), "rg_unknown", StatusCode::UNAUTHORIZED),
+        (
+            json!({"counters": [counter("checkout-v2", "on", "errors", 1)]}),
+            "rg_unknown",
+            StatusCode::UNAUTHORIZED,
+        ),
     ];
     for (body, token, status) in batch_errors {
         let (got, answer) = server.call(Method::POST, path, Some(token), Some(body.clone())).await;
         assert_eq!(got, status, "{answer}");
     }
-    let (got, _) = server.call(Method::POST, path, Some(&staging_reader), Some(json!({"counters": [counter("checkout-v2", "on", "errors", 1)]}))).await;
+    let (got, _) = server
+        .call(
+            Method::POST,
+            path,
+            Some(&staging_reader),
+            Some(json!({"counters": [counter("checkout-v2", "on", "errors", 1)]})),
+        )
+        .await;
     assert_eq!(got, StatusCode::FORBIDDEN);
     let counts = server.store.metric_counts("production", "checkout-v2", 0).await.unwrap();
     assert!(counts.rows.is_empty(), "nothing was counted: {:?}", counts.rows);
 
     // A retried batch counts once.
-    let batch = json!({"batch": "app-1:42", "counters": [counter("checkout-v2", "on", "requests", 7)]});
+    let batch =
+        json!({"batch": "app-1:42", "counters": [counter("checkout-v2", "on", "requests", 7)]});
     for counted in [true, false] {
         let (got, answer) = server.call(Method::POST, path, Some(READ), Some(batch.clone())).await;
         assert_eq!((got, answer["counted"].as_bool()), (StatusCode::ACCEPTED, Some(counted)));

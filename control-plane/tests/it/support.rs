@@ -78,7 +78,8 @@ pub(crate) async fn serve(
         keep_alive: Duration::from_millis(200),
         push_secret: Some(PUSH_SECRET.as_bytes().to_vec()),
     };
-    let state = AppState::load(Arc::clone(&store) as Arc<dyn Store>, clock, settings).await.unwrap();
+    let state =
+        AppState::load(Arc::clone(&store) as Arc<dyn Store>, clock, settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let tasks = vec![
