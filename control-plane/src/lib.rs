@@ -136,7 +136,10 @@ pub fn app(state: AppState) -> Router {
         ("/api/v1/environments/{environment}/flags/{flag}/rollout", put(flags::put_rollout)),
         ("/api/v1/environments/{environment}/flags/{flag}/kill", post(flags::post_kill)),
         ("/api/v1/environments/{environment}/flags/{flag}/unkill", post(flags::post_unkill)),
-        ("/api/v1/environments/{environment}/metrics", post(counters::post_metrics)),
+        (
+            "/api/v1/environments/{environment}/metrics",
+            get(counters::get_metrics).post(counters::post_metrics),
+        ),
         ("/api/v1/plan-templates", get(plans::list_templates)),
         ("/api/v1/plans", get(plans::list_plans).post(plans::post_plan)),
         ("/api/v1/plans/{plan}", get(plans::get_plan)),

@@ -4,4 +4,6 @@
 
 pub mod config;
 #[cfg(target_arch = "wasm32")]
+mod report;
+#[cfg(target_arch = "wasm32")]
 mod worker_entry;

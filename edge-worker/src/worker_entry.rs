@@ -3,7 +3,8 @@
 //!
 //! Bindings (see edge-worker/README.md): `EDGE_CONFIG` (the Durable Object), `ENVIRONMENT`,
 //! `PUSH_SECRET` (HMAC key shared with the control plane), and for the backstop pull
-//! `CONTROL_PLANE_URL`, `CONTROL_PLANE_TOKEN` and `PULL_INTERVAL_SECONDS` (default 60).
+//! `CONTROL_PLANE_URL`, `CONTROL_PLANE_TOKEN` and `PULL_INTERVAL_SECONDS` (default 60), which
+//! evaluation count reports (`report`) use too, with `METRICS_INTERVAL_SECONDS` (default 10).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,6 +19,7 @@ use worker::{
 };
 
 use crate::config::{Config, Refusal, SIGNATURE_HEADER, verify};
+use crate::report;
 
 /// How long an isolate trusts its copy before asking the Durable Object whether it is current.
 /// Pushes update the isolate that receives them at once; other isolates catch up this fast.
@@ -147,14 +149,16 @@ async fn evaluate(
             headers.set("etag", &etag)?;
             return Ok(Response::empty()?.with_status(304).with_headers(headers));
         }
-        let answer = ofrep::bulk(&config.engine, &body, now);
+        let answer = ofrep::bulk_counted(&config.engine, &body, now, &mut report::served);
+        report::flush_if_due(env, context);
         let response = json(answer.status, answer.body)?;
         if answer.status == 200 {
             response.headers().set("etag", &etag)?;
         }
         return Ok(response);
     };
-    let answer = ofrep::single(&config.engine, flag, &body, now);
+    let answer = ofrep::single_counted(&config.engine, flag, &body, now, &mut report::served);
+    report::flush_if_due(env, context);
     json(answer.status, answer.body)
 }
 

@@ -7,6 +7,7 @@ use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -30,9 +31,23 @@ struct EvaluationRequest {
     context: Option<Value>,
 }
 
+/// Told each flag and the variant it served, for hosts that count evaluations.
+pub type Served<'s> = &'s mut dyn FnMut(&str, &str);
+
 /// `POST /ofrep/v1/evaluate/flags/{flag}`. `now_millis` is the host's clock, for `before` and
 /// `after`.
 pub fn single(engine: &Engine, flag: &str, request: &[u8], now_millis: Option<i64>) -> Answer {
+    single_counted(engine, flag, request, now_millis, &mut |_, _| {})
+}
+
+/// `single`, telling `served` the variant served, if one was.
+pub fn single_counted(
+    engine: &Engine,
+    flag: &str,
+    request: &[u8],
+    now_millis: Option<i64>,
+    served: Served<'_>,
+) -> Answer {
     let context = match context(request, now_millis) {
         Ok(context) => context,
         Err((code, details)) => return failure(400, Some(flag), code, &details),
@@ -46,14 +61,32 @@ pub fn single(engine: &Engine, flag: &str, request: &[u8], now_millis: Option<i6
             &format!("no flag `{flag}` in environment `{}`", engine.environment()),
         ),
         Reason::Error(code) => failure(400, Some(flag), code, details(code)),
-        _ => Answer { status: 200, body: to_json(&KeyedEvaluation { key: flag, evaluation }) },
+        _ => {
+            if let Some(variant) = evaluation.variant {
+                served(flag, variant);
+            }
+            Answer { status: 200, body: to_json(&KeyedEvaluation { key: flag, evaluation }) }
+        }
     }
 }
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag, in snapshot order, each a success or a failure.
 pub fn bulk(engine: &Engine, request: &[u8], now_millis: Option<i64>) -> Answer {
+    bulk_counted(engine, request, now_millis, &mut |_, _| {})
+}
+
+/// `bulk`, telling `served` each flag's variant, where one was served.
+pub fn bulk_counted(
+    engine: &Engine,
+    request: &[u8],
+    now_millis: Option<i64>,
+    served: Served<'_>,
+) -> Answer {
     match context(request, now_millis) {
-        Ok(context) => Answer { status: 200, body: to_json(&Bulk { engine, context: &context }) },
+        Ok(context) => {
+            let bulk = Bulk { engine, context: &context, served: RefCell::new(served) };
+            Answer { status: 200, body: to_json(&bulk) }
+        }
         Err((code, details)) => failure(400, None, code, &details),
     }
 }
@@ -106,14 +139,21 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 struct Bulk<'e> {
     engine: &'e Engine,
     context: &'e Context,
+    served: RefCell<Served<'e>>,
 }
 
 impl Serialize for Bulk<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Flags<'e>(&'e Bulk<'e>);
-        impl Serialize for Flags<'_> {
+        struct Flags<'b, 'e>(&'b Bulk<'e>);
+        impl Serialize for Flags<'_, '_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.engine.evaluate_all(self.0.context))
+                let mut served = self.0.served.borrow_mut();
+                let evaluations = self.0.engine.evaluate_all(self.0.context).inspect(|keyed| {
+                    if let Some(variant) = keyed.evaluation.variant {
+                        served(keyed.key, variant);
+                    }
+                });
+                serializer.collect_seq(evaluations)
             }
         }
         let mut map = serializer.serialize_map(Some(1))?;
@@ -174,5 +214,17 @@ mod tests {
         let (status, body) = answer(bulk(&engine, b"[", None));
         assert_eq!((status, body.get("key")), (400, None));
         assert_eq!(body["errorCode"], "PARSE_ERROR");
+    }
+
+    #[test]
+    fn counted_answers_tell_each_served_variant() {
+        let engine = engine();
+        let mut served = alloc::vec::Vec::new();
+        let mut count = |flag: &str, variant: &str| served.push(format!("{flag}={variant}"));
+        single_counted(&engine, "dark", br#"{"context": {}}"#, None, &mut count);
+        single_counted(&engine, "banner", br#"{}"#, None, &mut count);
+        bulk_counted(&engine, br#"{"context": {}}"#, None, &mut count);
+        // The banner needs a targeting key: nothing served, nothing counted.
+        assert_eq!(served, ["dark=on", "dark=on"]);
     }
 }

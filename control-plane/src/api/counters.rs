@@ -1,14 +1,16 @@
 //! `POST /api/v1/environments/{env}/metrics`: counters per flag and variant from apps and edges,
 //! which guardrails read. A batch is checked whole before any of it is counted.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::{Authorized, Read};
-use crate::error::{ApiError, AppJson};
+use crate::api::{Authorized, Read, Release};
+use crate::error::{ApiError, AppJson, AppQuery};
 use crate::plans::criteria::valid_metric_name;
 use crate::store::MetricBatch;
 
@@ -38,6 +40,47 @@ pub(crate) async fn post_metrics(
         state.wake_scheduler.notify_one();
     }
     Ok((StatusCode::ACCEPTED, Json(Accepted { counted })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SumsQuery {
+    flag: String,
+    /// Default 3600; at most 90 days.
+    window_seconds: Option<u64>,
+}
+
+/// A flag's counters summed over a window ending now, per variant and metric.
+#[derive(Serialize)]
+pub(crate) struct Sums {
+    environment: String,
+    flag: String,
+    window_seconds: u64,
+    variants: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// `GET /api/v1/environments/{env}/metrics?flag=&window_seconds=`: what guardrails read.
+pub(crate) async fn get_metrics(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+    Path(environment): Path<String>,
+    AppQuery(query): AppQuery<SumsQuery>,
+) -> Result<Json<Sums>, ApiError> {
+    let window_seconds = query.window_seconds.unwrap_or(3600);
+    if !(60..=crate::plans::MAX_SECONDS).contains(&window_seconds) {
+        return Err(ApiError::Body {
+            status: StatusCode::BAD_REQUEST,
+            detail: "`window_seconds` is 60 to 7776000 (90 days)".into(),
+        });
+    }
+    let now = state.clock.now().timestamp().div_euclid(60);
+    let since = now - window_seconds.div_ceil(60) as i64;
+    let counts = state.store.metric_counts(&environment, &query.flag, since).await?;
+    let mut variants: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (variant, metric, _, value) in counts.rows {
+        *variants.entry(variant).or_default().entry(metric).or_default() += value;
+    }
+    Ok(Json(Sums { environment, flag: query.flag, window_seconds, variants }))
 }
 
 fn check(batch: &MetricBatch) -> Result<(), String> {

@@ -54,6 +54,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/api/v1/tokens", Needs::Admin),
     ("DELETE", "/api/v1/tokens/nope", Needs::Admin),
     ("POST", "/api/v1/environments/production/metrics", Needs::Read),
+    ("GET", "/api/v1/environments/production/metrics?flag=checkout-v2", Needs::Release),
     ("GET", "/api/v1/plan-templates", Needs::Release),
     ("GET", "/api/v1/plans", Needs::Release),
     ("POST", "/api/v1/plans", Needs::Release),

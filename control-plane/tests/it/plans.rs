@@ -526,7 +526,9 @@ async fn bad_plans_and_metric_batches_change_nothing() {
         let (got, answer) = server.call(Method::POST, path, Some(READ), Some(batch.clone())).await;
         assert_eq!((got, answer["counted"].as_bool()), (StatusCode::ACCEPTED, Some(counted)));
     }
-    let counts = server.store.metric_counts("production", "checkout-v2", 0).await.unwrap();
-    assert_eq!(counts.sum("on", "requests", 0), 7);
+    let path = "/api/v1/environments/production/metrics?flag=checkout-v2&window_seconds=600";
+    let (status, sums) = server.call(Method::GET, path, Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sums["variants"], json!({"on": {"requests": 7}}));
     assert_eq!(server.observable_state().await, before);
 }
