@@ -27,7 +27,15 @@ struct Rollgate {
 impl Rollgate {
     async fn start(db: &Path, address: SocketAddr, client: &reqwest::Client) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_rollgate"))
-            .args(["serve", "--demo", "--listen", &address.to_string(), "--db"])
+            .args([
+                "serve",
+                "--demo",
+                "--scheduler-tick-ms",
+                "50",
+                "--listen",
+                &address.to_string(),
+                "--db",
+            ])
             .arg(db)
             .env("ROLLGATE_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "warn")
@@ -58,6 +66,49 @@ impl Rollgate {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_plan_interrupted_by_kill_9_advances_when_its_hold_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rollgate.db");
+    let address = free_address();
+    let client = reqwest::Client::new();
+    let server = Rollgate::start(&db, address, &client).await;
+    let plan = json!({
+        "flag": "checkout-v2", "environment": "production", "rationale": "restart test",
+        "stages": [{"name": "first", "percent": 5000, "hold_seconds": 2}, {"name": "second", "percent": 50000}]
+    });
+    let response =
+        client.post(format!("{}/api/v1/plans", server.base)).bearer_auth(ADMIN).json(&plan);
+    let started: Value = response.send().await.unwrap().json().await.unwrap();
+    let entered: chrono::DateTime<chrono::Utc> =
+        started["plan"]["stage_started_at"].as_str().unwrap().parse().unwrap();
+    server.kill();
+
+    let server = Rollgate::start(&db, address, &client).await;
+    let mut advanced = None;
+    for _ in 0..300 {
+        let decisions = server.get(&client, "/api/v1/decisions?flag=checkout-v2").await;
+        advanced = decisions.as_array().unwrap().iter().find(|d| d["action"] == "advance").cloned();
+        if advanced.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let advanced = advanced.expect("the plan advanced within 15 s of the restart");
+    assert_eq!(
+        (advanced["decided_by"].as_str(), advanced["to_stage"].as_str()),
+        (Some("schedule"), Some("second"))
+    );
+    let at: chrono::DateTime<chrono::Utc> = advanced["at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        at >= entered + chrono::Duration::seconds(2),
+        "advanced at {at}, before the hold ended"
+    );
+    let decisions = server.get(&client, "/api/v1/decisions?flag=checkout-v2").await;
+    assert_eq!(decisions.as_array().unwrap().len(), 2, "one start, one advance: {decisions}");
+    server.kill();
 }
 
 fn free_address() -> SocketAddr {
