@@ -89,7 +89,8 @@ impl Criterion {
 
     /// Reads the criterion from `counts` for `variant` against `control`.
     pub fn read(&self, counts: &Counts, variant: &str, control: &str) -> Reading {
-        let since = counts.minute - self.window_minutes();
+        let since =
+            (counts.minute - self.window_minutes()).max(counts.first_minute.saturating_sub(1));
         let exposed = Rate::of(counts, variant, &self.metric, &self.per, since);
         let compared =
             self.max_vs_control.map(|_| Rate::of(counts, control, &self.metric, &self.per, since));
@@ -141,6 +142,9 @@ pub fn percent(rate: f64) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     pub minute: i64,
+    /// The earliest minute readings count, whatever their window: the minute the current stage
+    /// began, so each stage (and each new plan) is judged on its own exposure.
+    pub first_minute: i64,
     /// (variant, metric, minute, value)
     pub rows: Vec<(String, String, i64, u64)>,
 }
@@ -209,6 +213,7 @@ mod tests {
     fn counts(rows: &[(&str, &str, i64, u64)]) -> Counts {
         Counts {
             minute: 100,
+            first_minute: 0,
             rows: rows.iter().map(|(v, m, t, n)| (v.to_string(), m.to_string(), *t, *n)).collect(),
         }
     }
@@ -238,6 +243,19 @@ mod tests {
         let reading = guardrail.read(&old_errors, "on", "off");
         assert_eq!((reading.variant.metric, reading.variant.per), (0, 1000));
         assert_eq!(reading.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn readings_start_at_the_stage() {
+        let guardrail = criterion(serde_json::json!({"metric": "errors", "max": 0.02}));
+        let mut before_and_during = counts(&[
+            ("on", "requests", 80, 5000),
+            ("on", "errors", 80, 5000),
+            ("on", "requests", 90, 1000),
+        ]);
+        before_and_during.first_minute = 90;
+        let reading = guardrail.read(&before_and_during, "on", "off");
+        assert_eq!((reading.variant.metric, reading.variant.per), (0, 1000));
     }
 
     #[test]

@@ -393,7 +393,8 @@ pub async fn hold_after_kill(
     }
 }
 
-/// The current stage's guardrails, then its leading metrics, read now.
+/// The current stage's guardrails, then its leading metrics, read now over what was reported
+/// since the stage began.
 pub async fn read(state: &AppState, plan: &Plan) -> Result<Vec<Reading>, StoreError> {
     let stage = plan.current();
     let criteria: Vec<_> = stage.guardrails.iter().chain(&stage.leading).collect();
@@ -401,8 +402,11 @@ pub async fn read(state: &AppState, plan: &Plan) -> Result<Vec<Reading>, StoreEr
         return Ok(Vec::new());
     };
     let now = state.clock.now().timestamp().div_euclid(60);
-    let counts: Counts =
-        state.store.metric_counts(&plan.environment, &plan.flag, now - widest).await?;
+    let stage_began = parse_time(&plan.stage_started_at)?.timestamp().div_euclid(60);
+    let since = (now - widest).max(stage_began - 1);
+    let mut counts: Counts =
+        state.store.metric_counts(&plan.environment, &plan.flag, since).await?;
+    counts.first_minute = stage_began;
     Ok(criteria.iter().map(|c| c.read(&counts, &plan.variant, &plan.control)).collect())
 }
 

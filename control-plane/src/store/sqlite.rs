@@ -737,7 +737,7 @@ impl Store for SqliteStore {
                 .query_map(params![environment, flag, since_minute, minute], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?, unsigned_at(row, 3)?))
                 })?;
-            Ok(Counts { minute, rows: rows.collect::<Result<_, _>>()? })
+            Ok(Counts { minute, first_minute: i64::MIN, rows: rows.collect::<Result<_, _>>()? })
         })
         .await
     }

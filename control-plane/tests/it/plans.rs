@@ -117,7 +117,7 @@ async fn exposed(server: &Server) -> usize {
         .unwrap();
     let engine = flag_core::Engine::from_json(&body).unwrap();
     for user in 0..2000 {
-        let context = flag_core::Context::with_targeting_key(&format!("user-{user}"));
+        let context = flag_core::Context::with_targeting_key(format!("user-{user}"));
         if engine.evaluate("checkout-v2", &context).variant == Some("on") {
             on += 1;
         }
@@ -257,6 +257,15 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
     let kill = server.store.audit(Default::default()).await.unwrap().into_iter().last().unwrap();
     assert_eq!((kill.actor.as_str(), kill.action.as_str()), ("guardrail", "flag.kill"));
 
+    // A new plan minutes later is judged on its own exposure, not on the spike before it.
+    clock.set(t0() + minutes(24 * 60 + 10));
+    let again = start_canary(&server).await["plan"]["id"].as_i64().unwrap();
+    report(&server, 2000, 10).await;
+    assert_eq!(tick(&server.state).await.unwrap(), 0);
+    let restarted = plan(&server, again).await;
+    assert_eq!(restarted["status"], "running");
+    assert_eq!(restarted["readings"][0]["variant"]["per"], 2000);
+
     let mut texts = Vec::new();
     while !texts.iter().any(|text: &String| text.starts_with("🔄")) {
         texts.push(next_message(&mut messages).await);
@@ -344,7 +353,7 @@ async fn actions_approvals_holds_and_rollbacks() {
     let lead: &'static str = Box::leak(lead.into_boxed_str());
     let (status, answer) = act("advance", lead, why.clone()).await;
     assert_eq!((status, stage_name(&answer["plan"])), (StatusCode::OK, "half"));
-    assert_eq!(exposed(&server).await.abs_diff(1000) < 100, true);
+    assert!(exposed(&server).await.abs_diff(1000) < 100, "about half of 2,000");
 
     // Hold: the scheduler leaves the plan alone; only one of two concurrent holds wins.
     let (first, second) =
