@@ -14,7 +14,7 @@ use crate::error::{ApiError, AppJson, AppQuery};
 use crate::plans::criteria::Reading;
 use crate::plans::engine::{self, Action, PlanRequest, RollbackTo};
 use crate::plans::{Decision, DecisionFilter, Plan, templates};
-use crate::store::{PlanChanged, PlanFilter};
+use crate::store::{PlanChanged, PlanFilter, StoreError};
 
 /// A plan with its current stage's readings and when it may next advance on its own.
 #[derive(Serialize)]
@@ -63,13 +63,18 @@ pub(crate) async fn list_plans(
     Ok(Json(state.store.plans(filter).await?))
 }
 
+/// A plan's id from the path; anything else names no plan.
+fn plan_id(text: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| StoreError::NotFound(format!("plan `{text}`")).into())
+}
+
 /// `GET /api/v1/plans/{plan}`.
 pub(crate) async fn get_plan(
     _: Authorized<Release>,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<PlanView>, ApiError> {
-    let plan = state.store.plan(id).await?;
+    let plan = state.store.plan(plan_id(&id)?).await?;
     if !plan.status.is_active() {
         return Ok(Json(PlanView { plan, readings: Vec::new(), hold_until: None }));
     }
@@ -96,10 +101,10 @@ macro_rules! plan_action {
         pub(crate) async fn $name(
             caller: Authorized<Release>,
             State(state): State<AppState>,
-            Path(id): Path<i64>,
+            Path(id): Path<String>,
             AppJson(request): AppJson<ActionRequest>,
         ) -> Result<Json<ActionResponse>, ApiError> {
-            act(caller, state, id, $action, request).await
+            act(caller, state, plan_id(&id)?, $action, request).await
         }
     };
 }
@@ -139,9 +144,8 @@ pub(crate) async fn list_decisions(
     match format.as_deref() {
         None | Some("json") => Ok(Json(decisions).into_response()),
         Some("csv") => {
-            let csv = to_csv(&decisions).map_err(|e| {
-                ApiError::Store(crate::store::StoreError::Internal(format!("CSV: {e}")))
-            })?;
+            let csv = to_csv(&decisions)
+                .map_err(|e| ApiError::Store(StoreError::Internal(format!("CSV: {e}"))))?;
             Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
         }
         Some(other) => Err(ApiError::Body {

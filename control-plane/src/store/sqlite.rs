@@ -235,7 +235,22 @@ impl Store for SqliteStore {
 
     async fn archive_flag(&self, key: &str, note: ChangeNote) -> Result<Changed, StoreError> {
         let key = key.to_owned();
-        self.write(move |tx, now| redefine(tx, now, FLAGS, &key, None, &note)).await
+        self.write(move |tx, now| {
+            let active: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, environment FROM plans WHERE flag = ?1 AND status IN ('running', 'held') LIMIT 1",
+                    params![key],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            if let Some((plan, environment)) = active {
+                return Err(StoreError::Refused(format!(
+                    "flag `{key}` has an active rollout plan ({plan}, in `{environment}`); roll it back or complete it first"
+                )));
+            }
+            redefine(tx, now, FLAGS, &key, None, &note)
+        })
+        .await
     }
 
     async fn change_flag_state(

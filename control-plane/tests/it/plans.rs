@@ -281,6 +281,51 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
 }
 
 #[tokio::test]
+async fn a_failing_webhook_is_retried_until_it_takes_the_message() {
+    let (server, _) = simulated().await;
+    let (sender, mut received) = mpsc::unbounded_channel();
+    let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let app = axum::Router::new().route(
+        "/flaky",
+        axum::routing::post(move |axum::Json(payload): axum::Json<Value>| {
+            let (sender, failures) = (sender.clone(), failures.clone());
+            async move {
+                // The first two attempts fail.
+                if failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let _ = sender.send(payload);
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/flaky", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    add_webhook(&server, "flaky", &url).await;
+
+    start_canary(&server).await;
+    let text = next_message(&mut received).await;
+    assert!(text.starts_with("🚀"), "{text}");
+    // The delivery is recorded just after the receiver took it.
+    let recorded = async {
+        loop {
+            let (_, webhooks) =
+                server.call(Method::GET, "/api/v1/webhooks", Some(RELEASE), None).await;
+            if webhooks[0]["pending"] == 0 {
+                return webhooks;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let webhooks = tokio::time::timeout(Duration::from_secs(10), recorded)
+        .await
+        .expect("recorded within 10 s");
+    assert_eq!(webhooks[0]["failed"], 0);
+    assert_eq!(webhooks[0]["last_error"], "the webhook answered 503 Service Unavailable");
+}
+
+#[tokio::test]
 async fn a_plan_continues_on_time_after_a_restart() {
     let (server, clock) = simulated().await;
     let id = start_canary(&server).await["plan"]["id"].as_i64().unwrap();
@@ -339,6 +384,10 @@ async fn actions_approvals_holds_and_rollbacks() {
     // A second active plan for the flag is refused.
     let (status, _) = server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
     assert_eq!(status, StatusCode::CONFLICT);
+    // Nor can the flag be archived under it.
+    let (status, answer) =
+        server.call(Method::DELETE, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     // The admin is not among the named tokens that may enter `half`.
     let (status, answer) = act("advance", ADMIN, why.clone()).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
@@ -379,6 +428,10 @@ async fn actions_approvals_holds_and_rollbacks() {
     assert_eq!(server.evaluate("user-1").await.1, flag_core::Reason::Disabled);
     let (status, _) = act("resume", RELEASE, why.clone()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an ended plan takes no actions");
+    for path in ["/api/v1/plans/999", "/api/v1/plans/first"] {
+        let (status, answer) = server.call(Method::GET, path, Some(RELEASE), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    }
     let actions: Vec<String> =
         decisions(&server).await.iter().map(|d| d["action"].as_str().unwrap().to_owned()).collect();
     assert_eq!(actions, ["start", "approve", "advance", "hold", "resume", "rollback", "rollback"]);
