@@ -92,14 +92,7 @@ pub(crate) async fn put_rollout(
         let inside = request
             .variant
             .or_else(|| existing.as_ref().and_then(|r| r.inside.clone()))
-            .or_else(|| {
-                let mut others =
-                    definition.variants.keys().filter(|v| **v != definition.off_variant);
-                match (others.next(), others.next()) {
-                    (Some(only), None) => Some(only.clone()),
-                    _ => None,
-                }
-            })
+            .or_else(|| definition.sole_other_variant())
             .ok_or_else(|| StoreError::Refused("name the `variant` to roll out".into()))?;
         let outside = existing
             .as_ref()

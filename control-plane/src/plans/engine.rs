@@ -15,9 +15,7 @@ use super::{Plan, Stage, Status, messages, validate};
 use crate::AppState;
 use crate::auth::Token;
 use crate::error::ApiError;
-use crate::store::{
-    FlagDefinition, FlagState, PlanChange, PlanChanged, PlanCreate, PlanFilter, Step, StoreError,
-};
+use crate::store::{FlagState, PlanChange, PlanChanged, PlanCreate, PlanFilter, Step, StoreError};
 
 /// Who decides when the scheduler advances or completes a plan.
 pub const SCHEDULE: &str = "schedule";
@@ -90,7 +88,7 @@ pub async fn start(
     let plan_environment = environment.clone();
     let create: PlanCreate = Box::new(move |id, definition, segments, now, flag_state| {
         let variant = variant
-            .or_else(|| sole_other_variant(definition))
+            .or_else(|| definition.sole_other_variant())
             .ok_or_else(|| StoreError::Refused("name the `variant` to roll out".into()))?;
         let control = control.unwrap_or_else(|| definition.off_variant.clone());
         validate(&stages, definition, &variant, &control, segments)?;
@@ -129,15 +127,6 @@ pub async fn start(
     let changed = state.store.create_plan(&environment, &flag, create).await?;
     committed(state, &changed);
     Ok(changed)
-}
-
-/// For a flag of two variants, the one that is not `off_variant`.
-pub fn sole_other_variant(definition: &FlagDefinition) -> Option<String> {
-    let mut others = definition.variants.keys().filter(|v| **v != definition.off_variant);
-    match (others.next(), others.next()) {
-        (Some(only), None) => Some(only.clone()),
-        _ => None,
-    }
 }
 
 /// A release manager's action on plan `id`.

@@ -439,6 +439,18 @@ pub struct FlagDefinition {
     pub salt: Option<String>,
 }
 
+impl FlagDefinition {
+    /// For a flag of two variants, the one that is not `off_variant`: what a rollout exposes
+    /// unless told otherwise.
+    pub fn sole_other_variant(&self) -> Option<String> {
+        let mut others = self.variants.keys().filter(|v| **v != self.off_variant);
+        match (others.next(), others.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// How a flag behaves in one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
