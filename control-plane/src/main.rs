@@ -13,11 +13,13 @@ use control_plane::clock::SystemClock;
 use control_plane::edges::Edges;
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::store::{FlagDefinition, Store, StoreError};
-use control_plane::{AppState, Settings, app, plans, webhooks};
+use control_plane::{AppState, Settings, app, cli, plans, webhooks};
 
 #[derive(Parser)]
 #[command(name = "rollgate", version, about = "Staged feature rollouts at the edge")]
 struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,20 +47,31 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
         scheduler_tick_ms: u64,
     },
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Cli::parse().command {
+async fn main() -> std::process::ExitCode {
+    let Cli { global, command } = Cli::parse();
+    match command {
         Command::Serve { db, listen, demo, push_secret, scheduler_tick_ms } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
             let tick = Duration::from_millis(scheduler_tick_ms);
-            serve(db, listen, demo, push_secret, tick).await
+            match serve(db, listen, demo, push_secret, tick).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("rollgate serve: {error:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
+        Command::Client(command) => cli::run(global, command).await,
     }
 }
 

@@ -1,0 +1,302 @@
+//! Text renderings of the API's answers. Styles are ANSI codes; `anstream` drops them when
+//! stdout is not a terminal (or `NO_COLOR` is set).
+
+use anstyle::{AnsiColor, Style};
+use serde_json::Value;
+
+const BOLD: Style = Style::new().bold();
+const DIM: Style = Style::new().dimmed();
+const GREEN: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Green)));
+const YELLOW: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Yellow)));
+const RED: Style = Style::new().bold().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red)));
+
+fn paint(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Left-aligned columns under bold headers; widths ignore the styles' codes.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let visible = |cell: &str| anstream::adapter::strip_str(cell).to_string().chars().count();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(visible(cell));
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell}{}", " ".repeat(width - visible(cell))))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| paint(BOLD, h)).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    if out.lines().count() == 1 {
+        out.push_str(&paint(DIM, "(none)\n"));
+    }
+    out
+}
+
+fn list(value: &Value) -> &[Value] {
+    value.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// `25% on (beta)`, `off to everyone`, `KILLED`.
+fn exposure(state: &Value) -> String {
+    let serve = &state["fallthrough"];
+    let shown = if let Some(rollout) = serve.get("rollout") {
+        let percent = rollout["percent"].as_u64().map(|p| p as f64 / 1000.0);
+        let stage = rollout["stage"].as_str().map(|s| format!(" ({s})")).unwrap_or_default();
+        match percent {
+            Some(percent) => format!("{percent}% {}{stage}", text(&rollout["inside"])),
+            None => format!("weighted split{stage}"),
+        }
+    } else {
+        format!("{} to everyone", text(&serve["variant"]))
+    };
+    let rules = list(&state["rules"]).len();
+    let shown = if rules > 0 { format!("{shown}, {rules} rule(s) first") } else { shown };
+    if state["enabled"] == Value::Bool(false) {
+        paint(RED, "KILLED") + " (was " + &shown + ")"
+    } else {
+        shown
+    }
+}
+
+pub(super) fn flags(value: &Value) -> String {
+    let rows = list(value)
+        .iter()
+        .map(|flag| {
+            let variants: Vec<&str> = flag["variants"]
+                .as_object()
+                .map(|v| v.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            vec![
+                text(&flag["key"]),
+                text(&flag["type"]),
+                variants.join(", "),
+                text(&flag["off_variant"]),
+            ]
+        })
+        .collect();
+    table(&["FLAG", "TYPE", "VARIANTS", "OFF"], rows)
+}
+
+pub(super) fn flag(value: &Value) -> String {
+    let mut out = format!(
+        "{} {}  off: {}\n",
+        paint(BOLD, &text(&value["key"])),
+        text(&value["type"]),
+        text(&value["off_variant"])
+    );
+    let rows = value["environments"]
+        .as_object()
+        .map(|environments| {
+            environments.iter().map(|(name, state)| vec![name.clone(), exposure(state)]).collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["ENVIRONMENT", "EXPOSURE"], rows));
+    out
+}
+
+pub(super) fn state_change(value: &Value) -> String {
+    format!(
+        "{} in {}: {}  {}\n",
+        paint(BOLD, &text(&value["flag"])),
+        text(&value["environment"]),
+        exposure(&value["state"]),
+        paint(DIM, &format!("(snapshot version {})", text(&value["version"])))
+    )
+}
+
+pub(super) fn audit(value: &Value) -> String {
+    let rows = list(value)
+        .iter()
+        .map(|r| {
+            let subject = r["flag"].as_str().or(r["segment"].as_str()).unwrap_or("-").to_owned();
+            vec![
+                text(&r["at"]),
+                text(&r["actor"]),
+                text(&r["action"]),
+                text(&r["environment"]),
+                subject,
+                text(&r["reason"]),
+            ]
+        })
+        .collect();
+    table(&["AT", "ACTOR", "ACTION", "ENV", "FLAG/SEGMENT", "REASON"], rows)
+}
+
+pub(super) fn decisions(value: &Value) -> String {
+    let rows = list(value)
+        .iter()
+        .map(|d| {
+            let stage = match (d["from_stage"].as_str(), d["to_stage"].as_str()) {
+                (Some(from), Some(to)) if from != to => format!("{from}→{to}"),
+                (Some(stage), _) | (None, Some(stage)) => stage.to_owned(),
+                (None, None) => "-".into(),
+            };
+            vec![
+                text(&d["at"]),
+                text(&d["plan"]),
+                stage,
+                decision(&text(&d["decision"])),
+                text(&d["decided_by"]),
+                text(&d["rationale"]),
+            ]
+        })
+        .collect();
+    table(&["DATE", "PLAN", "STAGE", "DECISION", "DECIDED BY", "RATIONALE"], rows)
+}
+
+fn decision(word: &str) -> String {
+    match word {
+        "proceed" => paint(GREEN, word),
+        "hold" => paint(YELLOW, word),
+        _ => paint(RED, word),
+    }
+}
+
+pub(super) fn edges(value: &Value) -> String {
+    let rows = list(value)
+        .iter()
+        .map(|e| {
+            let lag = match e["lag"].as_u64() {
+                Some(0) => paint(GREEN, "0"),
+                Some(lag) => paint(YELLOW, &lag.to_string()),
+                None => paint(YELLOW, "never synced"),
+            };
+            vec![
+                text(&e["name"]),
+                text(&e["environment"]),
+                text(&e["applied_version"]),
+                lag,
+                text(&e["acked_at"]),
+                text(&e["last_error"]),
+            ]
+        })
+        .collect();
+    table(&["EDGE", "ENV", "APPLIED", "LAG", "ACKNOWLEDGED", "LAST ERROR"], rows)
+}
+
+pub(super) fn settings(value: &Value) -> String {
+    format!(
+        "config file  {}\nurl          {}\ntoken        {}\nenvironment  {}\n",
+        text(&value["config_file"]),
+        text(&value["url"]),
+        text(&value["token"]),
+        text(&value["environment"])
+    )
+}
+
+/// A plan action's answer: the decision, then the plan.
+pub(super) fn action(value: &Value) -> String {
+    let d = &value["decision"];
+    let mut out = format!(
+        "{} {} by {}: {}\n\n",
+        decision(&text(&d["decision"])),
+        text(&d["action"]),
+        text(&d["decided_by"]),
+        text(&d["rationale"])
+    );
+    out.push_str(&plan(&value["plan"]));
+    out
+}
+
+/// The stages with the current one marked, the exposure, and the readings.
+pub(super) fn plan(value: &Value) -> String {
+    let status = text(&value["status"]);
+    let status = match status.as_str() {
+        "running" => paint(GREEN, &status),
+        "held" => paint(YELLOW, &status),
+        "completed" => paint(BOLD, &status),
+        _ => paint(RED, &status),
+    };
+    let mut out = format!(
+        "plan {}  {} in {}  {status}  {}\n",
+        text(&value["id"]),
+        paint(BOLD, &text(&value["flag"])),
+        text(&value["environment"]),
+        paint(
+            DIM,
+            &format!(
+                "{} → {}, {}",
+                text(&value["variant"]),
+                text(&value["control"]),
+                if value["auto_advance"] == Value::Bool(true) {
+                    "advances on its own"
+                } else {
+                    "advances by hand"
+                }
+            )
+        ),
+    );
+    let current = value["stage"].as_u64().unwrap_or(0) as usize;
+    let done = !matches!(value["status"].as_str(), Some("running" | "held"));
+    let rows = list(&value["stages"])
+        .iter()
+        .enumerate()
+        .map(|(index, stage)| {
+            let marker = match index.cmp(&current) {
+                std::cmp::Ordering::Less => paint(GREEN, "✓"),
+                std::cmp::Ordering::Equal if !done => paint(BOLD, "▶"),
+                std::cmp::Ordering::Equal => paint(GREEN, "✓"),
+                std::cmp::Ordering::Greater => " ".into(),
+            };
+            let percent = stage["percent"].as_u64().unwrap_or(0) as f64 / 1000.0;
+            let segments: Vec<&str> =
+                list(&stage["segments"]).iter().filter_map(Value::as_str).collect();
+            let audience = if segments.is_empty() {
+                format!("{percent}%")
+            } else {
+                format!("{} + {percent}%", segments.join(", "))
+            };
+            let hold = stage["hold_seconds"].as_u64().unwrap_or(0);
+            vec![marker, text(&stage["name"]), audience, crate::plans::messages::duration(hold)]
+        })
+        .collect();
+    out.push_str(&table(&["", "STAGE", "AUDIENCE", "HOLD"], rows));
+    if let Some(until) = value["hold_until"].as_str() {
+        out.push_str(&format!(
+            "current stage since {}, hold until {until}\n",
+            text(&value["stage_started_at"])
+        ));
+    }
+    let readings = list(&value["readings"]);
+    if !readings.is_empty() {
+        let rows = readings
+            .iter()
+            .map(|r| {
+                let (metric, per) = (
+                    r["variant"]["metric"].as_u64().unwrap_or(0),
+                    r["variant"]["per"].as_u64().unwrap_or(0),
+                );
+                let rate = if per == 0 {
+                    "-".into()
+                } else {
+                    crate::plans::criteria::percent(metric as f64 / per as f64)
+                };
+                let verdict = match r["verdict"].as_str() {
+                    Some("pass") => paint(GREEN, "pass"),
+                    Some("fail") => paint(RED, &format!("FAIL {}", text(&r["detail"]))),
+                    _ => paint(YELLOW, "not enough data"),
+                };
+                vec![text(&r["criterion"]), rate, format!("{metric} of {per}"), verdict]
+            })
+            .collect();
+        out.push_str(&table(&["CRITERION", "NOW", "COUNTS", "VERDICT"], rows));
+    }
+    out
+}
