@@ -176,6 +176,8 @@ Roll it out to 50% of production, then kill it:
   curl -X POST -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \\
        -d '{"reason": "errors"}' ${controlPlane}/api/v1/environments/production/flags/checkout-v2/kill
 
+Or open the dashboard, ${controlPlane}/, and log in with the admin token.
+
 Ctrl-C stops both.`);
   const shutdown = async () => {
     await stack.stop();

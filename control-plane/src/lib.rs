@@ -103,11 +103,13 @@ impl std::ops::Deref for AppState {
 /// The service's routes.
 pub fn app(state: AppState) -> Router {
     use api::{
-        audit, counters, edges, environments, flags, ofrep, plans, segments, snapshot, stream,
-        tokens, webhooks,
+        audit, counters, dashboard, edges, environments, flags, ofrep, plans, segments, snapshot,
+        stream, tokens, webhooks,
     };
     use axum::routing::{MethodRouter, delete};
     let routes: Vec<(&'static str, MethodRouter<AppState>)> = vec![
+        ("/", get(dashboard::index)),
+        ("/dashboard/{file}", get(dashboard::asset)),
         ("/healthz", get(healthz)),
         ("/readyz", get(readyz)),
         ("/metrics", get(metrics::get_metrics)),

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod counters;
+pub mod dashboard;
 pub mod edges;
 pub mod environments;
 pub mod flags;

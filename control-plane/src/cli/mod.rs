@@ -343,8 +343,9 @@ impl Printer {
 
     fn raw(&self, text: &str) -> Result<(), Failure> {
         let mut stdout = anstream::stdout();
-        stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(|error| {
-            Failure { code: exit::FAILED, message: format!("writing output: {error}") }
+        stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(|error| Failure {
+            code: exit::FAILED,
+            message: format!("writing output: {error}"),
         })
     }
 }

@@ -20,6 +20,8 @@ enum Needs {
 /// Every route the service has. Bodies are `{}`, and keys name nothing that exists where a
 /// request could change something, so an authorized call fails validation (400 or 404) instead.
 const ROUTES: &[(&str, &str, Needs)] = &[
+    ("GET", "/", Needs::Nothing),
+    ("GET", "/dashboard/app.js", Needs::Nothing),
     ("GET", "/healthz", Needs::Nothing),
     ("GET", "/readyz", Needs::Nothing),
     ("GET", "/metrics", Needs::Nothing),

@@ -1,0 +1,282 @@
+// The dashboard: plain JavaScript over the HTTP API (docs/api.md), served by the control plane.
+// The token stays in sessionStorage; every request sends it as a bearer token. The environment's
+// snapshot stream (read through fetch, since EventSource cannot send headers) triggers refreshes.
+
+const $ = (selector) => document.querySelector(selector);
+const escape = (text) =>
+  String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+const state = { token: sessionStorage.getItem("rollgate-token"), environment: null, stream: null, refreshing: null };
+
+/** Calls the API; throws an Error carrying the problem's detail. */
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { authorization: `Bearer ${state.token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const error = new Error(data?.detail ?? `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function toast(message, isError = false) {
+  const item = document.createElement("div");
+  item.textContent = message;
+  if (isError) item.className = "error";
+  $("#toast").append(item);
+  setTimeout(() => item.remove(), isError ? 8000 : 4000);
+}
+
+/** Asks for a reason in a modal; resolves to it, or to null if cancelled. */
+function confirmWithReason(title, text, action) {
+  const dialog = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  $("#confirm-ok").textContent = action;
+  $("#confirm-reason").value = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const reason = $("#confirm-reason").value.trim();
+      resolve(dialog.returnValue === "ok" && reason ? reason : null);
+    }, { once: true });
+  });
+}
+
+// ---- Session -------------------------------------------------------------------------------
+
+async function logIn(token) {
+  state.token = token;
+  const environments = await api("GET", "/api/v1/environments");
+  sessionStorage.setItem("rollgate-token", token);
+  const select = $("#environment");
+  select.innerHTML = environments.map((e) => `<option>${escape(e.name)}</option>`).join("");
+  const preferred = environments.find((e) => e.name === "production") ?? environments[0];
+  select.value = preferred?.name ?? "";
+  $("#login").hidden = true;
+  $("#session").hidden = false;
+  $("#board").hidden = false;
+  await switchEnvironment(select.value);
+}
+
+function logOut() {
+  sessionStorage.removeItem("rollgate-token");
+  state.stream?.abort();
+  location.reload();
+}
+
+async function switchEnvironment(environment) {
+  state.environment = environment;
+  state.stream?.abort();
+  watch(environment);
+  await refresh();
+}
+
+/** Follows the environment's snapshot stream; any event refreshes the board. */
+async function watch(environment) {
+  const controller = new AbortController();
+  state.stream = controller;
+  while (!controller.signal.aborted) {
+    try {
+      const response = await fetch(`/api/v1/environments/${encodeURIComponent(environment)}/stream`, {
+        headers: { authorization: `Bearer ${state.token}` },
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new Error(`stream: ${response.status}`);
+      $("#live").classList.remove("off");
+      const reader = response.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        // Keep-alive comments start with ":"; events carry "data:".
+        if (new TextDecoder().decode(value).includes("data:")) scheduleRefresh();
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    $("#live").classList.add("off");
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function scheduleRefresh() {
+  clearTimeout(state.refreshing);
+  state.refreshing = setTimeout(() => refresh().catch((error) => toast(error.message, true)), 50);
+}
+
+// ---- Data ----------------------------------------------------------------------------------
+
+async function refresh() {
+  const environment = state.environment;
+  const env = encodeURIComponent(environment);
+  const [snapshot, plans, decisions, edges] = await Promise.all([
+    api("GET", `/api/v1/environments/${env}/snapshot`),
+    api("GET", `/api/v1/plans?env=${env}&active=true`),
+    api("GET", `/api/v1/decisions?env=${env}`),
+    api("GET", "/api/v1/edges"),
+  ]);
+  const views = await Promise.all(plans.map((plan) => api("GET", `/api/v1/plans/${plan.id}`)));
+  if (environment !== state.environment) return;
+  const planOf = Object.fromEntries(views.map((view) => [view.flag, view]));
+  renderFlags(snapshot.flags, planOf);
+  renderPlans(views);
+  renderDecisions(decisions.slice(-50).reverse());
+  renderEdges(edges);
+}
+
+// ---- Rendering -----------------------------------------------------------------------------
+
+function exposure(flag) {
+  const serve = flag.fallthrough;
+  let shown;
+  if (serve.rollout?.percent !== undefined) shown = `${serve.rollout.percent / 1000}% ${serve.rollout.inside}`;
+  else if (serve.rollout) shown = "weighted split";
+  else shown = `${serve.variant} to everyone`;
+  if (flag.rules?.length) shown += ` (${flag.rules.length} rule${flag.rules.length > 1 ? "s" : ""} first)`;
+  return flag.enabled === false ? `<span class="killed">KILLED</span> <span class="muted">(was ${escape(shown)})</span>` : escape(shown);
+}
+
+function health(flag, plan) {
+  if (flag.enabled === false) return `<span class="killed">killed</span>`;
+  if (!plan) return `<span class="muted">no plan</span>`;
+  const verdicts = plan.readings.map((r) => r.verdict);
+  if (verdicts.includes("fail")) return `<span class="breach">guardrail breached</span>`;
+  if (verdicts.includes("insufficient")) return `<span class="waiting">waiting for data</span>`;
+  return `<span class="healthy">healthy</span>`;
+}
+
+function renderFlags(flags, planOf) {
+  $("#flags tbody").innerHTML = flags.map((flag) => {
+    const plan = planOf[flag.key];
+    const key = escape(flag.key);
+    const percent = flag.fallthrough.rollout?.percent ?? 0;
+    const stage = plan
+      ? `${escape(plan.stages[plan.stage].name)} <span class="muted">(${plan.stage + 1}/${plan.stages.length}${plan.status === "held" ? ", held" : ""})</span>`
+      : escape(flag.fallthrough.rollout?.stage ?? "—");
+    const change = plan
+      ? `<div class="change" data-flag="${key}" data-plan="${plan.id}">
+           <input type="text" class="reason" placeholder="reason (required)" aria-label="Reason for ${key}">
+           <button class="advance primary" disabled ${plan.stage + 1 >= plan.stages.length ? 'title="last stage"' : ""}>Advance</button>
+           <button class="rollback" disabled>Roll back</button>
+         </div>`
+      : `<div class="change" data-flag="${key}">
+           <input type="range" class="slider" min="0" max="100" step="1" value="${Math.round(percent / 1000)}" aria-label="Rollout of ${key}">
+           <span class="percent">${Math.round(percent / 1000)}%</span>
+           <input type="text" class="reason" placeholder="reason (required)" aria-label="Reason for ${key}">
+           <button class="apply primary" disabled>Apply</button>
+         </div>`;
+    const kill = flag.enabled === false
+      ? `<button class="unkill" data-flag="${key}">Unkill</button>`
+      : `<button class="kill danger" data-flag="${key}">Kill</button>`;
+    return `<tr data-flag="${key}"><td><strong>${key}</strong></td><td class="exposure">${exposure(flag)}</td>
+      <td class="stage">${stage}</td><td class="health">${health(flag, plan)}</td><td>${change}</td><td>${kill}</td></tr>`;
+  }).join("") || `<tr><td colspan="6" class="muted">No flags in this environment.</td></tr>`;
+}
+
+function renderPlans(views) {
+  $("#plans").innerHTML = views.map((plan) => {
+    const stages = plan.stages.map((stage, index) => {
+      const place = index < plan.stage ? "done" : index === plan.stage ? "current" : "";
+      const audience = [...(stage.segments ?? []), `${stage.percent / 1000}%`].join(" + ");
+      return `<div class="stage ${place}"><strong>${escape(stage.name)}</strong><small>${escape(audience)}</small>
+        <small>hold ${Math.round(stage.hold_seconds / 3600 * 10) / 10} h</small></div>`;
+    }).join("");
+    const readings = plan.readings.map((r) => {
+      const rate = r.variant.per ? `${(100 * r.variant.metric / r.variant.per).toFixed(2)}%` : "—";
+      return `<li>${escape(r.criterion)}: ${rate} (${r.variant.metric} of ${r.variant.per}) <span class="${r.verdict}">${escape(r.verdict)}</span></li>`;
+    }).join("");
+    return `<div class="plan" data-plan="${plan.id}">
+      <div><strong>${escape(plan.flag)}</strong> plan ${plan.id}, <span class="${plan.status}">${escape(plan.status)}</span>,
+        ${plan.auto_advance ? "advances on its own" : "advances by hand"}; hold until ${escape(plan.hold_until ?? "—")}</div>
+      <div class="timeline">${stages}</div>
+      <ul>${readings || "<li class=muted>no guardrails</li>"}</ul></div>`;
+  }).join("") || `<p class="muted">No active plan in this environment.</p>`;
+}
+
+function renderDecisions(decisions) {
+  $("#decisions tbody").innerHTML = decisions.map((d) => {
+    const stage = d.from_stage && d.to_stage && d.from_stage !== d.to_stage ? `${d.from_stage}→${d.to_stage}` : (d.to_stage ?? d.from_stage ?? "");
+    const decision = { proceed: "pass", hold: "held", rollback: "fail" }[d.decision] ?? "";
+    return `<tr><td>${escape(d.at)}</td><td>${escape(d.flag)}</td><td>${escape(stage)}</td>
+      <td class="${decision}">${escape(d.decision)}</td><td>${escape(d.decided_by)}</td><td>${escape(d.rationale)}</td></tr>`;
+  }).join("") || `<tr><td colspan="6" class="muted">No decisions yet.</td></tr>`;
+}
+
+function renderEdges(edges) {
+  $("#edges tbody").innerHTML = edges.map((e) => {
+    const lag = e.lag === null ? `<span class="waiting">never synced</span>` : e.lag === 0 ? `<span class="healthy">0</span>` : `<span class="waiting">${e.lag}</span>`;
+    return `<tr><td>${escape(e.name)}</td><td>${escape(e.environment)}</td><td>${escape(e.applied_version ?? "—")}</td>
+      <td>${lag}</td><td>${escape(e.acked_at ?? "—")}</td><td class="error">${escape(e.last_error ?? "")}</td></tr>`;
+  }).join("") || `<tr><td colspan="6" class="muted">No edges registered.</td></tr>`;
+}
+
+// ---- Actions -------------------------------------------------------------------------------
+
+async function act(work, done) {
+  try {
+    await work();
+    toast(done);
+    await refresh();
+  } catch (error) {
+    toast(error.message, true);
+  }
+}
+
+function flagPath(flag, action) {
+  return `/api/v1/environments/${encodeURIComponent(state.environment)}/flags/${encodeURIComponent(flag)}/${action}`;
+}
+
+document.addEventListener("input", (event) => {
+  const change = event.target.closest(".change");
+  if (!change) return;
+  if (event.target.classList.contains("slider")) change.querySelector(".percent").textContent = `${event.target.value}%`;
+  const reason = change.querySelector(".reason").value.trim();
+  change.querySelectorAll("button").forEach((button) => (button.disabled = !reason));
+});
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button");
+  if (!button) return;
+  const change = button.closest(".change");
+  const flag = button.dataset.flag ?? change?.dataset.flag;
+  const reason = change?.querySelector(".reason").value.trim();
+  if (button.classList.contains("apply")) {
+    const percent = Number(change.querySelector(".slider").value) * 1000;
+    await act(() => api("PUT", flagPath(flag, "rollout"), { percent, reason }), `${flag} is at ${percent / 1000}% in ${state.environment}`);
+  } else if (button.classList.contains("advance")) {
+    await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/advance`, { rationale: reason }), `${flag}: advance recorded`);
+  } else if (button.classList.contains("rollback")) {
+    await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/rollback`, { rationale: reason }), `${flag} rolled back one stage`);
+  } else if (button.classList.contains("kill")) {
+    const why = await confirmWithReason(`Kill ${flag} in ${state.environment}?`,
+      "Everyone gets the flag's off variant at once, at every edge.", "Kill");
+    if (why) await act(() => api("POST", flagPath(flag, "kill"), { reason: why }), `${flag} killed in ${state.environment}`);
+  } else if (button.classList.contains("unkill")) {
+    const why = await confirmWithReason(`Unkill ${flag} in ${state.environment}?`,
+      "The flag's rules and rollout apply again.", "Unkill");
+    if (why) await act(() => api("POST", flagPath(flag, "unkill"), { reason: why }), `${flag} unkilled`);
+  }
+});
+
+$("#login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await logIn($("#token").value.trim());
+  } catch (error) {
+    $("#login-error").textContent = error.status === 401
+      ? "Unknown token."
+      : error.status === 403 ? "This token cannot manage flags: use a release or admin token." : error.message;
+  }
+});
+$("#logout").addEventListener("click", logOut);
+$("#environment").addEventListener("change", (event) => switchEnvironment(event.target.value));
+// Guardrail readings change with metrics, which the stream does not carry.
+setInterval(() => state.environment && scheduleRefresh(), 10000);
+
+if (state.token) logIn(state.token).catch(() => sessionStorage.removeItem("rollgate-token"));

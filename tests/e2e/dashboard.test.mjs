@@ -1,0 +1,96 @@
+// The dashboard in headless Chromium (Debian's, driven by playwright-core): log in, bump a
+// rollout, kill a flag, and see the edge in Miniflare answer DISABLED. Screenshots go to
+// tests/artifacts/ (or $ROLLGATE_ARTIFACTS).
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+import { createFlags } from "./fixtures.mjs";
+import { startStack, until } from "../stack.mjs";
+
+const artifacts = process.env.ROLLGATE_ARTIFACTS ?? join(dirname(fileURLToPath(import.meta.url)), "..", "artifacts");
+
+async function evaluate(stack, targetingKey) {
+  const response = await fetch(`${stack.edge}/ofrep/v1/evaluate/flags/checkout-v2`, {
+    method: "POST",
+    headers: { "x-api-key": stack.appToken, "content-type": "application/json" },
+    body: JSON.stringify({ context: { targetingKey } }),
+  });
+  return response.json();
+}
+
+test("a release manager logs in, bumps a rollout and kills a flag from the dashboard", async () => {
+  mkdirSync(artifacts, { recursive: true });
+  const stack = await startStack();
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  try {
+    await createFlags(stack.api);
+    // A plan on another flag, with readings, so the board shows a timeline and a decision.
+    const plan = await stack.api("POST", "/api/v1/plans",
+      { flag: "banner", environment: "production", template: "canary", rationale: "new greeting passed review" });
+    assert.equal(plan.status, 201, JSON.stringify(plan.body));
+    await stack.api("POST", "/api/v1/environments/production/metrics",
+      { counters: [{ flag: "banner", variant: "new", counts: { requests: 1800, errors: 9 } }] }, stack.appToken);
+
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const problems = [];
+    page.on("pageerror", (error) => problems.push(error.message));
+    await page.goto(stack.controlPlane);
+
+    // A wrong token is refused with a message; the right one opens the board.
+    await page.fill("#token", "rg_not_a_real_token");
+    await page.click("#login button[type=submit]");
+    await page.locator("#login-error", { hasText: "Unknown token." }).waitFor();
+    await page.fill("#token", stack.adminToken);
+    await page.click("#login button[type=submit]");
+    const row = page.locator('#flags tr[data-flag="checkout-v2"]');
+    await row.waitFor();
+    assert.equal(await page.locator("#environment").inputValue(), "production");
+    await page.locator('#plans .plan .stage.current', { hasText: "canary" }).waitFor();
+    await page.screenshot({ path: join(artifacts, "dashboard-1-logged-in.png"), fullPage: true });
+
+    // The rollout needs a reason before it can be applied.
+    await row.locator(".slider").fill("30");
+    assert.equal(await row.locator(".percent").textContent(), "30%");
+    assert.equal(await row.locator("button.apply").isDisabled(), true);
+    await row.locator(".reason").fill("healthy at 5% for a day");
+    await row.locator("button.apply").click();
+    await row.locator(".exposure", { hasText: "30% on" }).waitFor();
+    const record = (await stack.api("GET", "/api/v1/flags/checkout-v2")).body;
+    assert.equal(record.environments.production.fallthrough.rollout.percent, 30000);
+    await until(async () => (await evaluate(stack, "user-1")).reason === "SPLIT", 5000, "the rollout at the edge");
+    await page.screenshot({ path: join(artifacts, "dashboard-2-rollout.png"), fullPage: true });
+
+    // The kill switch asks for confirmation and a reason.
+    await row.locator("button.kill").click();
+    const dialog = page.locator("#confirm");
+    await dialog.waitFor();
+    assert.match(await page.locator("#confirm-title").textContent(), /Kill checkout-v2 in production\?/);
+    await page.fill("#confirm-reason", "checkout errors from the dashboard test");
+    await page.click("#confirm-ok");
+    await row.locator(".exposure", { hasText: "KILLED" }).waitFor();
+    const killed = await until(async () => {
+      const answer = await evaluate(stack, "user-1");
+      return answer.reason === "DISABLED" && answer;
+    }, 5000, "the edge to serve the kill");
+    assert.equal(killed.variant, "off");
+    const audit = (await stack.api("GET", "/api/v1/audit?flag=checkout-v2")).body;
+    assert.equal(audit.at(-1).reason, "checkout errors from the dashboard test");
+    await page.screenshot({ path: join(artifacts, "dashboard-3-killed.png"), fullPage: true });
+
+    // Live: a change made elsewhere appears without a reload.
+    await stack.api("POST", "/api/v1/environments/production/flags/checkout-v2/unkill", { reason: "fixed, from the API" });
+    await row.locator("button.kill").waitFor({ timeout: 5000 });
+    assert.deepEqual(problems, [], "no script errors");
+  } finally {
+    await browser.close();
+    await stack.stop();
+  }
+});
