@@ -3,9 +3,25 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::store::StoreError;
+
+/// RFC 9457 problem details, as every error is answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong and, where it helps, what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For an invalid change: the JSON path of the fault, relative to the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -52,15 +68,21 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
             }
         };
-        let mut body = json!({"type": "about:blank", "title": title, "status": status.as_u16()});
+        let mut body = Problem {
+            kind: "about:blank",
+            title,
+            status: status.as_u16(),
+            detail: None,
+            path: None,
+        };
         match &self {
             // Internal details stay in the log.
             Self::Store(StoreError::Internal(detail)) => tracing::error!(%detail, "internal error"),
             Self::Store(StoreError::Invalid(error)) => {
-                body["detail"] = json!(error.to_string());
-                body["path"] = json!(error.path);
+                body.detail = Some(error.to_string());
+                body.path = Some(error.path.clone());
             }
-            other => body["detail"] = json!(other.to_string()),
+            other => body.detail = Some(other.to_string()),
         }
         let mut response = (status, Json(body)).into_response();
         response

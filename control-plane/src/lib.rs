@@ -20,7 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use tokio::sync::Notify;
 
 use crate::auth::Tokens;
@@ -100,19 +100,24 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The service's routes.
-pub fn app(state: AppState) -> Router {
+/// Every route's path pattern, as the router matches it.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     use api::{
         audit, counters, dashboard, edges, environments, flags, ofrep, plans, segments, snapshot,
         stream, tokens, webhooks,
     };
-    use axum::routing::{MethodRouter, delete};
-    let routes: Vec<(&'static str, MethodRouter<AppState>)> = vec![
+    use axum::routing::delete;
+    vec![
         ("/", get(dashboard::index)),
         ("/dashboard/{file}", get(dashboard::asset)),
         ("/healthz", get(healthz)),
         ("/readyz", get(readyz)),
         ("/metrics", get(metrics::get_metrics)),
+        ("/api/openapi.json", get(api::openapi::get_openapi)),
         ("/api/v1/audit", get(audit::get_audit)),
         ("/api/v1/tokens", get(tokens::list_tokens).post(tokens::post_token)),
         ("/api/v1/tokens/{token}", delete(tokens::delete_token)),
@@ -162,7 +167,12 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags/{flag}",
             post(ofrep::post_single_in),
         ),
-    ];
+    ]
+}
+
+/// The service's routes.
+pub fn app(state: AppState) -> Router {
+    let routes = routes();
     state.metrics.know_routes(routes.iter().map(|(path, _)| *path));
     let mut router = Router::new();
     for (path, handler) in routes {
@@ -175,11 +185,13 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "OK", body = String, content_type = "text/plain"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
 /// The store answers.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "OK", body = String, content_type = "text/plain"), (status = 503, description = "The store does not answer", body = String, content_type = "text/plain"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     match state.store.environments().await {
         Ok(_) => (StatusCode::OK, "ready"),

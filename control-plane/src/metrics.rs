@@ -180,6 +180,7 @@ fn static_method(method: &Method) -> &'static str {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get_metrics(State(state): State<AppState>) -> Response {
     let metrics = &state.metrics.inner;
     for environment in state.publisher.environments() {

@@ -15,6 +15,9 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
+// utoipa's derives name std's types.
+#[cfg(feature = "openapi")]
+extern crate std;
 
 pub mod bucketing;
 mod compile;

@@ -13,12 +13,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::keyset::KeySet;
+// utoipa's derives expand to these unqualified.
+#[cfg(feature = "openapi")]
+#[allow(unused_imports)]
+use std::{borrow::ToOwned, boxed::Box, format, string::ToString, vec};
 
 /// The schema version this crate reads and writes.
 pub const SCHEMA: u32 = 1;
 
 /// Everything an evaluator needs for one environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// Always [`SCHEMA`]; any other value is rejected.
@@ -37,6 +42,7 @@ pub struct Snapshot {
 
 /// One feature flag.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Flag {
     /// Unique within the snapshot.
@@ -67,6 +73,7 @@ pub struct Flag {
 
 /// A flag that must serve a given variant first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Prerequisite {
     /// The other flag's key.
@@ -77,6 +84,7 @@ pub struct Prerequisite {
 
 /// A targeting rule: every condition holds and, if segments are listed, the unit is in one of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// All must hold.
@@ -91,6 +99,7 @@ pub struct Rule {
 
 /// A test of one context attribute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// The context attribute; `targetingKey` is the unit's key. `before` and `after` without an
@@ -106,6 +115,7 @@ pub struct Condition {
 
 /// A fixed variant, or a rollout that buckets units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Serve {
     /// Everyone gets this variant.
@@ -118,6 +128,7 @@ pub enum Serve {
 ///
 /// Exactly one of `percent` (with `inside` and `outside`) and `weights` is given.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     /// The attribute whose value is the unit key; defaults to `targetingKey`.
@@ -142,6 +153,7 @@ pub struct Rollout {
 
 /// One variant's share of a weighted rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Weight {
     /// The variant's name.
@@ -152,15 +164,18 @@ pub struct Weight {
 
 /// A named set of units.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
     /// Unique within the snapshot.
     pub key: String,
     /// Targeting keys that are members, unless excluded.
     #[serde(default, skip_serializing_if = "KeySet::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub included: KeySet,
     /// Targeting keys that are never members; exclusion wins over everything.
     #[serde(default, skip_serializing_if = "KeySet::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub excluded: KeySet,
     /// If present, a unit matching all of them is a member too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -20,12 +20,13 @@ pub const MAX_COUNTERS: usize = 1_000;
 pub const MAX_METRICS: usize = 32;
 pub const MAX_COUNT: u64 = 1_000_000_000;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Accepted {
     /// `false` when the batch id was already counted.
     counted: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{environment}/metrics", tag = "metrics", params(("environment" = String, Path, description = "An environment, e.g. production")), request_body = MetricBatch, responses((status = 202, description = "Accepted", body = Accepted), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_metrics(
     caller: Authorized<Read>,
     State(state): State<AppState>,
@@ -42,8 +43,9 @@ pub(crate) async fn post_metrics(
     Ok((StatusCode::ACCEPTED, Json(Accepted { counted })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SumsQuery {
     flag: String,
     /// Default 3600; at most 90 days.
@@ -51,7 +53,7 @@ pub(crate) struct SumsQuery {
 }
 
 /// A flag's counters summed over a window ending now, per variant and metric.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Sums {
     environment: String,
     flag: String,
@@ -60,6 +62,7 @@ pub(crate) struct Sums {
 }
 
 /// `GET /api/v1/environments/{env}/metrics?flag=&window_seconds=`: what guardrails read.
+#[utoipa::path(get, path = "/api/v1/environments/{environment}/metrics", tag = "metrics", params(("environment" = String, Path, description = "An environment, e.g. production"), SumsQuery), responses((status = 200, description = "OK", body = Sums), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_metrics(
     _: Authorized<Release>,
     State(state): State<AppState>,

@@ -16,7 +16,7 @@ use crate::error::{ApiError, AppJson};
 use crate::store::{EdgeRecord, NewEdge, StoreError};
 
 /// An edge as listed: what it has applied, and how far behind its environment it is.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct EdgeStatus {
     #[serde(flatten)]
     edge: EdgeRecord,
@@ -25,6 +25,7 @@ pub(crate) struct EdgeStatus {
 }
 
 /// `GET /api/v1/edges`.
+#[utoipa::path(get, path = "/api/v1/edges", tag = "edges", responses((status = 200, description = "OK", body = Vec<EdgeStatus>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_edges(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -45,6 +46,7 @@ pub(crate) async fn list_edges(
 }
 
 /// `POST /api/v1/edges`: registers an edge; the current configuration goes to it at once.
+#[utoipa::path(post, path = "/api/v1/edges", tag = "edges", request_body = NewEdge, responses((status = 201, description = "Created", body = EdgeRecord), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_edge(
     caller: Authorized<Admin>,
     State(state): State<AppState>,
@@ -59,6 +61,7 @@ pub(crate) async fn post_edge(
 }
 
 /// `DELETE /api/v1/edges/{edge}`.
+#[utoipa::path(delete, path = "/api/v1/edges/{edge}", tag = "edges", params(("edge" = String, Path, description = "An edge's name")), responses((status = 204, description = "Done"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_edge(
     caller: Authorized<Admin>,
     State(state): State<AppState>,
@@ -71,6 +74,7 @@ pub(crate) async fn delete_edge(
 
 /// `GET /api/v1/environments/{env}/edge-config`: the signed envelope, with
 /// `"<version>.<readers revision>"` as ETag, for an edge's backstop pull.
+#[utoipa::path(get, path = "/api/v1/environments/{environment}/edge-config", tag = "edges", params(("environment" = String, Path, description = "An environment, e.g. production")), responses((status = 200, description = "The signed envelope (docs/edge.md)", body = serde_json::Value), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_edge_config(
     caller: Authorized<Read>,
     State(state): State<AppState>,

@@ -10,13 +10,14 @@ use crate::api::{Admin, Authorized, Release};
 use crate::error::{ApiError, AppJson};
 use crate::store::Environment;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnvironmentRequest {
     name: String,
 }
 
 /// `GET /api/v1/environments`: each environment with its current snapshot version.
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments", responses((status = 200, description = "OK", body = Vec<Environment>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_environments(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -25,6 +26,7 @@ pub(crate) async fn list_environments(
 }
 
 /// `POST /api/v1/environments`: a new environment where every flag starts in its initial state.
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environments", request_body = EnvironmentRequest, responses((status = 201, description = "Created", body = Environment), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_environment(
     caller: Authorized<Admin>,
     State(state): State<AppState>,

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::api::{Authorized, Release, etag, if_match_revisions, required_reason};
 use crate::error::{ApiError, AppJson, AppQuery};
-use crate::store::{ChangeNote, Changed, FlagDefinition, FlagState, StateChange, StoreError};
+use crate::store::{
+    ChangeNote, Changed, FlagDefinition, FlagRecord, FlagState, StateChange, StoreError,
+};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RolloutRequest {
     /// Exposure in thousandths of a percent (25% is 25000).
@@ -26,14 +28,14 @@ pub(crate) struct RolloutRequest {
     reason: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReasonRequest {
     reason: String,
 }
 
 /// A flag's whole state in one environment, and why it changes.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StateRequest {
     enabled: bool,
@@ -46,14 +48,15 @@ pub(crate) struct StateRequest {
 }
 
 /// Why a flag or segment is archived, as a query parameter (DELETE takes no body).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ArchiveQuery {
     pub(crate) reason: Option<String>,
 }
 
 /// A flag's state in an environment after a change, with the snapshot version it is in.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct FlagStateResponse {
     environment: String,
     flag: String,
@@ -64,6 +67,7 @@ pub(crate) struct FlagStateResponse {
 /// `PUT /api/v1/environments/{env}/flags/{flag}/rollout`: the fallthrough becomes a percent
 /// rollout. The exposed variant is the one named, else the existing rollout's, else, for a flag of
 /// two variants, the one that is not `off_variant`.
+#[utoipa::path(put, path = "/api/v1/environments/{environment}/flags/{flag}/rollout", tag = "flags", params(("environment" = String, Path, description = "An environment, e.g. production"), ("flag" = String, Path, description = "A flag key")), request_body = RolloutRequest, responses((status = 200, description = "OK", body = FlagStateResponse), (status = 412, description = "If-Match names another revision", body = crate::error::Problem, content_type = "application/problem+json"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_rollout(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -124,6 +128,7 @@ pub(crate) async fn put_rollout(
 }
 
 /// `POST .../kill`: serve `off_variant` to everyone, at once, whatever else is going on.
+#[utoipa::path(post, path = "/api/v1/environments/{environment}/flags/{flag}/kill", tag = "flags", params(("environment" = String, Path, description = "An environment, e.g. production"), ("flag" = String, Path, description = "A flag key")), request_body = ReasonRequest, responses((status = 200, description = "OK", body = FlagStateResponse), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_kill(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -134,6 +139,7 @@ pub(crate) async fn post_kill(
 }
 
 /// `POST .../unkill`: evaluate the flag's rules again.
+#[utoipa::path(post, path = "/api/v1/environments/{environment}/flags/{flag}/unkill", tag = "flags", params(("environment" = String, Path, description = "An environment, e.g. production"), ("flag" = String, Path, description = "A flag key")), request_body = ReasonRequest, responses((status = 200, description = "OK", body = FlagStateResponse), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_unkill(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -205,6 +211,7 @@ async fn change_state(
 
 /// `PUT /api/v1/environments/{env}/flags/{flag}`: replaces the flag's rules, prerequisites,
 /// fallthrough and `enabled` in one environment. Honours `If-Match`.
+#[utoipa::path(put, path = "/api/v1/environments/{environment}/flags/{flag}", tag = "flags", params(("environment" = String, Path, description = "An environment, e.g. production"), ("flag" = String, Path, description = "A flag key")), request_body = StateRequest, responses((status = 200, description = "OK", body = FlagStateResponse), (status = 412, description = "If-Match names another revision", body = crate::error::Problem, content_type = "application/problem+json"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_state(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -234,6 +241,7 @@ pub(crate) async fn put_state(
 }
 
 /// `POST /api/v1/flags`: a new flag in every environment, serving `off_variant` to everyone.
+#[utoipa::path(post, path = "/api/v1/flags", tag = "flags", request_body = FlagDefinition, responses((status = 201, description = "Created", body = FlagRecord), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_flag(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -251,6 +259,7 @@ pub(crate) async fn post_flag(
 }
 
 /// `GET /api/v1/flags`: every flag's definition, by key.
+#[utoipa::path(get, path = "/api/v1/flags", tag = "flags", responses((status = 200, description = "OK", body = Vec<FlagDefinition>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_flags(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -259,6 +268,7 @@ pub(crate) async fn list_flags(
 }
 
 /// `GET /api/v1/flags/{flag}`: a flag's definition and its state in each environment.
+#[utoipa::path(get, path = "/api/v1/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "A flag key")), responses((status = 200, description = "OK", body = FlagRecord), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_flag(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -270,6 +280,7 @@ pub(crate) async fn get_flag(
 
 /// `PUT /api/v1/flags/{flag}`: replaces the definition (type, variants, `off_variant`, salt) in
 /// every environment. Honours `If-Match`. A new salt reshuffles who is in every rollout.
+#[utoipa::path(put, path = "/api/v1/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "A flag key")), request_body = FlagDefinition, responses((status = 200, description = "OK", body = FlagRecord), (status = 412, description = "If-Match names another revision", body = crate::error::Problem, content_type = "application/problem+json"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_flag(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -298,6 +309,7 @@ pub(crate) async fn put_flag(
 
 /// `DELETE /api/v1/flags/{flag}?reason=`: archives the flag. Refused with 422 while another
 /// flag has it as a prerequisite.
+#[utoipa::path(delete, path = "/api/v1/flags/{flag}", tag = "flags", params(("flag" = String, Path, description = "A flag key"), ArchiveQuery), responses((status = 204, description = "Done"), (status = 412, description = "If-Match names another revision", body = crate::error::Problem, content_type = "application/problem+json"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_flag(
     caller: Authorized<Release>,
     State(state): State<AppState>,

@@ -7,6 +7,7 @@ pub mod edges;
 pub mod environments;
 pub mod flags;
 pub mod ofrep;
+pub mod openapi;
 pub mod plans;
 pub mod segments;
 pub mod snapshot;

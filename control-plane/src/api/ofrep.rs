@@ -19,6 +19,53 @@ use crate::AppState;
 use crate::api::{Authorized, Read, none_match};
 use crate::error::ApiError;
 
+// The shapes below describe OFREP's JSON for the API description; `flag_core::ofrep` writes it.
+
+/// An evaluation request: the evaluation context, whose `targetingKey` is the unit's key.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct OfrepRequest {
+    context: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+/// One flag's evaluation. In a bulk answer a flag that failed has `reason: ERROR` and an
+/// `errorCode`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(crate) struct OfrepEvaluation {
+    key: String,
+    value: Option<serde_json::Value>,
+    variant: Option<String>,
+    /// STATIC, TARGETING_MATCH, SPLIT, DEFAULT, DISABLED or ERROR.
+    reason: String,
+    error_code: Option<String>,
+    /// Which rule decided, if one did.
+    rule_index: Option<u32>,
+    /// A rollout was passed over because the context had no key to bucket by.
+    bucket_key_missing: Option<bool>,
+    /// `{"prerequisiteFailed": true}` when a prerequisite decided.
+    metadata: Option<std::collections::BTreeMap<String, bool>>,
+}
+
+/// Every flag's evaluation.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct OfrepBulk {
+    flags: Vec<OfrepEvaluation>,
+}
+
+/// OFREP's failure: no `key` for a bulk request.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub(crate) struct OfrepFailure {
+    key: Option<String>,
+    error_code: String,
+    error_details: String,
+}
+
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{flag}", tag = "ofrep", params(("flag" = String, Path, description = "A flag key")), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepEvaluation), (status = 400, description = "OFREP failure: PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING", body = OfrepFailure), (status = 404, description = "OFREP failure FLAG_NOT_FOUND, or a problem: no such environment", content((OfrepFailure = "application/json"), (crate::error::Problem = "application/problem+json"))), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_single(
     caller: Authorized<Read>,
     State(state): State<AppState>,
@@ -29,6 +76,7 @@ pub(crate) async fn post_single(
     single(&caller, &state, &environment, &flag, &body)
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags/{flag}", tag = "ofrep", params(("environment" = String, Path, description = "An environment, e.g. production"), ("flag" = String, Path, description = "A flag key")), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepEvaluation), (status = 400, description = "OFREP failure: PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING", body = OfrepFailure), (status = 404, description = "OFREP failure FLAG_NOT_FOUND, or a problem: no such environment", content((OfrepFailure = "application/json"), (crate::error::Problem = "application/problem+json"))), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_single_in(
     caller: Authorized<Read>,
     State(state): State<AppState>,
@@ -38,6 +86,7 @@ pub(crate) async fn post_single_in(
     single(&caller, &state, &environment, &flag, &body)
 }
 
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk(
     caller: Authorized<Read>,
     State(state): State<AppState>,
@@ -48,6 +97,7 @@ pub(crate) async fn post_bulk(
     bulk(&caller, &state, &environment, &headers, &body)
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags", tag = "ofrep", params(("environment" = String, Path, description = "An environment, e.g. production")), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk_in(
     caller: Authorized<Read>,
     State(state): State<AppState>,

@@ -17,7 +17,7 @@ use crate::plans::{Decision, DecisionFilter, Plan, templates};
 use crate::store::{PlanChanged, PlanFilter, StoreError};
 
 /// A plan with its current stage's readings and when it may next advance on its own.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct PlanView {
     #[serde(flatten)]
     plan: Plan,
@@ -28,7 +28,7 @@ pub(crate) struct PlanView {
 }
 
 /// What an action answers: the plan after it, and the decision it recorded.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ActionResponse {
     plan: Plan,
     decision: Decision,
@@ -40,7 +40,7 @@ impl From<PlanChanged> for ActionResponse {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActionRequest {
     rationale: String,
@@ -50,11 +50,13 @@ pub(crate) struct ActionRequest {
 }
 
 /// `GET /api/v1/plan-templates`.
+#[utoipa::path(get, path = "/api/v1/plan-templates", tag = "plans", responses((status = 200, description = "OK", body = Vec<templates::Template>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_templates(_: Authorized<Release>) -> Json<Vec<templates::Template>> {
     Json(templates::all())
 }
 
 /// `GET /api/v1/plans?flag=&env=&active=`: newest first.
+#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", params(PlanFilter), responses((status = 200, description = "OK", body = Vec<Plan>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_plans(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -69,6 +71,7 @@ fn plan_id(text: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/plans/{plan}`.
+#[utoipa::path(get, path = "/api/v1/plans/{plan}", tag = "plans", params(("plan" = String, Path, description = "A plan id")), responses((status = 200, description = "OK", body = PlanView), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_plan(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -87,6 +90,7 @@ pub(crate) async fn get_plan(
 }
 
 /// `POST /api/v1/plans`: starts a plan; its first stage is served at once.
+#[utoipa::path(post, path = "/api/v1/plans", tag = "plans", request_body = PlanRequest, responses((status = 201, description = "Started", body = ActionResponse), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_plan(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -97,7 +101,14 @@ pub(crate) async fn post_plan(
 }
 
 macro_rules! plan_action {
-    ($name:ident, $action:expr) => {
+    ($name:ident, $action:expr, $path:literal) => {
+        #[utoipa::path(post, path = $path, tag = "plans",
+            params(("plan" = String, Path, description = "A plan id")),
+            request_body = ActionRequest,
+            responses(
+                (status = 200, description = "The plan after the action, and the decision it recorded", body = ActionResponse),
+                (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")
+            ))]
         pub(crate) async fn $name(
             caller: Authorized<Release>,
             State(state): State<AppState>,
@@ -109,11 +120,11 @@ macro_rules! plan_action {
     };
 }
 
-plan_action!(post_advance, Action::Advance);
-plan_action!(post_hold, Action::Hold);
-plan_action!(post_resume, Action::Resume);
-plan_action!(post_rollback, Action::Rollback);
-plan_action!(post_complete, Action::Complete);
+plan_action!(post_advance, Action::Advance, "/api/v1/plans/{plan}/advance");
+plan_action!(post_hold, Action::Hold, "/api/v1/plans/{plan}/hold");
+plan_action!(post_resume, Action::Resume, "/api/v1/plans/{plan}/resume");
+plan_action!(post_rollback, Action::Rollback, "/api/v1/plans/{plan}/rollback");
+plan_action!(post_complete, Action::Complete, "/api/v1/plans/{plan}/complete");
 
 async fn act(
     caller: Authorized<Release>,
@@ -134,6 +145,7 @@ async fn act(
 }
 
 /// `GET /api/v1/decisions?flag=&env=&plan=&format=csv`: the decision log, oldest first.
+#[utoipa::path(get, path = "/api/v1/decisions", tag = "plans", params(DecisionFilter), responses((status = 200, description = "The decision log, oldest first", content((Vec<Decision> = "application/json"), (String = "text/csv"))), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_decisions(
     _: Authorized<Release>,
     State(state): State<AppState>,

@@ -15,6 +15,7 @@ use crate::error::{ApiError, AppJson, AppQuery};
 use crate::store::{ChangeNote, SegmentRecord};
 
 /// `GET /api/v1/segments`.
+#[utoipa::path(get, path = "/api/v1/segments", tag = "segments", responses((status = 200, description = "OK", body = Vec<SegmentRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_segments(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -23,6 +24,7 @@ pub(crate) async fn list_segments(
 }
 
 /// `GET /api/v1/segments/{segment}`, with its revision as ETag.
+#[utoipa::path(get, path = "/api/v1/segments/{segment}", tag = "segments", params(("segment" = String, Path, description = "A segment key")), responses((status = 200, description = "OK", body = SegmentRecord), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_segment(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -33,6 +35,7 @@ pub(crate) async fn get_segment(
 }
 
 /// `POST /api/v1/segments`: a new segment in every environment's snapshot.
+#[utoipa::path(post, path = "/api/v1/segments", tag = "segments", request_body = wire::Segment, responses((status = 201, description = "Created", body = SegmentRecord), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_segment(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -50,6 +53,7 @@ pub(crate) async fn post_segment(
 }
 
 /// `PUT /api/v1/segments/{segment}`: replaces the segment. Honours `If-Match`.
+#[utoipa::path(put, path = "/api/v1/segments/{segment}", tag = "segments", params(("segment" = String, Path, description = "A segment key")), request_body = wire::Segment, responses((status = 200, description = "OK", body = SegmentRecord), (status = 412, description = "If-Match names another revision", body = crate::error::Problem, content_type = "application/problem+json"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_segment(
     caller: Authorized<Release>,
     State(state): State<AppState>,
@@ -77,6 +81,7 @@ pub(crate) async fn put_segment(
 }
 
 /// `DELETE /api/v1/segments/{segment}?reason=`: archives it; 422 while a rule targets it.
+#[utoipa::path(delete, path = "/api/v1/segments/{segment}", tag = "segments", params(("segment" = String, Path, description = "A segment key"), ArchiveQuery), responses((status = 204, description = "Done"), (status = 412, description = "If-Match names another revision", body = crate::error::Problem, content_type = "application/problem+json"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_segment(
     caller: Authorized<Release>,
     State(state): State<AppState>,

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::publisher::Current;
 use crate::store::StoreError;
 
+#[utoipa::path(get, path = "/api/v1/environments/{environment}/snapshot", tag = "snapshots", params(("environment" = String, Path, description = "An environment, e.g. production")), responses((status = 200, description = "OK", body = flag_core::wire::Snapshot), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_snapshot(
     caller: Authorized<Read>,
     State(state): State<AppState>,

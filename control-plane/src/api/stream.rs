@@ -22,6 +22,7 @@ const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 /// Starts with the current snapshot, or, given `Last-Event-ID`, with the versions after it.
 /// Sends a comment line when idle, so proxies and clients see the connection is alive.
+#[utoipa::path(get, path = "/api/v1/environments/{environment}/stream", tag = "snapshots", params(("environment" = String, Path, description = "An environment, e.g. production"), ("Last-Event-ID" = Option<String>, Header, description = "The last version received")), responses((status = 200, description = "Server-Sent Events: each event a snapshot", body = String, content_type = "text/event-stream"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_stream(
     caller: Authorized<Read>,
     State(state): State<AppState>,

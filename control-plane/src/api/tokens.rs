@@ -11,7 +11,7 @@ use crate::auth::{self, Scope, Token};
 use crate::error::{ApiError, AppJson};
 use crate::store::{StoreError, StoredToken};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenRequest {
     name: String,
@@ -21,7 +21,7 @@ pub(crate) struct TokenRequest {
 }
 
 /// A token as listed: never its secret or hash.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct TokenInfo {
     name: String,
     scope: Scope,
@@ -38,7 +38,7 @@ impl From<StoredToken> for TokenInfo {
 }
 
 /// A new token, with its secret: the only time anyone sees it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedToken {
     #[serde(flatten)]
     info: TokenInfo,
@@ -46,6 +46,7 @@ pub(crate) struct CreatedToken {
 }
 
 /// `GET /api/v1/tokens`.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, description = "OK", body = Vec<TokenInfo>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_tokens(
     _: Authorized<Admin>,
     State(state): State<AppState>,
@@ -54,6 +55,7 @@ pub(crate) async fn list_tokens(
 }
 
 /// `POST /api/v1/tokens`.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = TokenRequest, responses((status = 201, description = "Created; the token is shown this once", body = CreatedToken), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_token(
     caller: Authorized<Admin>,
     State(state): State<AppState>,
@@ -79,6 +81,7 @@ pub(crate) async fn post_token(
 }
 
 /// `DELETE /api/v1/tokens/{name}`: the token stops working at once.
+#[utoipa::path(delete, path = "/api/v1/tokens/{token}", tag = "tokens", params(("token" = String, Path, description = "A token's name")), responses((status = 204, description = "Done"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_token(
     caller: Authorized<Admin>,
     State(state): State<AppState>,

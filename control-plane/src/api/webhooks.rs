@@ -10,6 +10,7 @@ use crate::error::{ApiError, AppJson};
 use crate::store::{NewWebhook, WebhookRecord};
 
 /// `GET /api/v1/webhooks`: each with its pending and failed deliveries.
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", responses((status = 200, description = "OK", body = Vec<WebhookRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_webhooks(
     _: Authorized<Release>,
     State(state): State<AppState>,
@@ -18,6 +19,7 @@ pub(crate) async fn list_webhooks(
 }
 
 /// `POST /api/v1/webhooks`.
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = NewWebhook, responses((status = 201, description = "Created", body = WebhookRecord), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_webhook(
     caller: Authorized<Admin>,
     State(state): State<AppState>,
@@ -34,6 +36,7 @@ pub(crate) async fn post_webhook(
 }
 
 /// `DELETE /api/v1/webhooks/{webhook}`: its undelivered notifications are dropped.
+#[utoipa::path(delete, path = "/api/v1/webhooks/{webhook}", tag = "webhooks", params(("webhook" = String, Path, description = "A webhook's name")), responses((status = 204, description = "Done"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_webhook(
     caller: Authorized<Admin>,
     State(state): State<AppState>,

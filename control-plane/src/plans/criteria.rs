@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A bound on `metric / per` for the plan's variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Criterion {
     /// The counter on top, e.g. `errors`.
@@ -95,11 +95,11 @@ impl Criterion {
         let compared =
             self.max_vs_control.map(|_| Rate::of(counts, control, &self.metric, &self.per, since));
         let short = |rate: &Rate| rate.per < self.min_sample;
+        let mut breaches = Vec::new();
         let verdict = if short(&exposed) || compared.as_ref().is_some_and(short) {
             Verdict::Insufficient
         } else {
             let value = exposed.value();
-            let mut breaches = Vec::new();
             if let Some(max) = self.max
                 && value > max
             {
@@ -119,9 +119,10 @@ impl Criterion {
                     percent(control.value())
                 ));
             }
-            if breaches.is_empty() { Verdict::Pass } else { Verdict::Fail(breaches.join("; ")) }
+            if breaches.is_empty() { Verdict::Pass } else { Verdict::Fail }
         };
-        Reading { criterion: self.describe(), variant: exposed, control: compared, verdict }
+        let detail = (!breaches.is_empty()).then(|| breaches.join("; "));
+        Reading { criterion: self.describe(), variant: exposed, control: compared, verdict, detail }
     }
 }
 
@@ -161,7 +162,7 @@ impl Counts {
 }
 
 /// One variant's counts for a rate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rate {
     pub variant: String,
     pub metric: u64,
@@ -183,21 +184,23 @@ impl Rate {
 }
 
 /// A criterion's reading at one moment, as the decision log keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reading {
     pub criterion: String,
     pub variant: Rate,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<Rate>,
-    #[serde(flatten)]
     pub verdict: Verdict,
+    /// Which bound failed, and by how much.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
-    Fail(String),
+    Fail,
     /// Fewer than `min_sample` in the window: neither passes nor fails.
     Insufficient,
 }
@@ -227,7 +230,11 @@ mod tests {
         let healthy = counts(&[("on", "requests", 99, 1000), ("on", "errors", 99, 20)]);
         assert_eq!(guardrail.read(&healthy, "on", "off").verdict, Verdict::Pass);
         let sick = counts(&[("on", "requests", 99, 1000), ("on", "errors", 99, 21)]);
-        assert_eq!(guardrail.read(&sick, "on", "off").verdict, Verdict::Fail("2.1% > 2%".into()));
+        let reading = guardrail.read(&sick, "on", "off");
+        assert_eq!(
+            (reading.verdict, reading.detail.as_deref()),
+            (Verdict::Fail, Some("2.1% > 2%"))
+        );
     }
 
     #[test]
@@ -272,7 +279,7 @@ mod tests {
             ])
         };
         assert_eq!(guardrail.read(&rows(15), "on", "off").verdict, Verdict::Pass);
-        assert!(matches!(guardrail.read(&rows(16), "on", "off").verdict, Verdict::Fail(_)));
+        assert_eq!(guardrail.read(&rows(16), "on", "off").verdict, Verdict::Fail);
         let no_control = counts(&[("on", "requests", 99, 1000)]);
         assert_eq!(guardrail.read(&no_control, "on", "off").verdict, Verdict::Insufficient);
     }

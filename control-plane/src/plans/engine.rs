@@ -23,7 +23,7 @@ pub const SCHEDULE: &str = "schedule";
 pub const GUARDRAIL: &str = "guardrail";
 
 /// `POST /api/v1/plans`: a plan from a template or from explicit stages.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     pub flag: String,
@@ -55,7 +55,7 @@ pub enum Action {
 }
 
 /// Where a rollback goes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RollbackTo {
     /// The stage before, held there until someone resumes.
@@ -424,10 +424,10 @@ pub async fn tick(state: &AppState) -> Result<usize, StoreError> {
 async fn tick_plan(state: &AppState, plan: &Plan) -> Result<Option<PlanChanged>, StoreError> {
     let readings = read(state, plan).await?;
     let guardrails = &readings[..plan.current().guardrails.len()];
-    let breach = guardrails.iter().find_map(|reading| match &reading.verdict {
-        Verdict::Fail(detail) => Some(format!("{} ({detail})", reading.criterion)),
-        _ => None,
-    });
+    let breach =
+        guardrails.iter().find(|reading| reading.verdict == Verdict::Fail).map(|reading| {
+            format!("{} ({})", reading.criterion, reading.detail.as_deref().unwrap_or("failed"))
+        });
     let expected = (plan.stage, plan.status);
     let unchanged = move |plan: &Plan| (plan.stage, plan.status) == expected;
     if let Some(breach) = breach {

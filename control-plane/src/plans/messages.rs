@@ -201,9 +201,9 @@ pub fn metric_summary(readings: &[Reading]) -> String {
     let parts: Vec<String> = readings
         .iter()
         .map(|reading| {
-            let verdict = match &reading.verdict {
+            let verdict = match reading.verdict {
                 Verdict::Pass => "pass".to_owned(),
-                Verdict::Fail(why) => format!("FAIL ({why})"),
+                Verdict::Fail => format!("FAIL ({})", reading.detail.as_deref().unwrap_or("")),
                 Verdict::Insufficient => "not enough data yet".to_owned(),
             };
             let rate = &reading.variant;

@@ -22,7 +22,7 @@ pub use criteria::Criterion;
 pub const MAX_SECONDS: u64 = 90 * 24 * 3600;
 
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub name: String,
@@ -50,7 +50,7 @@ pub struct Stage {
 }
 
 /// Who may move a plan into a stage, and how many of them must approve first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Advancers {
     /// The least scope a token needs.
@@ -91,7 +91,7 @@ impl Advancers {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Running,
@@ -117,7 +117,7 @@ impl Status {
 }
 
 /// A plan as stored and served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     pub id: i64,
     pub flag: String,
@@ -269,7 +269,7 @@ pub fn validate(
 }
 
 /// One record of the decision log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     pub id: i64,
     pub at: String,
@@ -290,8 +290,9 @@ pub struct Decision {
 }
 
 /// Which decisions to return; empty fields match everything.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DecisionFilter {
     pub flag: Option<String>,
     #[serde(rename = "env")]

@@ -12,7 +12,7 @@ const DAY: u64 = 24 * HOUR;
 
 /// What a template needs from the caller; every field has a default except the four-stage
 /// template's segments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateParameters {
     /// Guardrails for every stage; default: `errors` per `requests` at most 2% over an hour,
@@ -32,7 +32,7 @@ pub struct TemplateParameters {
 }
 
 /// A template as `GET /api/v1/plan-templates` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Template {
     pub name: &'static str,
     pub description: &'static str,

@@ -247,8 +247,9 @@ pub struct PlanChanged {
 }
 
 /// Which plans to list.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PlanFilter {
     pub flag: Option<String>,
     #[serde(rename = "env")]
@@ -259,7 +260,7 @@ pub struct PlanFilter {
 }
 
 /// Counters reported by an app or an edge.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricBatch {
     /// Makes a retried batch count once: up to 128 characters, unique per sender.
@@ -268,7 +269,7 @@ pub struct MetricBatch {
 }
 
 /// Counts for one flag variant, by metric name, e.g. `{"requests": 1200, "errors": 3}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CounterReport {
     pub flag: String,
@@ -276,7 +277,7 @@ pub struct CounterReport {
     pub counts: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     pub name: String,
@@ -284,7 +285,7 @@ pub struct NewWebhook {
     pub environment: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WebhookRecord {
     pub name: String,
     pub url: String,
@@ -319,7 +320,7 @@ pub enum DeliveryOutcome {
 }
 
 /// An edge to register.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEdge {
     pub name: String,
@@ -329,7 +330,7 @@ pub struct NewEdge {
 }
 
 /// A registered edge and the last configuration it acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EdgeRecord {
     pub name: String,
     pub url: String,
@@ -386,7 +387,7 @@ pub struct StateChanged {
 }
 
 /// An environment and its current snapshot version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Environment {
     pub name: String,
     pub version: u64,
@@ -411,7 +412,7 @@ impl PartialEq for Published {
 }
 
 /// A segment and its revision, served as its ETag.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SegmentRecord {
     #[serde(flatten)]
     pub segment: wire::Segment,
@@ -427,7 +428,7 @@ pub struct StoredToken {
 }
 
 /// What a flag is, the same in every environment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagDefinition {
     pub key: String,
@@ -452,7 +453,7 @@ impl FlagDefinition {
 }
 
 /// How a flag behaves in one environment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagState {
     pub enabled: bool,
@@ -475,20 +476,38 @@ impl FlagState {
     }
 }
 
-/// A flag's definition and its state in each environment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A flag's definition and its state in each environment. The definition's fields are spelled
+/// out rather than flattened, so the API description can say the record has both.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FlagRecord {
-    #[serde(flatten)]
-    pub definition: FlagDefinition,
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub variants: BTreeMap<String, Value>,
+    pub off_variant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
     /// Grows with every change to the flag; served as its ETag.
     #[serde(skip)]
     pub revision: u64,
     pub environments: BTreeMap<String, FlagState>,
 }
 
+impl FlagRecord {
+    pub fn new(
+        definition: FlagDefinition,
+        revision: u64,
+        environments: BTreeMap<String, FlagState>,
+    ) -> Self {
+        let FlagDefinition { key, kind, variants, off_variant, salt } = definition;
+        Self { key, kind, variants, off_variant, salt, revision, environments }
+    }
+}
+
 /// Which audit records to return. Empty fields match everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     pub flag: Option<String>,
     pub segment: Option<String>,
@@ -501,7 +520,7 @@ pub struct AuditFilter {
 }
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub at: String,

@@ -217,7 +217,7 @@ impl Store for SqliteStore {
                 let (environment, state) = row?;
                 environments.insert(environment, from_json(&state)?);
             }
-            Ok(FlagRecord { definition, revision, environments })
+            Ok(FlagRecord::new(definition, revision, environments))
         })
         .await
     }

@@ -6,6 +6,7 @@ mod crash;
 mod edges;
 mod matrix;
 mod ofrep;
+mod openapi;
 mod plans;
 mod resources;
 mod server;
