@@ -219,7 +219,7 @@ pub fn metric_summary(readings: &[Reading]) -> String {
     parts.join("; ")
 }
 
-/// `1h`, `1d`, `3d`, `1d 6h`, `90m`.
+/// `1h`, `3d`, `1d 6h`, `1h 30m`, `2s`.
 pub fn duration(seconds: u64) -> String {
     let (days, hours, minutes) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
     let mut parts = Vec::new();
@@ -229,8 +229,12 @@ pub fn duration(seconds: u64) -> String {
     if hours > 0 {
         parts.push(format!("{hours}h"));
     }
-    if minutes > 0 || parts.is_empty() {
+    if minutes > 0 {
         parts.push(format!("{minutes}m"));
+    }
+    // Seconds only matter in holds shorter than a minute (tests, drills).
+    if parts.is_empty() {
+        parts.push(format!("{seconds}s"));
     }
     parts.join(" ")
 }
@@ -288,6 +292,7 @@ mod tests {
         assert_eq!(duration(3600), "1h");
         assert_eq!(duration(86_400 + 6 * 3600), "1d 6h");
         assert_eq!(duration(5400), "1h 30m");
-        assert_eq!(duration(0), "0m");
+        assert_eq!(duration(2), "2s");
+        assert_eq!(duration(0), "0s");
     }
 }

@@ -77,7 +77,7 @@ async fn a_plan_interrupted_by_kill_9_advances_when_its_hold_ends() {
     let server = Rollgate::start(&db, address, &client).await;
     let plan = json!({
         "flag": "checkout-v2", "environment": "production", "rationale": "restart test",
-        "stages": [{"name": "first", "percent": 5000, "hold_seconds": 2}, {"name": "second", "percent": 50000}]
+        "stages": [{"name": "first", "percent": 5000, "hold_seconds": 2}, {"name": "second", "percent": 50000, "hold_seconds": 3600}]
     });
     let response =
         client.post(format!("{}/api/v1/plans", server.base)).bearer_auth(ADMIN).json(&plan);
