@@ -214,6 +214,14 @@ pub enum PlanCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Ends a plan at its last stage.
+    Complete {
+        plan: String,
+        #[command(flatten)]
+        env: Env,
+        #[arg(long)]
+        reason: String,
+    },
     /// Draws a plan's stages, exposure and guardrails; --watch follows it live.
     Status {
         plan: String,
@@ -448,6 +456,9 @@ async fn plans(
         }
         PlanCommand::Hold { plan, env, reason } => {
             act(plan, env, "hold", json!({"rationale": reason})).await
+        }
+        PlanCommand::Complete { plan, env, reason } => {
+            act(plan, env, "complete", json!({"rationale": reason})).await
         }
         PlanCommand::Resume { plan, env, reason } => {
             act(plan, env, "resume", json!({"rationale": reason})).await

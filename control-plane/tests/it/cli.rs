@@ -300,6 +300,10 @@ async fn failures_say_what_to_do_and_exit_with_their_code() {
     let (code, message) = failure(&rollgate(&server, Some(RELEASE), &config, &start).await);
     assert_eq!(code, 6);
     assert!(message.contains("409 Conflict"), "{message}");
+    let complete = ["plan", "complete", "checkout-v2", "--env", "production", "--reason", "done"];
+    let (code, message) = failure(&rollgate(&server, Some(RELEASE), &config, &complete).await);
+    assert_eq!(code, 6);
+    assert!(message.contains("only the last stage completes"), "{message}");
     let (code, message) = failure(
         &rollgate(
             &server,
