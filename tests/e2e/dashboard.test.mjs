@@ -8,19 +8,10 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-import { createFlags } from "./fixtures.mjs";
+import { checkoutAtEdge, createFlags } from "./fixtures.mjs";
 import { startStack, until } from "../stack.mjs";
 
 const artifacts = process.env.ROLLGATE_ARTIFACTS ?? join(dirname(fileURLToPath(import.meta.url)), "..", "artifacts");
-
-async function evaluate(stack, targetingKey) {
-  const response = await fetch(`${stack.edge}/ofrep/v1/evaluate/flags/checkout-v2`, {
-    method: "POST",
-    headers: { "x-api-key": stack.appToken, "content-type": "application/json" },
-    body: JSON.stringify({ context: { targetingKey } }),
-  });
-  return response.json();
-}
 
 test("a release manager logs in, bumps a rollout and kills a flag from the dashboard", async () => {
   mkdirSync(artifacts, { recursive: true });
@@ -65,7 +56,7 @@ test("a release manager logs in, bumps a rollout and kills a flag from the dashb
     await row.locator(".exposure", { hasText: "30% on" }).waitFor();
     const record = (await stack.api("GET", "/api/v1/flags/checkout-v2")).body;
     assert.equal(record.environments.production.fallthrough.rollout.percent, 30000);
-    await until(async () => (await evaluate(stack, "user-1")).reason === "SPLIT", 5000, "the rollout at the edge");
+    await until(async () => (await checkoutAtEdge(stack, "user-1")).reason === "SPLIT", 5000, "the rollout at the edge");
     await page.screenshot({ path: join(artifacts, "dashboard-2-rollout.png"), fullPage: true });
 
     // The kill switch asks for confirmation and a reason.
@@ -77,7 +68,7 @@ test("a release manager logs in, bumps a rollout and kills a flag from the dashb
     await page.click("#confirm-ok");
     await row.locator(".exposure", { hasText: "KILLED" }).waitFor();
     const killed = await until(async () => {
-      const answer = await evaluate(stack, "user-1");
+      const answer = await checkoutAtEdge(stack, "user-1");
       return answer.reason === "DISABLED" && answer;
     }, 5000, "the edge to serve the kill");
     assert.equal(killed.variant, "off");

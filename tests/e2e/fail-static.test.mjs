@@ -6,16 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 
+import { checkoutAtEdge } from "./fixtures.mjs";
 import { startStack, until } from "../stack.mjs";
-
-async function evaluate(stack, targetingKey) {
-  const response = await fetch(`${stack.edge}/ofrep/v1/evaluate/flags/checkout-v2`, {
-    method: "POST",
-    headers: { "x-api-key": stack.appToken, "content-type": "application/json" },
-    body: JSON.stringify({ context: { targetingKey } }),
-  });
-  return { status: response.status, ...(await response.json()) };
-}
 
 test("with the control plane down, the edge serves the last known good configuration", async () => {
   const persist = mkdtempSync(join(tmpdir(), "rollgate-edge-state-"));
@@ -23,16 +15,16 @@ test("with the control plane down, the edge serves the last known good configura
   try {
     const rollout = await stack.api("PUT", "/api/v1/environments/production/flags/checkout-v2/rollout",
       { percent: 50000, reason: "fail-static test" });
-    await until(async () => (await evaluate(stack, "user-1")).reason === "SPLIT", 5000, "the rollout at the edge");
+    await until(async () => (await checkoutAtEdge(stack, "user-1")).reason === "SPLIT", 5000, "the rollout at the edge");
     const users = Array.from({ length: 50 }, (_, i) => `user-${i}`);
-    const before = await Promise.all(users.map((user) => evaluate(stack, user)));
+    const before = await Promise.all(users.map((user) => checkoutAtEdge(stack, user)));
 
     await stack.killControlPlane();
-    const during = await Promise.all(users.map((user) => evaluate(stack, user)));
+    const during = await Promise.all(users.map((user) => checkoutAtEdge(stack, user)));
     assert.deepEqual(during, before, "the same answers with the control plane gone");
 
     await stack.restartEdge();
-    const afterRestart = await Promise.all(users.map((user) => evaluate(stack, user)));
+    const afterRestart = await Promise.all(users.map((user) => checkoutAtEdge(stack, user)));
     assert.deepEqual(afterRestart, before, "and from a fresh isolate, read from the Durable Object");
     assert.equal(rollout.status, 200);
   } finally {
@@ -50,7 +42,7 @@ test("an edge that stops hearing pushes pulls the new configuration", async () =
     const killed = await stack.api("POST", "/api/v1/environments/production/flags/checkout-v2/kill", { reason: "pull test" });
     assert.equal(killed.status, 200);
     const answer = await until(async () => {
-      const answer = await evaluate(stack, "user-1");
+      const answer = await checkoutAtEdge(stack, "user-1");
       return answer.reason === "DISABLED" && answer;
     }, 15000, "the edge to pull the kill");
     assert.equal(answer.variant, "off");

@@ -45,3 +45,13 @@ export function contexts(count) {
     return context;
   });
 }
+
+/** Evaluates checkout-v2 at the stack's edge, as an app does: the OFREP answer and its status. */
+export async function checkoutAtEdge(stack, targetingKey) {
+  const response = await fetch(`${stack.edge}/ofrep/v1/evaluate/flags/checkout-v2`, {
+    method: "POST",
+    headers: { "x-api-key": stack.appToken, "content-type": "application/json" },
+    body: JSON.stringify({ context: { targetingKey } }),
+  });
+  return { status: response.status, ...(await response.json()) };
+}

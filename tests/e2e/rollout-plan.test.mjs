@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { test } from "node:test";
 
+import { checkoutAtEdge } from "./fixtures.mjs";
 import { startStack, until } from "../stack.mjs";
 
 /** A webhook receiver on loopback; `messages` fills as payloads arrive. */
@@ -20,15 +21,6 @@ async function receiver() {
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   return { url: `http://127.0.0.1:${server.address().port}/hook`, messages, close: () => server.close() };
-}
-
-async function evaluate(stack, targetingKey) {
-  const response = await fetch(`${stack.edge}/ofrep/v1/evaluate/flags/checkout-v2`, {
-    method: "POST",
-    headers: { "x-api-key": stack.appToken, "content-type": "application/json" },
-    body: JSON.stringify({ context: { targetingKey } }),
-  });
-  return response.json();
 }
 
 test("an error spike at 25% kills the flag at the edge, logged as the guardrail's decision", async () => {
@@ -50,13 +42,13 @@ test("an error spike at 25% kills the flag at the edge, logged as the guardrail'
     // The edge serves 25% and reports what it served.
     const users = Array.from({ length: 400 }, (_, i) => `user-${i}`);
     const answers = await until(async () => {
-      const answers = await Promise.all(users.map((user) => evaluate(stack, user)));
+      const answers = await Promise.all(users.map((user) => checkoutAtEdge(stack, user)));
       return answers.every((a) => a.reason === "SPLIT") && answers;
     }, 5000, "the 25% rollout at the edge");
     const exposed = answers.filter((a) => a.variant === "on").length;
     assert.ok(exposed > 60 && exposed < 140, `about 25% of 400, got ${exposed}`);
     const sums = await until(async () => {
-      await evaluate(stack, "user-0"); // traffic, so the edge's next report falls due
+      await checkoutAtEdge(stack, "user-0"); // traffic, so the edge's next report falls due
       const sums = (await stack.api("GET", "/api/v1/environments/production/metrics?flag=checkout-v2")).body;
       const counted = (sums.variants.on?.evaluations ?? 0) + (sums.variants.off?.evaluations ?? 0);
       return counted >= users.length && sums;
@@ -72,7 +64,7 @@ test("an error spike at 25% kills the flag at the edge, logged as the guardrail'
     assert.equal((await report(1000, 400)).status, 202);
 
     const killed = await until(async () => {
-      const answer = await evaluate(stack, "user-1");
+      const answer = await checkoutAtEdge(stack, "user-1");
       return answer.reason === "DISABLED" && answer;
     }, 5000, "the edge to serve the kill");
     assert.equal(killed.variant, "off");
