@@ -131,14 +131,19 @@ pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 
 /// A reason the audit log can show: required for rollouts and kills.
 pub(crate) fn required_reason(reason: String) -> Result<String, ApiError> {
-    let reason = reason.trim();
-    if reason.is_empty() {
+    required_text("reason", &reason)
+}
+
+/// `text` trimmed, or 400 naming `field` if nothing is left.
+pub(crate) fn required_text(field: &str, text: &str) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
         return Err(ApiError::Body {
             status: StatusCode::BAD_REQUEST,
-            detail: "`reason` must not be empty".into(),
+            detail: format!("`{field}` must not be empty"),
         });
     }
-    Ok(reason.to_owned())
+    Ok(text.to_owned())
 }
 
 #[cfg(test)]

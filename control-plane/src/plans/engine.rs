@@ -537,12 +537,5 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
 }
 
 fn required(rationale: &str) -> Result<String, ApiError> {
-    let rationale = rationale.trim();
-    if rationale.is_empty() {
-        return Err(ApiError::Body {
-            status: axum::http::StatusCode::BAD_REQUEST,
-            detail: "`rationale` must not be empty".into(),
-        });
-    }
-    Ok(rationale.to_owned())
+    crate::api::required_text("rationale", rationale)
 }
