@@ -62,9 +62,16 @@ impl Rollgate {
         response.unwrap().json().await.unwrap()
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+/// SIGKILL, also when a failed assertion unwinds past a running server.
+impl Drop for Rollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
