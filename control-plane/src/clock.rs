@@ -6,6 +6,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 
+    /// The current minute since the epoch: how metric counts are keyed.
+    fn minute(&self) -> i64 {
+        self.now().timestamp().div_euclid(60)
+    }
+
     /// Now as RFC 3339 with milliseconds, the form stored and served.
     fn timestamp(&self) -> String {
         self.now().to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -76,8 +76,7 @@ pub(crate) async fn get_metrics(
             detail: "`window_seconds` is 60 to 7776000 (90 days)".into(),
         });
     }
-    let now = state.clock.now().timestamp().div_euclid(60);
-    let since = now - window_seconds.div_ceil(60) as i64;
+    let since = state.clock.minute() - window_seconds.div_ceil(60) as i64;
     let counts = state.store.metric_counts(&environment, &query.flag, since).await?;
     let mut variants: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for (variant, metric, _, value) in counts.rows {

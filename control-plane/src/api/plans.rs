@@ -82,10 +82,7 @@ pub(crate) async fn get_plan(
         return Ok(Json(PlanView { plan, readings: Vec::new(), hold_until: None }));
     }
     let readings = engine::read(&state, &plan).await?;
-    let hold_until = chrono::DateTime::parse_from_rfc3339(&plan.stage_started_at).ok().map(|at| {
-        let until = at + chrono::Duration::seconds(plan.current().hold_seconds as i64);
-        until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    });
+    let hold_until = Some(plan.hold_until()?.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     Ok(Json(PlanView { plan, readings, hold_until }))
 }
 

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -390,9 +389,8 @@ pub async fn read(state: &AppState, plan: &Plan) -> Result<Vec<Reading>, StoreEr
     let Some(widest) = criteria.iter().map(|c| c.window_minutes()).max() else {
         return Ok(Vec::new());
     };
-    let now = state.clock.now().timestamp().div_euclid(60);
-    let stage_began = parse_time(&plan.stage_started_at)?.timestamp().div_euclid(60);
-    let since = (now - widest).max(stage_began - 1);
+    let stage_began = plan.stage_began()?.timestamp().div_euclid(60);
+    let since = (state.clock.minute() - widest).max(stage_began - 1);
     let mut counts: Counts =
         state.store.metric_counts(&plan.environment, &plan.flag, since).await?;
     counts.first_minute = stage_began;
@@ -455,13 +453,11 @@ async fn tick_plan(state: &AppState, plan: &Plan) -> Result<Option<PlanChanged>,
         });
         return state.store.change_plan(plan.id, change).await;
     }
-    let started = parse_time(&plan.stage_started_at)?;
-    let hold = chrono::Duration::seconds(plan.current().hold_seconds as i64);
     let healthy = readings.iter().all(|reading| reading.verdict == Verdict::Pass);
     if plan.status != Status::Running || !plan.auto_advance || !healthy {
         return Ok(None);
     }
-    if state.clock.now() < started + hold {
+    if state.clock.now() < plan.hold_until()? {
         return Ok(None);
     }
     let change: PlanChange = Box::new(move |plan, _, flag_state, now| {
@@ -497,8 +493,7 @@ pub fn spawn_scheduler(state: AppState, every: Duration) -> tokio::task::JoinHan
                 tracing::error!(%error, "scheduler tick failed");
             }
             if pruned_at.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
-                let horizon =
-                    state.clock.now().timestamp().div_euclid(60) - (super::MAX_SECONDS / 60) as i64;
+                let horizon = state.clock.minute() - (super::MAX_SECONDS / 60) as i64;
                 if let Err(error) = state.store.prune_metrics(horizon).await {
                     tracing::error!(%error, "pruning metric counts failed");
                 }
@@ -528,12 +523,6 @@ fn committed(state: &AppState, changed: &PlanChanged) {
         decided_by = %changed.decision.decided_by,
         "plan decision"
     );
-}
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| StoreError::Internal(format!("stored time `{text}`: {e}")))
 }
 
 fn required(rationale: &str) -> Result<String, ApiError> {

@@ -10,6 +10,7 @@ pub mod templates;
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use flag_core::wire::{self, Rollout, Serve};
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +153,20 @@ impl Plan {
 
     pub fn is_last_stage(&self) -> bool {
         self.stage + 1 == self.stages.len()
+    }
+
+    /// When the current stage was entered.
+    pub fn stage_began(&self) -> Result<DateTime<Utc>, StoreError> {
+        DateTime::parse_from_rfc3339(&self.stage_started_at)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|e| {
+                StoreError::Internal(format!("stored time `{}`: {e}", self.stage_started_at))
+            })
+    }
+
+    /// When the current stage's hold ends.
+    pub fn hold_until(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.stage_began()? + chrono::Duration::seconds(self.current().hold_seconds as i64))
     }
 
     /// The segments exposed at stage `index`: its own and every earlier stage's.

@@ -742,7 +742,7 @@ impl Store for SqliteStore {
         since_minute: i64,
     ) -> Result<Counts, StoreError> {
         let (environment, flag) = (environment.to_owned(), flag.to_owned());
-        let minute = minute_of(&self.clock.timestamp())?;
+        let minute = self.clock.minute();
         self.read(move |tx| {
             let mut statement = tx.prepare(
                 "SELECT variant, metric, minute, value FROM metric_counts
