@@ -182,11 +182,8 @@ pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
         "metrics",
     ])?;
     for decision in decisions {
-        let stage = match (&decision.from_stage, &decision.to_stage) {
-            (Some(from), Some(to)) if from != to => format!("{from}→{to}"),
-            (Some(stage), _) | (None, Some(stage)) => stage.clone(),
-            (None, None) => String::new(),
-        };
+        let stage =
+            crate::plans::stage_label(decision.from_stage.as_deref(), decision.to_stage.as_deref());
         writer.write_record([
             decision.at.as_str(),
             &stage,

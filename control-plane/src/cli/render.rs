@@ -143,11 +143,8 @@ pub(super) fn decisions(value: &Value) -> String {
     let rows = list(value)
         .iter()
         .map(|d| {
-            let stage = match (d["from_stage"].as_str(), d["to_stage"].as_str()) {
-                (Some(from), Some(to)) if from != to => format!("{from}→{to}"),
-                (Some(stage), _) | (None, Some(stage)) => stage.to_owned(),
-                (None, None) => "-".into(),
-            };
+            let stage = crate::plans::stage_label(d["from_stage"].as_str(), d["to_stage"].as_str());
+            let stage = if stage.is_empty() { "-".to_owned() } else { stage };
             vec![
                 text(&d["at"]),
                 text(&d["plan"]),

@@ -304,6 +304,16 @@ pub struct Decision {
     pub metrics: serde_json::Value,
 }
 
+/// A decision's stage as the decision log template writes it: `beta→ga` for a move, `beta` for
+/// a decision within or out of a stage, empty for none.
+pub fn stage_label(from: Option<&str>, to: Option<&str>) -> String {
+    match (from, to) {
+        (Some(from), Some(to)) if from != to => format!("{from}→{to}"),
+        (Some(stage), _) | (None, Some(stage)) => stage.to_owned(),
+        (None, None) => String::new(),
+    }
+}
+
 /// Which decisions to return; empty fields match everything.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
