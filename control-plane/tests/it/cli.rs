@@ -46,6 +46,16 @@ fn json_of(output: &Output) -> Value {
     serde_json::from_str(&stdout(output)).unwrap()
 }
 
+/// Runs `rollgate args`, which must fail, and returns its exit code and message.
+async fn fails(
+    server: &Server,
+    token: Option<&str>,
+    config: &Path,
+    args: &[&str],
+) -> (i32, String) {
+    failure(&rollgate(server, token, config, args).await)
+}
+
 /// The exit code and the message of a failed run.
 fn failure(output: &Output) -> (i32, String) {
     (output.status.code().unwrap(), String::from_utf8_lossy(&output.stderr).into_owned())
@@ -228,60 +238,51 @@ async fn failures_say_what_to_do_and_exit_with_their_code() {
         "{message}"
     );
 
-    let (code, message) =
-        failure(&rollgate(&server, Some("rg_not_a_token"), &config, &["flags", "list"]).await);
+    let (code, message) = fails(&server, Some("rg_not_a_token"), &config, &["flags", "list"]).await;
     assert_eq!(code, 4);
     assert!(
         message.contains("401") && message.contains("rollgate config set --token"),
         "{message}"
     );
-    let (code, message) = failure(&rollgate(&server, None, &config, &["edges"]).await);
+    let (code, message) = fails(&server, None, &config, &["edges"]).await;
     assert_eq!(code, 4);
     assert!(message.contains("No token is set"), "{message}");
 
-    let (code, message) = failure(
-        &rollgate(
-            &server,
-            Some(RELEASE),
-            &config,
-            &["kill", "nope", "--env", "production", "--reason", "x"],
-        )
-        .await,
-    );
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["kill", "nope", "--env", "production", "--reason", "x"],
+    )
+    .await;
     assert_eq!(code, 5);
     assert!(
         message.contains("flag `nope` not found") && message.contains("rollgate flags list"),
         "{message}"
     );
-    let (code, _) =
-        failure(&rollgate(&server, Some(RELEASE), &config, &["flags", "get", "nope"]).await);
+    let (code, _) = fails(&server, Some(RELEASE), &config, &["flags", "get", "nope"]).await;
     assert_eq!(code, 5);
 
-    let (code, message) = failure(
-        &rollgate(&server, Some(RELEASE), &config, &["kill", "checkout-v2", "--reason", "x"]).await,
-    );
+    let (code, message) =
+        fails(&server, Some(RELEASE), &config, &["kill", "checkout-v2", "--reason", "x"]).await;
     assert_eq!(code, 2);
     assert!(message.contains("which environment?"), "{message}");
-    let (code, message) = failure(
-        &rollgate(
-            &server,
-            Some(RELEASE),
-            &config,
-            &["rollout", "checkout-v2", "120%", "--env", "production", "--reason", "x"],
-        )
-        .await,
-    );
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["rollout", "checkout-v2", "120%", "--env", "production", "--reason", "x"],
+    )
+    .await;
     assert_eq!(code, 2);
     assert!(message.contains("not a percentage"), "{message}");
-    let (code, message) = failure(
-        &rollgate(
-            &server,
-            Some(RELEASE),
-            &config,
-            &["rollout", "checkout-v2", "5%", "--env", "production", "--reason", " "],
-        )
-        .await,
-    );
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["rollout", "checkout-v2", "5%", "--env", "production", "--reason", " "],
+    )
+    .await;
     assert_eq!(code, 6);
     assert!(message.contains("`reason` must not be empty"), "{message}");
 
@@ -297,26 +298,24 @@ async fn failures_say_what_to_do_and_exit_with_their_code() {
         "go",
     ];
     assert!(rollgate(&server, Some(RELEASE), &config, &start).await.status.success());
-    let (code, message) = failure(&rollgate(&server, Some(RELEASE), &config, &start).await);
+    let (code, message) = fails(&server, Some(RELEASE), &config, &start).await;
     assert_eq!(code, 6);
     assert!(message.contains("409 Conflict"), "{message}");
     let complete = ["plan", "complete", "checkout-v2", "--env", "production", "--reason", "done"];
-    let (code, message) = failure(&rollgate(&server, Some(RELEASE), &config, &complete).await);
+    let (code, message) = fails(&server, Some(RELEASE), &config, &complete).await;
     assert_eq!(code, 6);
     assert!(message.contains("only the last stage completes"), "{message}");
-    let (code, message) = failure(
-        &rollgate(
-            &server,
-            Some(RELEASE),
-            &config,
-            &["plan", "status", "banner", "--env", "production"],
-        )
-        .await,
-    );
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["plan", "status", "banner", "--env", "production"],
+    )
+    .await;
     assert_eq!(code, 5);
     assert!(message.contains("rollgate plan start banner"), "{message}");
     std::fs::write(&config, "url = 3").unwrap();
-    let (code, message) = failure(&rollgate(&server, Some(RELEASE), &config, &["edges"]).await);
+    let (code, message) = fails(&server, Some(RELEASE), &config, &["edges"]).await;
     assert_eq!(code, 2);
     assert!(message.contains("is not a valid config file"), "{message}");
 }
