@@ -1,19 +1,16 @@
 //! Time, injectable so tests (and rollout schedules) can run on simulated time.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+
+use crate::model::time::Timestamp;
 
 /// The source of "now" for everything in the control plane.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 
-    /// The current minute since the epoch: how metric counts are keyed.
-    fn minute(&self) -> i64 {
-        self.now().timestamp().div_euclid(60)
-    }
-
-    /// Now as RFC 3339 with milliseconds, the form stored and served.
-    fn timestamp(&self) -> String {
-        self.now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    /// Now, to the millisecond: the time records get.
+    fn timestamp(&self) -> Timestamp {
+        Timestamp::from_datetime(self.now())
     }
 }
 

@@ -8,15 +8,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_worker::config::{SIGNATURE_HEADER, envelope, sign};
+use edge_worker::config::{RefusalAnswer, RefusalKind, SIGNATURE_HEADER, envelope, sign};
 use tokio::task::AbortHandle;
 
-use crate::AppState;
-use crate::store::{EdgeRecord, PushOutcome};
+use crate::auth::Tokens;
+use crate::clock::Clock;
+use crate::model::edge::{EdgeRecord, PushOutcome};
+use crate::publisher::Publisher;
+use crate::store::{self, Committed, Store, StoreError};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of an edge's answer read, and kept as the reason a push failed.
+const ANSWER_LIMIT: usize = 64 << 10;
+const ERROR_EXCERPT: usize = 512;
 
 /// A signed envelope and its position (version, readers revision).
 pub struct Envelope {
@@ -25,41 +31,47 @@ pub struct Envelope {
     pub position: (u64, u64),
 }
 
-/// The edges' push tasks, and the secret they sign with.
+/// The edges' push tasks, and what they push: the publisher's snapshots, the tokens' readers,
+/// signed with the secret.
 #[derive(Clone)]
-pub struct Edges {
-    secret: Option<Arc<[u8]>>,
+pub struct Edges(Arc<Inner>);
+
+struct Inner {
+    secret: Option<Vec<u8>>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    publisher: Publisher,
+    tokens: Tokens,
     client: reqwest::Client,
-    tasks: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    tasks: Mutex<HashMap<String, AbortHandle>>,
 }
 
 impl Edges {
     /// Without a secret, edges cannot be registered or fed.
-    pub fn new(secret: Option<Vec<u8>>) -> Self {
+    pub fn new(
+        secret: Option<Vec<u8>>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        publisher: Publisher,
+        tokens: Tokens,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(PUSH_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client always builds");
-        Self { secret: secret.map(Into::into), client, tasks: Arc::default() }
+        let tasks = Mutex::default();
+        Self(Arc::new(Inner { secret, store, clock, publisher, tokens, client, tasks }))
     }
 
     pub fn has_secret(&self) -> bool {
-        self.secret.is_some()
-    }
-
-    /// Starts pushing to every registered edge.
-    pub async fn start_all(state: &AppState) -> Result<(), crate::store::StoreError> {
-        for edge in state.store.edges().await? {
-            state.edges.start(state, edge);
-        }
-        Ok(())
+        self.0.secret.is_some()
     }
 
     /// Starts (or restarts) pushing to `edge`.
-    pub fn start(&self, state: &AppState, edge: EdgeRecord) {
+    pub fn start(&self, edge: EdgeRecord) {
         let name = edge.name.clone();
-        let task = tokio::spawn(push_loop(state.clone(), edge)).abort_handle();
+        let task = tokio::spawn(push_loop(self.clone(), edge)).abort_handle();
         if let Some(previous) = self.lock().insert(name, task) {
             previous.abort();
         }
@@ -79,38 +91,39 @@ impl Edges {
         }
     }
 
+    /// The environment's current envelope, signed; `None` without a secret or environment.
+    pub fn current_envelope(&self, environment: &str) -> Option<Envelope> {
+        let secret = self.0.secret.as_deref()?;
+        let snapshot = self.0.publisher.current(environment)?;
+        let (readers_revision, readers) = self.0.tokens.readers(environment);
+        let body: Bytes = envelope(
+            environment,
+            snapshot.version(),
+            readers_revision,
+            &readers,
+            &snapshot.published.json,
+        )
+        .into();
+        let signature = sign(secret, &body);
+        Some(Envelope { body, signature, position: (snapshot.version(), readers_revision) })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
-        self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// The environment's current envelope, signed; `None` without a secret or environment.
-pub fn current_envelope(state: &AppState, environment: &str) -> Option<Envelope> {
-    let secret = state.edges.secret.as_deref()?;
-    let snapshot = state.publisher.current(environment)?;
-    let (readers_revision, readers) = state.tokens.readers(environment);
-    let body: Bytes = envelope(
-        environment,
-        snapshot.version(),
-        readers_revision,
-        &readers,
-        &snapshot.published.json,
-    )
-    .into();
-    let signature = sign(secret, &body);
-    Some(Envelope { body, signature, position: (snapshot.version(), readers_revision) })
-}
-
-async fn push_loop(state: AppState, edge: EdgeRecord) {
-    let mut changes = state.publisher.changes();
+async fn push_loop(edges: Edges, edge: EdgeRecord) {
+    let mut changes = edges.0.publisher.changes();
     let mut acknowledged = edge.applied_version.zip(edge.applied_readers_revision);
     let mut backoff = MIN_BACKOFF;
     loop {
         changes.mark_unchanged();
-        let pending = current_envelope(&state, &edge.environment)
+        let pending = edges
+            .current_envelope(&edge.environment)
             .filter(|envelope| acknowledged.is_none_or(|have| have != envelope.position));
         if let Some(envelope) = pending {
-            let outcome = push(&state, &edge, &envelope).await;
+            let outcome = push(&edges.0.client, &edge, &envelope).await;
             let failed = matches!(outcome, PushOutcome::Failed(_));
             if let PushOutcome::Failed(error) = &outcome {
                 tracing::warn!(edge = %edge.name, %error, "push failed; retrying in {backoff:?}");
@@ -118,7 +131,7 @@ async fn push_loop(state: AppState, edge: EdgeRecord) {
                 acknowledged = Some(envelope.position);
                 backoff = MIN_BACKOFF;
             }
-            if let Err(error) = state.store.record_push(&edge.name, outcome).await {
+            if let Err(error) = edges.record(&edge.name, outcome).await {
                 tracing::error!(edge = %edge.name, %error, "recording a push");
             }
             if failed {
@@ -137,28 +150,71 @@ async fn push_loop(state: AppState, edge: EdgeRecord) {
     }
 }
 
-async fn push(state: &AppState, edge: &EdgeRecord, envelope: &Envelope) -> PushOutcome {
-    let request = state
-        .edges
-        .client
+async fn push(client: &reqwest::Client, edge: &EdgeRecord, envelope: &Envelope) -> PushOutcome {
+    let request = client
         .post(format!("{}/rollgate/v1/push", edge.url))
         .header("content-type", "application/json")
         .header(SIGNATURE_HEADER, &envelope.signature)
         .body(envelope.body.clone());
     let (version, readers_revision) = envelope.position;
-    match request.send().await {
-        Ok(response) if response.status().is_success() => {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return PushOutcome::Failed(format!("could not reach the edge: {error}")),
+    };
+    let status = response.status();
+    if status.is_success() {
+        return PushOutcome::Acknowledged { version, readers_revision };
+    }
+    let answer = read_limited(response, ANSWER_LIMIT).await;
+    match serde_json::from_slice::<RefusalAnswer>(&answer) {
+        // The edge already has this or something newer: nothing to retry.
+        Ok(refusal) if refusal.refusal == RefusalKind::Stale => {
             PushOutcome::Acknowledged { version, readers_revision }
         }
-        Ok(response) => {
-            let status = response.status();
-            let detail = response.text().await.unwrap_or_default();
-            // The edge already has this or something newer: nothing to retry.
-            if status.as_u16() == 422 && detail.contains("stale") {
-                return PushOutcome::Acknowledged { version, readers_revision };
-            }
-            PushOutcome::Failed(format!("the edge answered {status}: {detail}"))
+        Ok(refusal) => PushOutcome::Failed(format!(
+            "the edge answered {status}, {:?}: {}",
+            refusal.refusal,
+            excerpt(&refusal.detail)
+        )),
+        Err(_) => PushOutcome::Failed(format!(
+            "the edge answered {status}: {}",
+            excerpt(&String::from_utf8_lossy(&answer))
+        )),
+    }
+}
+
+/// At most `limit` bytes of a response's body: an edge's answer is never trusted to be small.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]);
+        if body.len() == limit {
+            break;
         }
-        Err(error) => PushOutcome::Failed(format!("could not reach the edge: {error}")),
+    }
+    body
+}
+
+/// The start of `text`, on a character boundary.
+fn excerpt(text: &str) -> &str {
+    let mut end = text.len().min(ERROR_EXCERPT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl Edges {
+    /// Records what an edge acknowledged, or why a push to it failed: the control plane's own
+    /// bookkeeping, not audited.
+    async fn record(&self, name: &str, outcome: PushOutcome) -> Result<(), StoreError> {
+        let (name, now) = (name.to_owned(), self.0.clock.timestamp());
+        store::write(self.0.store.as_ref(), move |tx| {
+            Box::pin(async move {
+                tx.record_push(&name, &outcome, now).await?;
+                Ok(Committed::alone(()))
+            })
+        })
+        .await
     }
 }

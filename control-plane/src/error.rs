@@ -5,6 +5,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::model::Refusal;
+use crate::service;
 use crate::store::StoreError;
 
 /// RFC 9457 problem details, as every error is answered.
@@ -35,15 +37,22 @@ pub enum ApiError {
         "this token is bound to no environment: use a read token bound to one, or name the environment in the URL, /api/v1/environments/{{env}}/ofrep/v1/evaluate/flags"
     )]
     Unbound,
-    /// The token's scope suffices for the route but not for this resource, e.g. a stage only
-    /// named tokens may advance.
-    #[error("{0}")]
-    NotPermitted(String),
     /// A body that is not the JSON the route takes: malformed, unknown fields, too large.
     #[error("{detail}")]
     Body { status: StatusCode, detail: String },
     #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<service::Error> for ApiError {
+    fn from(error: service::Error) -> Self {
+        match error {
+            service::Error::Refused(refusal) => Self::Refused(refusal),
+            service::Error::Store(error) => Self::Store(error),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -53,20 +62,18 @@ impl IntoResponse for ApiError {
             Self::Forbidden(_)
             | Self::OtherEnvironment(_)
             | Self::Unbound
-            | Self::NotPermitted(_) => (StatusCode::FORBIDDEN, "Forbidden"),
-            Self::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
-            Self::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
-            Self::Store(StoreError::Stale(_)) => {
+            | Self::Refused(Refusal::Forbidden(_)) => (StatusCode::FORBIDDEN, "Forbidden"),
+            Self::Refused(Refusal::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
+            Self::Refused(Refusal::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
+            Self::Refused(Refusal::Stale(_)) => {
                 (StatusCode::PRECONDITION_FAILED, "Precondition failed")
             }
-            Self::Store(StoreError::BadKey(_)) => (StatusCode::BAD_REQUEST, "Bad request"),
+            Self::Refused(Refusal::Malformed(_)) => (StatusCode::BAD_REQUEST, "Bad request"),
             Self::Body { status, .. } => (*status, "Bad request body"),
-            Self::Store(StoreError::Invalid(_) | StoreError::Refused(_)) => {
+            Self::Refused(Refusal::Invalid(_) | Refusal::Unprocessable(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Invalid change")
             }
-            Self::Store(StoreError::Internal(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
-            }
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         };
         let mut body = Problem {
             kind: "about:blank",
@@ -77,8 +84,8 @@ impl IntoResponse for ApiError {
         };
         match &self {
             // Internal details stay in the log.
-            Self::Store(StoreError::Internal(detail)) => tracing::error!(%detail, "internal error"),
-            Self::Store(StoreError::Invalid(error)) => {
+            Self::Store(error) => tracing::error!(%error, "internal error"),
+            Self::Refused(Refusal::Invalid(error)) => {
                 body.detail = Some(error.to_string());
                 body.path = Some(error.path.clone());
             }

@@ -8,8 +8,10 @@ pub mod clock;
 pub mod edges;
 pub mod error;
 pub mod metrics;
+pub mod model;
 pub mod plans;
 pub mod publisher;
+pub mod service;
 pub mod store;
 pub mod webhooks;
 
@@ -18,17 +20,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::{MethodRouter, get, post, put};
-use tokio::sync::Notify;
 
-use crate::auth::Tokens;
 use crate::clock::Clock;
-use crate::edges::Edges;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
-use crate::store::{Store, StoreError};
+use crate::service::Service;
+use crate::store::Store;
 
 /// Larger request bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -38,17 +35,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub publisher: Publisher,
-    pub tokens: Tokens,
+    pub service: Service,
     pub metrics: Metrics,
-    pub edges: Edges,
-    pub clock: Arc<dyn Clock>,
     pub settings: Settings,
-    /// Makes the plan scheduler run now, e.g. when metrics arrive.
-    pub wake_scheduler: Notify,
-    /// Makes the webhook sender look for new notifications now.
-    pub wake_deliveries: Notify,
 }
 
 /// Tunables, with production defaults.
@@ -67,28 +56,14 @@ impl Default for Settings {
 }
 
 impl AppState {
-    /// The state for a store: its snapshots and tokens loaded into memory.
+    /// The state for a store: the service started on it (see `Service::start`).
     pub async fn load(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         settings: Settings,
-    ) -> Result<Self, StoreError> {
-        let publisher = Publisher::load(store.as_ref()).await?;
-        let tokens = Tokens::new(store.tokens().await?.into_iter().map(|stored| stored.token));
-        tokens.set_revision(store.readers_revision().await?);
-        let metrics = Metrics::default();
-        let edges = Edges::new(settings.push_secret.clone());
-        Ok(Self(Arc::new(Shared {
-            store,
-            publisher,
-            tokens,
-            metrics,
-            edges,
-            clock,
-            settings,
-            wake_scheduler: Notify::new(),
-            wake_deliveries: Notify::new(),
-        })))
+    ) -> Result<Self, service::Error> {
+        let service = Service::start(store, clock, settings.push_secret.clone()).await?;
+        Ok(Self(Arc::new(Shared { service, metrics: Metrics::default(), settings })))
     }
 }
 
@@ -107,16 +82,16 @@ pub fn route_paths() -> Vec<&'static str> {
 
 fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     use api::{
-        audit, counters, dashboard, edges, environments, flags, ofrep, plans, segments, snapshot,
-        stream, tokens, webhooks,
+        audit, counters, dashboard, edges, environments, flags, health, ofrep, plans, segments,
+        snapshot, stream, tokens, webhooks,
     };
     use axum::routing::delete;
     vec![
         ("/", get(dashboard::index)),
         ("/dashboard/{file}", get(dashboard::asset)),
-        ("/healthz", get(healthz)),
-        ("/readyz", get(readyz)),
-        ("/metrics", get(metrics::get_metrics)),
+        ("/healthz", get(health::healthz)),
+        ("/readyz", get(health::readyz)),
+        ("/metrics", get(health::get_metrics)),
         ("/api/openapi.json", get(api::openapi::get_openapi)),
         ("/api/v1/audit", get(audit::get_audit)),
         ("/api/v1/tokens", get(tokens::list_tokens).post(tokens::post_token)),
@@ -179,25 +154,7 @@ pub fn app(state: AppState) -> Router {
         router = router.route(path, handler);
     }
     router
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
-}
-
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "OK", body = String, content_type = "text/plain"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// The store answers.
-#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "OK", body = String, content_type = "text/plain"), (status = 503, description = "The store does not answer", body = String, content_type = "text/plain"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match state.store.environments().await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(error) => {
-            tracing::error!(%error, "store not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
-        }
-    }
 }

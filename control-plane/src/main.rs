@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
-use control_plane::auth::{self, Scope, Token};
+use control_plane::auth;
 use control_plane::clock::SystemClock;
-use control_plane::edges::Edges;
+use control_plane::model::Refusal;
+use control_plane::model::flag::FlagDefinition;
+use control_plane::model::token::{Scope, Token};
+use control_plane::service::{self, Service};
 use control_plane::store::sqlite::SqliteStore;
-use control_plane::store::{FlagDefinition, Store, StoreError};
-use control_plane::{AppState, Settings, app, cli, plans, webhooks};
+use control_plane::{AppState, Settings, app, cli, webhooks};
 
 #[derive(Parser)]
 #[command(name = "rollgate", version, about = "Staged feature rollouts at the edge")]
@@ -86,20 +88,19 @@ async fn serve(
         anyhow::bail!("the push secret must be at least 16 characters");
     }
     let clock = Arc::new(SystemClock);
-    let store = SqliteStore::open(&db, clock.clone())
-        .await
-        .with_context(|| format!("opening {}", db.display()))?;
-    bootstrap_admin_token(&store).await?;
-    if demo {
-        create_demo_flag(&store).await?;
-    }
+    let store =
+        SqliteStore::open(&db).await.with_context(|| format!("opening {}", db.display()))?;
     let settings =
         Settings { push_secret: push_secret.map(String::into_bytes), ..Settings::default() };
-    let state = AppState::load(Arc::new(store), clock, settings).await?;
-    Edges::start_all(&state).await?;
-    plans::engine::spawn_scheduler(state.clone(), scheduler_tick);
-    webhooks::spawn(state.clone());
-    let (publisher, edges) = (state.publisher.clone(), state.edges.clone());
+    let state = AppState::load(Arc::new(store), clock.clone(), settings).await?;
+    let service = &state.service;
+    bootstrap_admin_token(service).await?;
+    if demo {
+        create_demo_flag(service).await?;
+    }
+    service::plans::spawn_scheduler(service.clone(), scheduler_tick);
+    webhooks::spawn(service.store(), clock, service.deliveries());
+    let (publisher, edges) = (service.publisher.clone(), service.edges.clone());
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
@@ -137,8 +138,8 @@ async fn shutdown_signal() {
 
 /// On first start, creates the `admin` token: `ROLLGATE_ADMIN_TOKEN` if set, else a new one
 /// printed once, here, and never again.
-async fn bootstrap_admin_token(store: &SqliteStore) -> anyhow::Result<()> {
-    if !store.tokens().await?.is_empty() {
+async fn bootstrap_admin_token(service: &Service) -> anyhow::Result<()> {
+    if !service::tokens::list(service).await?.is_empty() {
         return Ok(());
     }
     let (token, generated) = match std::env::var("ROLLGATE_ADMIN_TOKEN") {
@@ -152,7 +153,7 @@ async fn bootstrap_admin_token(store: &SqliteStore) -> anyhow::Result<()> {
         environment: None,
         hash: auth::hash(&token),
     };
-    store.create_token(record, "rollgate").await?;
+    service::tokens::create(service, record, service::environments::SYSTEM_ACTOR).await?;
     if generated {
         eprintln!(
             "\nrollgate: created the admin token. It is shown this once; keep it safe:\n\n    {token}\n"
@@ -161,7 +162,7 @@ async fn bootstrap_admin_token(store: &SqliteStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_demo_flag(store: &SqliteStore) -> anyhow::Result<()> {
+async fn create_demo_flag(service: &Service) -> anyhow::Result<()> {
     let flag = FlagDefinition {
         key: "checkout-v2".into(),
         kind: "boolean".into(),
@@ -169,8 +170,8 @@ async fn create_demo_flag(store: &SqliteStore) -> anyhow::Result<()> {
         off_variant: "off".into(),
         salt: None,
     };
-    match store.create_flag(flag, "rollgate").await {
-        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+    match service::flags::create(service, flag, service::environments::SYSTEM_ACTOR).await {
+        Ok(_) | Err(service::Error::Refused(Refusal::Conflict(_))) => Ok(()),
         Err(error) => Err(error.into()),
     }
 }

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::AppState;
+use crate::publisher::Publisher;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -150,9 +149,9 @@ impl Drop for Subscribed {
 
 /// Middleware: counts and times every request by its route pattern, never its raw path, so
 /// label sets stay few.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let metrics = &state.metrics.inner;
+    let metrics = &metrics.inner;
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -179,20 +178,21 @@ fn static_method(method: &Method) -> &'static str {
     }
 }
 
-/// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn get_metrics(State(state): State<AppState>) -> Response {
-    let metrics = &state.metrics.inner;
-    for environment in state.publisher.environments() {
-        if let Some(current) = state.publisher.current(&environment) {
-            let version = i64::try_from(current.version()).unwrap_or(i64::MAX);
-            metrics.versions.get_or_create(&EnvironmentLabels { environment }).set(version);
+impl Metrics {
+    /// Every metric in OpenMetrics text, with each environment's current version.
+    pub fn encode(&self, publisher: &Publisher) -> String {
+        let metrics = &self.inner;
+        for environment in publisher.environments() {
+            if let Some(current) = publisher.current(&environment) {
+                let version = i64::try_from(current.version()).unwrap_or(i64::MAX);
+                metrics.versions.get_or_create(&EnvironmentLabels { environment }).set(version);
+            }
         }
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
+        {
+            tracing::error!(%error, "encoding metrics");
+        }
+        text
     }
-    let mut text = String::new();
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &metrics.registry) {
-        tracing::error!(%error, "encoding metrics");
-    }
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-        .into_response()
 }

@@ -1,22 +1,29 @@
 //! The current snapshot of every environment, held in memory so reads never touch the store,
-//! and the stream of new versions that subscribers follow.
+//! and the recent versions that stream subscribers follow.
+//!
+//! Versions arrive in commit order, one by one. A subscriber keeps only its place (the last
+//! version it sent) and takes the next version from here when it is ready for it, so a slow
+//! subscriber holds up neither the writer nor any other subscriber. One that falls behind the
+//! versions kept here skips to the current one: each snapshot holds the whole state.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::store::{Published, Store, StoreError};
+use crate::model::flag::Published;
 
-/// Recent versions kept per environment, so a subscriber that reconnects with `Last-Event-ID`
-/// gets exactly the versions it missed. One further behind gets the current snapshot, which
-/// holds every change: a snapshot is the whole state, never a delta.
-const RECENT_VERSIONS: usize = 64;
+/// Recent versions kept per environment, so a subscriber that reconnects with `Last-Event-ID`,
+/// or that fell a little behind, gets exactly the versions it missed: at most this many, and
+/// at most `RECENT_BYTES` of their events (the newest is always kept).
+pub const RECENT_VERSIONS: usize = 1024;
+pub const RECENT_BYTES: usize = 32 << 20;
 
 /// A published snapshot as the API serves it.
 #[derive(Debug)]
 pub struct Current {
+    /// Its `json` shares the event's bytes.
     pub published: Published,
     /// `"<version>"`, the snapshot's ETag.
     pub etag: String,
@@ -25,14 +32,17 @@ pub struct Current {
 }
 
 impl Current {
-    fn new(published: Published) -> Self {
+    fn new(mut published: Published) -> Self {
         let version = published.version;
-        let mut event = Vec::with_capacity(published.json.len() + 48);
-        event.extend_from_slice(format!("id: {version}\nevent: snapshot\ndata: ").as_bytes());
+        let head = format!("id: {version}\nevent: snapshot\ndata: ");
+        let mut event = Vec::with_capacity(head.len() + published.json.len() + 2);
+        event.extend_from_slice(head.as_bytes());
         // serde_json writes no newlines, so the document fits one `data:` line.
         event.extend_from_slice(&published.json);
         event.extend_from_slice(b"\n\n");
-        Self { etag: format!("\"{version}\""), event: event.into(), published }
+        let event = Bytes::from(event);
+        published.json = event.slice(head.len()..event.len() - 2);
+        Self { etag: format!("\"{version}\""), event, published }
     }
 
     pub fn version(&self) -> u64 {
@@ -54,46 +64,106 @@ impl Default for Publisher {
 }
 
 struct Channel {
-    /// Oldest first; the last is current.
-    recent: VecDeque<Arc<Current>>,
-    sender: broadcast::Sender<Arc<Current>>,
+    current: Arc<Current>,
+    /// Contiguous versions' events, oldest first; the last is current's.
+    recent: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    /// The current version: subscribers wait for it to change.
+    version: watch::Sender<u64>,
 }
 
-/// What a new subscriber gets: the versions it has not seen yet, then every new one.
+impl Channel {
+    /// The event to send after `sent`: the next version, or the current one for a subscriber
+    /// that fell behind the versions kept. `None` when `sent` is current.
+    fn after(&self, sent: u64) -> Option<(u64, Bytes)> {
+        let current = self.current.version();
+        if sent >= current {
+            return None;
+        }
+        let oldest = self.recent.front().map_or(current, |(version, _)| *version);
+        if sent + 1 < oldest {
+            return Some((current, self.current.event.clone()));
+        }
+        usize::try_from(sent + 1 - oldest).ok().and_then(|index| self.recent.get(index).cloned())
+    }
+}
+
+/// A subscriber's place in an environment's versions.
 pub struct Subscription {
-    pub backlog: Vec<Arc<Current>>,
-    pub receiver: broadcast::Receiver<Arc<Current>>,
+    publisher: Publisher,
+    environment: String,
+    /// The last version sent: nothing at or below it is sent again.
+    sent: u64,
+    version: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next version's event, once there is one. `None`: the publisher closed (shutdown).
+    /// Cancel-safe: waiting can be abandoned and resumed without losing a version.
+    pub async fn next(&mut self) -> Option<(u64, Bytes)> {
+        loop {
+            self.version.borrow_and_update();
+            let next = self.publisher.read().get(&self.environment)?.after(self.sent);
+            if let Some((version, event)) = next {
+                self.sent = version;
+                return Some((version, event));
+            }
+            self.version.changed().await.ok()?;
+        }
+    }
 }
 
 impl Publisher {
-    /// Loads every environment's snapshot from the store.
-    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
-        let publisher = Self::default();
-        for environment in store.environments().await? {
-            publisher.publish(store.snapshot(&environment.name).await?);
-        }
-        Ok(publisher)
-    }
-
-    /// Makes `snapshot` current and sends it to subscribers, unless a newer version already is.
+    /// Makes `snapshot` current and wakes its subscribers, unless a newer version already is.
+    /// A version that does not follow the current one (after a restore, say) starts the kept
+    /// versions afresh, so no resumption spans the gap.
     pub fn publish(&self, snapshot: Published) {
         let mut environments = self.write();
-        let channel = environments.entry(snapshot.environment.clone()).or_insert_with(|| Channel {
-            recent: VecDeque::with_capacity(RECENT_VERSIONS),
-            sender: broadcast::channel(RECENT_VERSIONS).0,
-        });
-        if channel.recent.back().is_some_and(|current| current.version() >= snapshot.version) {
-            return;
-        }
         let current = Arc::new(Current::new(snapshot));
-        if channel.recent.len() == RECENT_VERSIONS {
-            channel.recent.pop_front();
+        let version = current.version();
+        let event = current.event.clone();
+        match environments.get_mut(&current.published.environment) {
+            Some(channel) => {
+                let last = channel.current.version();
+                if last >= version {
+                    return;
+                }
+                if last + 1 != version {
+                    channel.recent.clear();
+                    channel.bytes = 0;
+                }
+                channel.current = current;
+                channel.bytes += event.len();
+                channel.recent.push_back((version, event));
+                while channel.recent.len() > RECENT_VERSIONS
+                    || (channel.bytes > RECENT_BYTES && channel.recent.len() > 1)
+                {
+                    if let Some((_, dropped)) = channel.recent.pop_front() {
+                        channel.bytes -= dropped.len();
+                    }
+                }
+                channel.version.send_replace(version);
+            }
+            None => {
+                let environment = current.published.environment.clone();
+                let channel = Channel {
+                    bytes: event.len(),
+                    recent: VecDeque::from([(version, event)]),
+                    current,
+                    version: watch::channel(version).0,
+                };
+                environments.insert(environment, channel);
+            }
         }
-        channel.recent.push_back(Arc::clone(&current));
-        // No receivers is not an error: nobody is subscribed.
-        let _ = channel.sender.send(current);
         drop(environments);
         self.nudge();
+    }
+
+    /// Publishes each snapshot, in order.
+    pub fn publish_all(&self, snapshots: impl IntoIterator<Item = Published>) {
+        for snapshot in snapshots {
+            self.publish(snapshot);
+        }
     }
 
     /// Tells edge pushers that something they send changed.
@@ -106,16 +176,9 @@ impl Publisher {
         self.changes.subscribe()
     }
 
-    /// Publishes each snapshot.
-    pub fn publish_all(&self, snapshots: impl IntoIterator<Item = Published>) {
-        for snapshot in snapshots {
-            self.publish(snapshot);
-        }
-    }
-
     /// The current snapshot of an environment.
     pub fn current(&self, environment: &str) -> Option<Arc<Current>> {
-        self.read().get(environment).and_then(|channel| channel.recent.back().cloned())
+        self.read().get(environment).map(|channel| Arc::clone(&channel.current))
     }
 
     /// Every environment's name.
@@ -123,23 +186,23 @@ impl Publisher {
         self.read().keys().cloned().collect()
     }
 
-    /// Follows an environment from the version after `seen` (from the current one without
-    /// `seen`). Taken under the publishing lock, so nothing falls between backlog and receiver.
+    /// Follows an environment from the version after `seen` if it is still kept (a client
+    /// resuming with `Last-Event-ID`), else from the current version.
     pub fn subscribe(&self, environment: &str, seen: Option<u64>) -> Option<Subscription> {
         let environments = self.read();
         let channel = environments.get(environment)?;
-        let current = channel.recent.back()?;
-        let backlog = match seen {
-            Some(seen) if seen == current.version() => Vec::new(),
-            Some(seen)
-                if channel.recent.front().is_some_and(|oldest| oldest.version() <= seen + 1)
-                    && seen < current.version() =>
-            {
-                channel.recent.iter().filter(|c| c.version() > seen).cloned().collect()
-            }
-            _ => vec![Arc::clone(current)],
+        let current = channel.current.version();
+        let oldest = channel.recent.front().map_or(current, |(version, _)| *version);
+        let sent = match seen {
+            Some(seen) if seen <= current && seen + 1 >= oldest => seen,
+            _ => current.saturating_sub(1),
         };
-        Some(Subscription { backlog, receiver: channel.sender.subscribe() })
+        Some(Subscription {
+            publisher: self.clone(),
+            environment: environment.to_owned(),
+            sent,
+            version: channel.version.subscribe(),
+        })
     }
 
     /// Ends every subscription, so open streams finish and the server can shut down.

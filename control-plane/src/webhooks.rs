@@ -3,13 +3,16 @@
 //! apart from the decisions themselves, so a failing webhook never delays a rollback.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::AppState;
-use crate::store::{Delivery, DeliveryOutcome};
+use crate::clock::Clock;
+use crate::model::webhook::{Delivery, DeliveryOutcome};
+use crate::store::{self, Committed, Store, StoreError};
 
 /// Attempts per notification before it is given up on (about four minutes of retries).
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -22,9 +25,14 @@ pub fn backoff(attempts: u32) -> Duration {
     FIRST_RETRY.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(LAST_RETRY)
 }
 
-/// Sends pending notifications until the process ends: at start, when woken
-/// (`AppState::wake_deliveries`) and when a retry is due.
-pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+/// Sends pending notifications until the process ends: at start, when `wake` is notified (a
+/// commit queued some) and when a retry is due.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
+    let outbox = Outbox { store, clock };
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
@@ -33,8 +41,8 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             .expect("a client with a timeout builds");
         let mut retry_at: HashMap<i64, Instant> = HashMap::new();
         loop {
-            let next = match state.store.pending_deliveries(1000).await {
-                Ok(pending) => deliver(&state, &client, pending, &mut retry_at).await,
+            let next = match outbox.pending(1000).await {
+                Ok(pending) => deliver(&outbox, &client, pending, &mut retry_at).await,
                 Err(error) => {
                     tracing::error!(%error, "could not read pending notifications");
                     Some(Instant::now() + Duration::from_secs(1))
@@ -45,7 +53,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             );
             tokio::select! {
                 () = sleep => {}
-                () = state.wake_deliveries.notified() => {}
+                () = wake.notified() => {}
             }
         }
     })
@@ -53,7 +61,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 
 /// Sends every due delivery at once; returns when the next retry is due.
 async fn deliver(
-    state: &AppState,
+    outbox: &Outbox,
     client: &reqwest::Client,
     pending: Vec<Delivery>,
     retry_at: &mut HashMap<i64, Instant>,
@@ -85,7 +93,7 @@ async fn deliver(
                 DeliveryOutcome::Failed { error, give_up }
             }
         };
-        if let Err(error) = state.store.record_delivery(delivery.id, outcome).await {
+        if let Err(error) = outbox.record(delivery.id, outcome).await {
             tracing::error!(%error, "could not record a webhook delivery");
         }
     }
@@ -106,6 +114,33 @@ async fn send(client: &reqwest::Client, delivery: &Delivery) -> Result<(), Strin
         Ok(())
     } else {
         Err(format!("the webhook answered {}", response.status()))
+    }
+}
+
+/// The `deliveries` table: what is pending, and each attempt's outcome (bookkeeping, not
+/// audited).
+struct Outbox {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Outbox {
+    async fn pending(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        store::read(self.store.as_ref(), move |tx| {
+            Box::pin(async move { tx.pending_deliveries(limit).await })
+        })
+        .await
+    }
+
+    async fn record(&self, id: i64, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        let now = self.clock.timestamp();
+        store::write(self.store.as_ref(), move |tx| {
+            Box::pin(async move {
+                tx.record_delivery(id, &outcome, now).await?;
+                Ok(Committed::alone(()))
+            })
+        })
+        .await
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use flag_core::{Engine, wire};
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -49,7 +49,53 @@ pub enum Refusal {
     Stale { have: (u64, u64), got: (u64, u64) },
 }
 
+/// Why a push was refused, as the edge's answer names it (its problem document's `refusal`
+/// member), so the control plane acts on it without reading the prose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefusalKind {
+    Unsigned,
+    Invalid,
+    Stale,
+}
+
+/// The edge's answer to a refused push: an RFC 9457 problem with the refusal's kind, and for a
+/// stale push the position the edge has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalAnswer {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub status: u16,
+    pub detail: String,
+    pub refusal: RefusalKind,
+    /// `[version, readers_revision]` the edge has, for a stale push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub have: Option<(u64, u64)>,
+}
+
 impl Refusal {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Self::Unsigned(_) => RefusalKind::Unsigned,
+            Self::Invalid(_) => RefusalKind::Invalid,
+            Self::Stale { .. } => RefusalKind::Stale,
+        }
+    }
+
+    /// What the edge answers.
+    pub fn answer(&self) -> RefusalAnswer {
+        RefusalAnswer {
+            problem_type: "about:blank".into(),
+            status: self.status(),
+            detail: self.detail(),
+            refusal: self.kind(),
+            have: match self {
+                Self::Stale { have, .. } => Some(*have),
+                _ => None,
+            },
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             Self::Unsigned(_) => 401,
@@ -246,5 +292,20 @@ mod tests {
         for have in [(5, 2), (6, 2), (5, 3), (6, 1)] {
             assert_eq!(config.supersedes(Some(have)).unwrap_err().status(), 422, "{have:?}");
         }
+    }
+
+    #[test]
+    fn a_refusal_answers_its_kind_and_for_a_stale_push_the_position_held() {
+        let config = Config::from_envelope(&envelope(5, 2), "production").unwrap();
+        let stale = config.supersedes(Some((6, 2))).unwrap_err().answer();
+        let text = serde_json::to_string(&stale).unwrap();
+        let read: RefusalAnswer = serde_json::from_str(&text).unwrap();
+        assert_eq!((read.refusal, read.have, read.status), (RefusalKind::Stale, Some((6, 2)), 422));
+        let unsigned = verify(SECRET, b"{}", None).unwrap_err().answer();
+        assert_eq!(
+            (unsigned.refusal, unsigned.have, unsigned.status),
+            (RefusalKind::Unsigned, None, 401)
+        );
+        assert!(!serde_json::to_string(&unsigned).unwrap().contains("have"));
     }
 }

@@ -268,7 +268,10 @@ fn problem(status: u16, detail: &str) -> Result<Response> {
 }
 
 fn refused(refusal: &Refusal) -> Result<Response> {
-    problem(refusal.status(), &refusal.detail())
+    let body = serde_json::to_vec(&refusal.answer())?;
+    let response = Response::from_bytes(body)?.with_status(refusal.status());
+    response.headers().set("content-type", "application/problem+json")?;
+    Ok(response)
 }
 
 /// Keeps the edge's envelope durably: a fresh isolate starts from it, and pushes race here, so

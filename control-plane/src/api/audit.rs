@@ -3,36 +3,55 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
 
 use crate::AppState;
 use crate::api::{Authorized, Release};
 use crate::error::{ApiError, AppQuery};
-use crate::store::{AuditFilter, AuditRecord};
+use crate::model::audit::{AuditQuery, AuditRecord};
+use crate::model::time::Timestamp;
+use crate::service::audit;
 
 /// Records per response unless `limit` says otherwise, and the most it may say.
 const DEFAULT_LIMIT: u32 = 1_000;
 const MAX_LIMIT: u32 = 10_000;
 
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditFilter), responses((status = 200, description = "OK", body = Vec<AuditRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+/// Which audit records to return. Empty fields match everything.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditParams {
+    flag: Option<String>,
+    segment: Option<String>,
+    #[serde(rename = "env")]
+    environment: Option<String>,
+    /// An RFC 3339 timestamp: records at or after it.
+    since: Option<String>,
+    /// At most this many, the oldest matching first.
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams), responses((status = 200, description = "OK", body = Vec<AuditRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_audit(
     _: Authorized<Release>,
     State(state): State<AppState>,
-    AppQuery(mut filter): AppQuery<AuditFilter>,
+    AppQuery(params): AppQuery<AuditParams>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
     let bad = |detail: String| ApiError::Body { status: StatusCode::BAD_REQUEST, detail };
-    if let Some(since) = &filter.since {
-        // Stored times are UTC with milliseconds, so the normalized form compares as text.
-        let since = DateTime::parse_from_rfc3339(since)
-            .map_err(|_| bad(format!("`since` must be an RFC 3339 timestamp, not `{since}`")))?;
-        filter.since = Some(since.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Millis, true));
-    }
-    match filter.limit {
+    let since = params
+        .since
+        .map(|since| {
+            Timestamp::parse(&since)
+                .ok_or_else(|| bad(format!("`since` must be an RFC 3339 timestamp, not `{since}`")))
+        })
+        .transpose()?;
+    let limit = match params.limit {
         Some(limit) if limit > MAX_LIMIT => {
             return Err(bad(format!("`limit` is at most {MAX_LIMIT}")));
         }
-        None => filter.limit = Some(DEFAULT_LIMIT),
-        Some(_) => {}
-    }
-    Ok(Json(state.store.audit(filter).await?))
+        limit => limit.unwrap_or(DEFAULT_LIMIT),
+    };
+    let AuditParams { flag, segment, environment, .. } = params;
+    let query = AuditQuery { flag, segment, environment, since, limit: Some(limit) };
+    Ok(Json(audit::list(&state.service, query).await?))
 }

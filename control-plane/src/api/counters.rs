@@ -11,14 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::api::{Authorized, Read, Release};
 use crate::error::{ApiError, AppJson, AppQuery};
-use crate::plans::criteria::valid_metric_name;
-use crate::store::MetricBatch;
-
-/// Counter entries per batch, metrics per entry, and the largest count, so one batch stays a
-/// small transaction and no sum nears overflow.
-pub const MAX_COUNTERS: usize = 1_000;
-pub const MAX_METRICS: usize = 32;
-pub const MAX_COUNT: u64 = 1_000_000_000;
+use crate::model::metrics::MetricBatch;
+use crate::service::metrics;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Accepted {
@@ -34,12 +28,7 @@ pub(crate) async fn post_metrics(
     AppJson(batch): AppJson<MetricBatch>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.reach(&environment)?;
-    check(&batch)
-        .map_err(|detail| ApiError::Body { status: StatusCode::UNPROCESSABLE_ENTITY, detail })?;
-    let counted = state.store.record_metrics(&environment, batch).await?;
-    if counted {
-        state.wake_scheduler.notify_one();
-    }
+    let counted = metrics::record(&state.service, &environment, batch).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { counted })))
 }
 
@@ -70,44 +59,6 @@ pub(crate) async fn get_metrics(
     AppQuery(query): AppQuery<SumsQuery>,
 ) -> Result<Json<Sums>, ApiError> {
     let window_seconds = query.window_seconds.unwrap_or(3600);
-    if !(60..=crate::plans::MAX_SECONDS).contains(&window_seconds) {
-        return Err(ApiError::Body {
-            status: StatusCode::BAD_REQUEST,
-            detail: "`window_seconds` is 60 to 7776000 (90 days)".into(),
-        });
-    }
-    let since = state.clock.minute() - window_seconds.div_ceil(60) as i64;
-    let counts = state.store.metric_counts(&environment, &query.flag, since).await?;
-    let mut variants: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for (variant, metric, _, value) in counts.rows {
-        *variants.entry(variant).or_default().entry(metric).or_default() += value;
-    }
+    let variants = metrics::sums(&state.service, &environment, &query.flag, window_seconds).await?;
     Ok(Json(Sums { environment, flag: query.flag, window_seconds, variants }))
-}
-
-fn check(batch: &MetricBatch) -> Result<(), String> {
-    if let Some(id) = &batch.batch
-        && !(1..=128).contains(&id.len())
-    {
-        return Err("`batch` must be 1 to 128 characters".into());
-    }
-    if batch.counters.is_empty() || batch.counters.len() > MAX_COUNTERS {
-        return Err(format!("`counters` must hold 1 to {MAX_COUNTERS} entries"));
-    }
-    for (index, report) in batch.counters.iter().enumerate() {
-        if report.counts.is_empty() || report.counts.len() > MAX_METRICS {
-            return Err(format!("`counters[{index}].counts` must hold 1 to {MAX_METRICS} metrics"));
-        }
-        for (name, count) in &report.counts {
-            if !valid_metric_name(name) {
-                return Err(format!(
-                    "`counters[{index}].counts`: `{name}` is not a metric name (1 to 64 of a-z 0-9 _ . -)"
-                ));
-            }
-            if *count > MAX_COUNT {
-                return Err(format!("`counters[{index}].counts.{name}` is over {MAX_COUNT}"));
-            }
-        }
-    }
-    Ok(())
 }

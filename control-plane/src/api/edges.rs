@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::AppState;
 use crate::api::{Admin, Authorized, Read, Release, none_match};
-use crate::edges::current_envelope;
 use crate::error::{ApiError, AppJson};
-use crate::store::{EdgeRecord, NewEdge, StoreError};
+use crate::model::edge::{EdgeRecord, NewEdge};
+use crate::service::edges;
 
 /// An edge as listed: what it has applied, and how far behind its environment it is.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -30,11 +30,11 @@ pub(crate) async fn list_edges(
     _: Authorized<Release>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<EdgeStatus>>, ApiError> {
-    let edges = state.store.edges().await?;
-    let statuses = edges
+    let statuses = edges::list(&state.service)
+        .await?
         .into_iter()
         .map(|edge| {
-            let current = state.publisher.current(&edge.environment).map(|c| c.version());
+            let current = state.service.publisher.current(&edge.environment).map(|c| c.version());
             let lag = edge
                 .applied_version
                 .zip(current)
@@ -52,11 +52,7 @@ pub(crate) async fn post_edge(
     State(state): State<AppState>,
     AppJson(edge): AppJson<NewEdge>,
 ) -> Result<(StatusCode, Json<EdgeRecord>), ApiError> {
-    if !state.edges.has_secret() {
-        return Err(no_secret());
-    }
-    let edge = state.store.create_edge(edge, &caller.token.name).await?;
-    state.edges.start(&state, edge.clone());
+    let edge = edges::register(&state.service, edge, &caller.token.name).await?;
     Ok((StatusCode::CREATED, Json(edge)))
 }
 
@@ -67,8 +63,7 @@ pub(crate) async fn delete_edge(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_edge(&name, &caller.token.name).await?;
-    state.edges.stop(&name);
+    edges::remove(&state.service, &name, &caller.token.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -82,7 +77,8 @@ pub(crate) async fn get_edge_config(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     crate::api::snapshot::current(&caller, &state, &environment)?;
-    let envelope = current_envelope(&state, &environment).ok_or_else(no_secret)?;
+    let envelope =
+        state.service.edges.current_envelope(&environment).ok_or_else(edges::no_secret)?;
     let etag = format!("\"{}.{}\"", envelope.position.0, envelope.position.1);
     if none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
@@ -93,11 +89,4 @@ pub(crate) async fn get_edge_config(
         (SIGNATURE_HEADER.parse().expect("a valid header name"), envelope.signature),
     ];
     Ok((headers, envelope.body).into_response())
-}
-
-fn no_secret() -> ApiError {
-    ApiError::from(StoreError::Refused(
-        "no push secret is configured: start rollgate with --push-secret or ROLLGATE_PUSH_SECRET"
-            .into(),
-    ))
 }

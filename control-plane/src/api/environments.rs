@@ -8,7 +8,8 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::api::{Admin, Authorized, Release};
 use crate::error::{ApiError, AppJson};
-use crate::store::Environment;
+use crate::model::flag::Environment;
+use crate::service::environments;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -22,7 +23,7 @@ pub(crate) async fn list_environments(
     _: Authorized<Release>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<Environment>>, ApiError> {
-    Ok(Json(state.store.environments().await?))
+    Ok(Json(environments::list(&state.service).await?))
 }
 
 /// `POST /api/v1/environments`: a new environment where every flag starts in its initial state.
@@ -32,9 +33,7 @@ pub(crate) async fn post_environment(
     State(state): State<AppState>,
     AppJson(request): AppJson<EnvironmentRequest>,
 ) -> Result<(StatusCode, Json<Environment>), ApiError> {
-    let published = state.store.create_environment(&request.name, &caller.token.name).await?;
     let environment =
-        Environment { name: published.environment.clone(), version: published.version };
-    state.publisher.publish(published);
+        environments::create(&state.service, &request.name, &caller.token.name).await?;
     Ok((StatusCode::CREATED, Json(environment)))
 }

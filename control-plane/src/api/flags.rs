@@ -6,15 +6,14 @@ use axum::extract::{Path, State};
 use axum::http::header::ETAG;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use flag_core::wire::{self, Rollout, Serve};
+use flag_core::wire::{self, Serve};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::api::{Authorized, Release, etag, if_match_revisions, required_reason};
 use crate::error::{ApiError, AppJson, AppQuery};
-use crate::store::{
-    ChangeNote, Changed, FlagDefinition, FlagRecord, FlagState, StateChange, StoreError,
-};
+use crate::model::flag::{FlagDefinition, FlagRecord, FlagState};
+use crate::service::flags::{self, Note, Rollout, StateChanged};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,55 +75,15 @@ pub(crate) async fn put_rollout(
     AppJson(request): AppJson<RolloutRequest>,
 ) -> Result<Response, ApiError> {
     caller.reach(&environment)?;
-    let if_revision = if_match_revisions(&headers);
-    let reason = required_reason(request.reason)?;
-    if request.percent > flag_core::bucketing::BUCKETS {
-        return Err(ApiError::Body {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: format!(
-                "`percent` is in thousandths of a percent, 0 to {} (100%); got {}",
-                flag_core::bucketing::BUCKETS,
-                request.percent
-            ),
-        });
-    }
-    let change: StateChange = Box::new(move |definition, current| {
-        let existing = match &current.fallthrough {
-            Serve::Rollout(rollout) if rollout.percent.is_some() => Some(rollout.clone()),
-            _ => None,
-        };
-        let inside = request
-            .variant
-            .or_else(|| existing.as_ref().and_then(|r| r.inside.clone()))
-            .or_else(|| definition.sole_other_variant())
-            .ok_or_else(|| StoreError::Refused("name the `variant` to roll out".into()))?;
-        let outside = existing
-            .as_ref()
-            .and_then(|r| r.outside.clone())
-            .unwrap_or_else(|| definition.off_variant.clone());
-        current.fallthrough = Serve::Rollout(Rollout {
-            bucket_by: existing.as_ref().and_then(|r| r.bucket_by.clone()),
-            percent: Some(request.percent),
-            inside: Some(inside),
-            outside: Some(outside),
-            weights: None,
-            stage: request.stage.or_else(|| existing.and_then(|r| r.stage)),
-        });
-        Ok(())
-    });
-    change_state(
-        &state,
-        environment,
-        flag,
-        change,
-        ChangeNote {
-            actor: caller.token.name.clone(),
-            action: "flag.rollout",
-            reason: Some(reason),
-            if_revision,
-        },
-    )
-    .await
+    let note = Note {
+        actor: caller.token.name.clone(),
+        reason: Some(required_reason(request.reason)?),
+        if_revision: if_match_revisions(&headers),
+    };
+    let RolloutRequest { percent, stage, variant, .. } = request;
+    let rollout = Rollout { percent, stage, variant };
+    let changed = flags::roll_out(&state.service, &environment, &flag, rollout, note).await?;
+    Ok(state_response(environment, flag, changed))
 }
 
 /// `POST .../kill`: serve `off_variant` to everyone, at once, whatever else is going on.
@@ -159,54 +118,19 @@ async fn set_enabled(
 ) -> Result<Response, ApiError> {
     caller.reach(&environment)?;
     let reason = required_reason(request.reason)?;
-    let change: StateChange = Box::new(move |_, current| {
-        current.enabled = enabled;
-        Ok(())
-    });
-    let action = if enabled { "flag.unkill" } else { "flag.kill" };
-    let response = change_state(
-        &state,
-        environment.clone(),
-        flag.clone(),
-        change,
-        // A kill ignores If-Match: it must win over whatever else happened.
-        ChangeNote {
-            actor: caller.token.name.clone(),
-            action,
-            reason: Some(reason.clone()),
-            if_revision: None,
-        },
-    )
-    .await?;
-    if !enabled {
-        crate::plans::engine::hold_after_kill(
-            &state,
-            &environment,
-            &flag,
-            &caller.token.name,
-            &reason,
-        )
-        .await;
-    }
-    Ok(response)
+    let (service, actor) = (&state.service, &caller.token.name);
+    let changed = if enabled {
+        flags::unkill(service, &environment, &flag, actor, &reason).await?
+    } else {
+        flags::kill(service, &environment, &flag, actor, &reason).await?
+    };
+    Ok(state_response(environment, flag, changed))
 }
 
-async fn change_state(
-    state: &AppState,
-    environment: String,
-    flag: String,
-    change: StateChange,
-    note: ChangeNote,
-) -> Result<Response, ApiError> {
-    let changed = state
-        .store
-        .change_flag_state(&environment, &flag, change, note)
-        .await
-        .map_err(|error| error.relative_to(&format!("flags.{flag}")))?;
-    let version = changed.published.version;
-    state.publisher.publish(changed.published);
-    let body = FlagStateResponse { environment, flag, version, state: changed.state };
-    Ok(([(ETAG, etag(changed.revision))], Json(body)).into_response())
+fn state_response(environment: String, flag: String, changed: StateChanged) -> Response {
+    let StateChanged { version, state, revision } = changed;
+    let body = FlagStateResponse { environment, flag, version, state };
+    ([(ETAG, etag(revision))], Json(body)).into_response()
 }
 
 /// `PUT /api/v1/environments/{env}/flags/{flag}`: replaces the flag's rules, prerequisites,
@@ -227,17 +151,10 @@ pub(crate) async fn put_state(
         rules: request.rules,
         fallthrough: request.fallthrough,
     };
-    let change: StateChange = Box::new(move |_, current| {
-        *current = new_state;
-        Ok(())
-    });
-    let note = ChangeNote {
-        actor: caller.token.name.clone(),
-        action: "flag.state",
-        reason,
-        if_revision: if_match_revisions(&headers),
-    };
-    change_state(&state, environment, flag, change, note).await
+    let note =
+        Note { reason, if_revision: if_match_revisions(&headers), ..Note::by(&caller.token.name) };
+    let changed = flags::set_state(&state.service, &environment, &flag, new_state, note).await?;
+    Ok(state_response(environment, flag, changed))
 }
 
 /// `POST /api/v1/flags`: a new flag in every environment, serving `off_variant` to everyone.
@@ -247,14 +164,7 @@ pub(crate) async fn post_flag(
     State(state): State<AppState>,
     AppJson(definition): AppJson<FlagDefinition>,
 ) -> Result<Response, ApiError> {
-    let key = definition.key.clone();
-    let changed = state
-        .store
-        .create_flag(definition, &caller.token.name)
-        .await
-        .map_err(|error| error.relative_to(&format!("flags.{key}")))?;
-    state.publisher.publish_all(changed.published);
-    let record = state.store.flag(&key).await?;
+    let record = flags::create(&state.service, definition, &caller.token.name).await?;
     Ok((StatusCode::CREATED, [(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
@@ -264,7 +174,7 @@ pub(crate) async fn list_flags(
     _: Authorized<Release>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<FlagDefinition>>, ApiError> {
-    Ok(Json(state.store.flags().await?))
+    Ok(Json(flags::list(&state.service).await?))
 }
 
 /// `GET /api/v1/flags/{flag}`: a flag's definition and its state in each environment.
@@ -274,7 +184,7 @@ pub(crate) async fn get_flag(
     State(state): State<AppState>,
     Path(flag): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = state.store.flag(&flag).await?;
+    let record = flags::get(&state.service, &flag).await?;
     Ok(([(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
@@ -291,19 +201,8 @@ pub(crate) async fn put_flag(
     if definition.key != flag {
         return Err(key_mismatch("flag", &flag, &definition.key));
     }
-    let note = ChangeNote {
-        actor: caller.token.name.clone(),
-        action: "flag.update",
-        reason: None,
-        if_revision: if_match_revisions(&headers),
-    };
-    let changed = state
-        .store
-        .update_flag(definition, note)
-        .await
-        .map_err(|error| error.relative_to(&format!("flags.{flag}")))?;
-    state.publisher.publish_all(changed.published);
-    let record = state.store.flag(&flag).await?;
+    let note = Note { if_revision: if_match_revisions(&headers), ..Note::by(&caller.token.name) };
+    let record = flags::update(&state.service, definition, note).await?;
     Ok(([(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
@@ -317,14 +216,12 @@ pub(crate) async fn delete_flag(
     AppQuery(query): AppQuery<ArchiveQuery>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let note = ChangeNote {
+    let note = Note {
         actor: caller.token.name.clone(),
-        action: "flag.archive",
         reason: query.reason.map(required_reason).transpose()?,
         if_revision: if_match_revisions(&headers),
     };
-    let Changed { published, .. } = state.store.archive_flag(&flag, note).await?;
-    state.publisher.publish_all(published);
+    flags::archive(&state.service, &flag, note).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

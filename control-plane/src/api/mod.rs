@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod edges;
 pub mod environments;
 pub mod flags;
+pub mod health;
 pub mod ofrep;
 pub mod openapi;
 pub mod plans;
@@ -24,8 +25,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::AppState;
-use crate::auth::{Scope, Token};
 use crate::error::ApiError;
+use crate::model::token::{Scope, Token};
 
 /// The token a request presents: `Authorization: Bearer <token>` or, as OFREP also allows,
 /// `X-API-Key: <token>`.
@@ -88,7 +89,7 @@ impl<N: Needs> FromRequestParts<AppState> for Authorized<N> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = presented_token(&parts.headers)
-            .and_then(|presented| state.tokens.find(presented))
+            .and_then(|presented| state.service.tokens.find(presented))
             .ok_or(ApiError::Unauthorized)?;
         if token.scope < N::SCOPE {
             return Err(ApiError::Forbidden(N::SCOPE.as_str()));

@@ -120,7 +120,7 @@ fn single(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let current = crate::api::snapshot::current(caller, state, environment)?;
-    let now = Some(state.clock.now().timestamp_millis());
+    let now = Some(state.service.clock.now().timestamp_millis());
     Ok(json_answer(ofrep::single(&current.published.engine, flag, body, now), None))
 }
 
@@ -140,7 +140,7 @@ fn bulk(
     if none_match(headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
     }
-    let now = Some(state.clock.now().timestamp_millis());
+    let now = Some(state.service.clock.now().timestamp_millis());
     let answer = ofrep::bulk(&current.published.engine, body, now);
     let etag = (answer.status == 200).then_some(etag);
     Ok(json_answer(answer, etag))

@@ -15,9 +15,9 @@ use crate::api;
         license(name = "Apache-2.0 OR MIT")
     ),
     paths(
-        crate::healthz,
-        crate::readyz,
-        crate::metrics::get_metrics,
+        api::health::healthz,
+        api::health::readyz,
+        api::health::get_metrics,
         api::audit::get_audit,
         api::tokens::list_tokens,
         api::tokens::post_token,

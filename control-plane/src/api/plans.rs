@@ -9,12 +9,15 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::{Authorized, Release};
+use crate::api::{Authorized, Release, required_text};
 use crate::error::{ApiError, AppJson, AppQuery};
-use crate::plans::criteria::Reading;
-use crate::plans::engine::{self, Action, PlanRequest, RollbackTo};
-use crate::plans::{Decision, DecisionFilter, Plan, templates};
-use crate::store::{PlanChanged, PlanFilter, StoreError};
+use crate::model::Refusal;
+use crate::model::criteria::Reading;
+use crate::model::plan::{Decision, DecisionQuery, Plan, PlanQuery};
+use crate::model::time::Timestamp;
+use crate::plans::{Action, PlanRequest, RollbackTo, templates};
+use crate::service::plans::{self, PlanChanged};
+use crate::store::StoreError;
 
 /// A plan with its current stage's readings and when it may next advance on its own.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -24,7 +27,8 @@ pub(crate) struct PlanView {
     /// The current stage's guardrails, then its leading metrics, read now (active plans only).
     readings: Vec<Reading>,
     /// When the current stage's hold ends (active plans only).
-    hold_until: Option<String>,
+    #[schema(value_type = Option<String>)]
+    hold_until: Option<Timestamp>,
 }
 
 /// What an action answers: the plan after it, and the decision it recorded.
@@ -38,6 +42,32 @@ impl From<PlanChanged> for ActionResponse {
     fn from(changed: PlanChanged) -> Self {
         Self { plan: changed.plan, decision: changed.decision }
     }
+}
+
+/// Which plans to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PlanParams {
+    flag: Option<String>,
+    #[serde(rename = "env")]
+    environment: Option<String>,
+    /// Only running and held plans.
+    #[serde(default)]
+    active: bool,
+}
+
+/// Which decisions to return; empty fields match everything.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DecisionParams {
+    flag: Option<String>,
+    #[serde(rename = "env")]
+    environment: Option<String>,
+    plan: Option<i64>,
+    /// `json` (the default) or `csv`.
+    format: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -56,18 +86,19 @@ pub(crate) async fn list_templates(_: Authorized<Release>) -> Json<Vec<templates
 }
 
 /// `GET /api/v1/plans?flag=&env=&active=`: newest first.
-#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", params(PlanFilter), responses((status = 200, description = "OK", body = Vec<Plan>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", params(PlanParams), responses((status = 200, description = "OK", body = Vec<Plan>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_plans(
     _: Authorized<Release>,
     State(state): State<AppState>,
-    AppQuery(filter): AppQuery<PlanFilter>,
+    AppQuery(params): AppQuery<PlanParams>,
 ) -> Result<Json<Vec<Plan>>, ApiError> {
-    Ok(Json(state.store.plans(filter).await?))
+    let PlanParams { flag, environment, active } = params;
+    Ok(Json(plans::list(&state.service, PlanQuery { flag, environment, active }).await?))
 }
 
 /// A plan's id from the path; anything else names no plan.
 fn plan_id(text: &str) -> Result<i64, ApiError> {
-    text.parse().map_err(|_| StoreError::NotFound(format!("plan `{text}`")).into())
+    text.parse().map_err(|_| Refusal::NotFound(format!("plan `{text}`")).into())
 }
 
 /// `GET /api/v1/plans/{plan}`.
@@ -77,12 +108,12 @@ pub(crate) async fn get_plan(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<PlanView>, ApiError> {
-    let plan = state.store.plan(plan_id(&id)?).await?;
+    let plan = plans::get(&state.service, plan_id(&id)?).await?;
     if !plan.status.is_active() {
         return Ok(Json(PlanView { plan, readings: Vec::new(), hold_until: None }));
     }
-    let readings = engine::read(&state, &plan).await?;
-    let hold_until = Some(plan.hold_until()?.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let readings = plans::read(&state.service, &plan).await?;
+    let hold_until = Some(plan.hold_until());
     Ok(Json(PlanView { plan, readings, hold_until }))
 }
 
@@ -93,7 +124,8 @@ pub(crate) async fn post_plan(
     State(state): State<AppState>,
     AppJson(request): AppJson<PlanRequest>,
 ) -> Result<(StatusCode, Json<ActionResponse>), ApiError> {
-    let changed = engine::start(&state, request, &caller.token).await?;
+    let rationale = required_text("rationale", &request.rationale)?;
+    let changed = plans::start(&state.service, request, &caller.token, rationale).await?;
     Ok((StatusCode::CREATED, Json(changed.into())))
 }
 
@@ -117,44 +149,62 @@ macro_rules! plan_action {
     };
 }
 
-plan_action!(post_advance, Action::Advance, "/api/v1/plans/{plan}/advance");
-plan_action!(post_hold, Action::Hold, "/api/v1/plans/{plan}/hold");
-plan_action!(post_resume, Action::Resume, "/api/v1/plans/{plan}/resume");
-plan_action!(post_rollback, Action::Rollback, "/api/v1/plans/{plan}/rollback");
-plan_action!(post_complete, Action::Complete, "/api/v1/plans/{plan}/complete");
+plan_action!(post_advance, Kind::Advance, "/api/v1/plans/{plan}/advance");
+plan_action!(post_hold, Kind::Hold, "/api/v1/plans/{plan}/hold");
+plan_action!(post_resume, Kind::Resume, "/api/v1/plans/{plan}/resume");
+plan_action!(post_rollback, Kind::Rollback, "/api/v1/plans/{plan}/rollback");
+plan_action!(post_complete, Kind::Complete, "/api/v1/plans/{plan}/complete");
+
+/// Which action a route takes; a rollback's destination comes from the body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Advance,
+    Hold,
+    Resume,
+    Rollback,
+    Complete,
+}
 
 async fn act(
     caller: Authorized<Release>,
     state: AppState,
     id: i64,
-    action: Action,
+    kind: Kind,
     request: ActionRequest,
 ) -> Result<Json<ActionResponse>, ApiError> {
-    if request.to.is_some() && action != Action::Rollback {
-        return Err(ApiError::Body {
-            status: StatusCode::BAD_REQUEST,
-            detail: "`to` is for rollbacks only".into(),
-        });
-    }
-    let to = request.to.unwrap_or_default();
-    let changed = engine::act(&state, id, action, to, &caller.token, &request.rationale).await?;
+    let rationale = required_text("rationale", &request.rationale)?;
+    let action = match (kind, request.to) {
+        (Kind::Rollback, to) => Action::Rollback(to.unwrap_or_default()),
+        (_, Some(_)) => {
+            return Err(ApiError::Body {
+                status: StatusCode::BAD_REQUEST,
+                detail: "`to` is for rollbacks only".into(),
+            });
+        }
+        (Kind::Advance, None) => Action::Advance,
+        (Kind::Hold, None) => Action::Hold,
+        (Kind::Resume, None) => Action::Resume,
+        (Kind::Complete, None) => Action::Complete,
+    };
+    let changed = plans::act(&state.service, id, action, &caller.token, rationale).await?;
     Ok(Json(changed.into()))
 }
 
 /// `GET /api/v1/decisions?flag=&env=&plan=&format=csv`: the decision log, oldest first.
-#[utoipa::path(get, path = "/api/v1/decisions", tag = "plans", params(DecisionFilter), responses((status = 200, description = "The decision log, oldest first", content((Vec<Decision> = "application/json"), (String = "text/csv"))), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/decisions", tag = "plans", params(DecisionParams), responses((status = 200, description = "The decision log, oldest first", content((Vec<Decision> = "application/json"), (String = "text/csv"))), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_decisions(
     _: Authorized<Release>,
     State(state): State<AppState>,
-    AppQuery(filter): AppQuery<DecisionFilter>,
+    AppQuery(params): AppQuery<DecisionParams>,
 ) -> Result<Response, ApiError> {
-    let format = filter.format.clone();
-    let decisions = state.store.decisions(filter).await?;
+    let DecisionParams { flag, environment, plan, format } = params;
+    let decisions =
+        plans::decisions(&state.service, DecisionQuery { flag, environment, plan }).await?;
     match format.as_deref() {
         None | Some("json") => Ok(Json(decisions).into_response()),
         Some("csv") => {
-            let csv = to_csv(&decisions)
-                .map_err(|e| ApiError::Store(StoreError::Internal(format!("CSV: {e}"))))?;
+            let csv =
+                to_csv(&decisions).map_err(|e| ApiError::Store(StoreError(format!("CSV: {e}"))))?;
             Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
         }
         Some(other) => Err(ApiError::Body {
@@ -182,10 +232,12 @@ pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
         "metrics",
     ])?;
     for decision in decisions {
-        let stage =
-            crate::plans::stage_label(decision.from_stage.as_deref(), decision.to_stage.as_deref());
+        let stage = crate::model::plan::stage_label(
+            decision.from_stage.as_deref(),
+            decision.to_stage.as_deref(),
+        );
         writer.write_record([
-            decision.at.as_str(),
+            &decision.at.to_string(),
             &stage,
             &decision.decision,
             &decision.rationale,

@@ -12,7 +12,9 @@ use crate::AppState;
 use crate::api::flags::{ArchiveQuery, key_mismatch};
 use crate::api::{Authorized, Release, etag, if_match_revisions, required_reason};
 use crate::error::{ApiError, AppJson, AppQuery};
-use crate::store::{ChangeNote, SegmentRecord};
+use crate::model::flag::SegmentRecord;
+use crate::service::flags::Note;
+use crate::service::segments;
 
 /// `GET /api/v1/segments`.
 #[utoipa::path(get, path = "/api/v1/segments", tag = "segments", responses((status = 200, description = "OK", body = Vec<SegmentRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -20,7 +22,7 @@ pub(crate) async fn list_segments(
     _: Authorized<Release>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<SegmentRecord>>, ApiError> {
-    Ok(Json(state.store.segments().await?))
+    Ok(Json(segments::list(&state.service).await?))
 }
 
 /// `GET /api/v1/segments/{segment}`, with its revision as ETag.
@@ -30,7 +32,7 @@ pub(crate) async fn get_segment(
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = state.store.segment(&key).await?;
+    let record = segments::get(&state.service, &key).await?;
     Ok(([(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
@@ -41,14 +43,7 @@ pub(crate) async fn post_segment(
     State(state): State<AppState>,
     AppJson(segment): AppJson<wire::Segment>,
 ) -> Result<Response, ApiError> {
-    let key = segment.key.clone();
-    let changed = state
-        .store
-        .create_segment(segment, &caller.token.name)
-        .await
-        .map_err(|error| error.relative_to(&format!("segments.{key}")))?;
-    state.publisher.publish_all(changed.published);
-    let record = state.store.segment(&key).await?;
+    let record = segments::create(&state.service, segment, &caller.token.name).await?;
     Ok((StatusCode::CREATED, [(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
@@ -64,19 +59,8 @@ pub(crate) async fn put_segment(
     if segment.key != key {
         return Err(key_mismatch("segment", &key, &segment.key));
     }
-    let note = ChangeNote {
-        actor: caller.token.name.clone(),
-        action: "segment.update",
-        reason: None,
-        if_revision: if_match_revisions(&headers),
-    };
-    let changed = state
-        .store
-        .update_segment(segment, note)
-        .await
-        .map_err(|error| error.relative_to(&format!("segments.{key}")))?;
-    state.publisher.publish_all(changed.published);
-    let record = state.store.segment(&key).await?;
+    let note = Note { if_revision: if_match_revisions(&headers), ..Note::by(&caller.token.name) };
+    let record = segments::update(&state.service, segment, note).await?;
     Ok(([(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
@@ -89,13 +73,11 @@ pub(crate) async fn delete_segment(
     AppQuery(query): AppQuery<ArchiveQuery>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let note = ChangeNote {
+    let note = Note {
         actor: caller.token.name.clone(),
-        action: "segment.archive",
         reason: query.reason.map(required_reason).transpose()?,
         if_revision: if_match_revisions(&headers),
     };
-    let changed = state.store.archive_segment(&key, note).await?;
-    state.publisher.publish_all(changed.published);
+    segments::archive(&state.service, &key, note).await?;
     Ok(StatusCode::NO_CONTENT)
 }

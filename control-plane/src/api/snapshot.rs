@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::api::{Authorized, Read, none_match};
 use crate::error::ApiError;
+use crate::model::Refusal;
 use crate::publisher::Current;
-use crate::store::StoreError;
 
 #[utoipa::path(get, path = "/api/v1/environments/{environment}/snapshot", tag = "snapshots", params(("environment" = String, Path, description = "An environment, e.g. production")), responses((status = 200, description = "OK", body = flag_core::wire::Snapshot), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_snapshot(
@@ -45,7 +45,8 @@ pub(crate) fn current<N>(
 ) -> Result<Arc<Current>, ApiError> {
     caller.reach(environment)?;
     state
+        .service
         .publisher
         .current(environment)
-        .ok_or_else(|| StoreError::NotFound(format!("environment `{environment}`")).into())
+        .ok_or_else(|| Refusal::NotFound(format!("environment `{environment}`")).into())
 }

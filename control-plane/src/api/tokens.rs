@@ -7,9 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::api::{Admin, Authorized};
-use crate::auth::{self, Scope, Token};
+use crate::auth;
 use crate::error::{ApiError, AppJson};
-use crate::store::{StoreError, StoredToken};
+use crate::model::time::Timestamp;
+use crate::model::token::{Scope, StoredToken, Token};
+use crate::service::tokens;
+use crate::store::StoreError;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +30,8 @@ pub(crate) struct TokenInfo {
     scope: Scope,
     #[serde(skip_serializing_if = "Option::is_none")]
     environment: Option<String>,
-    created_at: String,
+    #[schema(value_type = String)]
+    created_at: Timestamp,
 }
 
 impl From<StoredToken> for TokenInfo {
@@ -51,7 +55,7 @@ pub(crate) async fn list_tokens(
     _: Authorized<Admin>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    Ok(Json(state.store.tokens().await?.into_iter().map(TokenInfo::from).collect()))
+    Ok(Json(tokens::list(&state.service).await?.into_iter().map(TokenInfo::from).collect()))
 }
 
 /// `POST /api/v1/tokens`.
@@ -67,35 +71,24 @@ pub(crate) async fn post_token(
             detail: "only read tokens are bound to an environment".into(),
         });
     }
-    let secret = auth::generate().map_err(|error| StoreError::Internal(error.to_string()))?;
+    let secret = auth::generate().map_err(|error| StoreError(error.to_string()))?;
     let token = Token {
         name: request.name,
         scope: request.scope,
         environment: request.environment,
         hash: auth::hash(&secret),
     };
-    let stored = state.store.create_token(token, &caller.token.name).await?;
-    state.tokens.insert(stored.token.clone());
-    readers_changed(&state).await?;
+    let stored = tokens::create(&state.service, token, &caller.token.name).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { info: stored.into(), token: secret })))
 }
 
-/// `DELETE /api/v1/tokens/{name}`: the token stops working at once.
+/// `DELETE /api/v1/tokens/{name}`: the token stops working at once, and its open streams end.
 #[utoipa::path(delete, path = "/api/v1/tokens/{token}", tag = "tokens", params(("token" = String, Path, description = "A token's name")), responses((status = 204, description = "Done"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_token(
     caller: Authorized<Admin>,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_token(&name, &caller.token.name).await?;
-    state.tokens.remove(&name);
-    readers_changed(&state).await?;
+    tokens::delete(&state.service, &name, &caller.token.name).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Edges learn every token change: a new reader works there, a deleted one stops.
-async fn readers_changed(state: &AppState) -> Result<(), ApiError> {
-    state.tokens.set_revision(state.store.readers_revision().await?);
-    state.publisher.nudge();
-    Ok(())
 }

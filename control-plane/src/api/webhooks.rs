@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use crate::AppState;
 use crate::api::{Admin, Authorized, Release};
 use crate::error::{ApiError, AppJson};
-use crate::store::{NewWebhook, WebhookRecord};
+use crate::model::webhook::{NewWebhook, WebhookRecord};
+use crate::service::webhooks;
 
 /// `GET /api/v1/webhooks`: each with its pending and failed deliveries.
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", responses((status = 200, description = "OK", body = Vec<WebhookRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -15,7 +16,7 @@ pub(crate) async fn list_webhooks(
     _: Authorized<Release>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<WebhookRecord>>, ApiError> {
-    Ok(Json(state.store.webhooks().await?))
+    Ok(Json(webhooks::list(&state.service).await?))
 }
 
 /// `POST /api/v1/webhooks`.
@@ -25,13 +26,7 @@ pub(crate) async fn post_webhook(
     State(state): State<AppState>,
     AppJson(webhook): AppJson<NewWebhook>,
 ) -> Result<(StatusCode, Json<WebhookRecord>), ApiError> {
-    let bad = |detail: String| ApiError::Body { status: StatusCode::UNPROCESSABLE_ENTITY, detail };
-    let url = url::Url::parse(&webhook.url)
-        .map_err(|error| bad(format!("`url` is not a URL: {error}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(bad("`url` must be an http or https URL with a host".into()));
-    }
-    let created = state.store.create_webhook(webhook, &caller.token.name).await?;
+    let created = webhooks::create(&state.service, webhook, &caller.token.name).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -42,6 +37,6 @@ pub(crate) async fn delete_webhook(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_webhook(&name, &caller.token.name).await?;
+    webhooks::delete(&state.service, &name, &caller.token.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

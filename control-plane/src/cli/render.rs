@@ -143,7 +143,8 @@ pub(super) fn decisions(value: &Value) -> String {
     let rows = list(value)
         .iter()
         .map(|d| {
-            let stage = crate::plans::stage_label(d["from_stage"].as_str(), d["to_stage"].as_str());
+            let stage =
+                crate::model::plan::stage_label(d["from_stage"].as_str(), d["to_stage"].as_str());
             let stage = if stage.is_empty() { "-".to_owned() } else { stage };
             vec![
                 text(&d["at"]),
@@ -283,7 +284,7 @@ pub(super) fn plan(value: &Value) -> String {
                 let rate = if per == 0 {
                     "-".into()
                 } else {
-                    crate::plans::criteria::percent(metric as f64 / per as f64)
+                    crate::model::criteria::percent(metric as f64 / per as f64)
                 };
                 let verdict = match r["verdict"].as_str() {
                     Some("pass") => paint(GREEN, "pass"),

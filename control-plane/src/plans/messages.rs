@@ -4,9 +4,8 @@
 
 use serde_json::json;
 
-use super::criteria::{Reading, Verdict, percent};
-use super::{Plan, Stage};
-use crate::store::Notification;
+use crate::model::criteria::{Reading, Verdict, percent};
+use crate::model::plan::{Notification, Plan, Stage};
 
 pub const STARTED: &str = "plan.started";
 pub const ADVANCED: &str = "plan.advanced";
@@ -242,7 +241,9 @@ pub fn duration(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plans::{Status, templates};
+    use crate::model::plan::Status;
+    use crate::model::time::Timestamp;
+    use crate::plans::templates;
 
     fn canary() -> Plan {
         let stages = templates::expand(templates::CANARY, &Default::default()).unwrap();
@@ -257,11 +258,11 @@ mod tests {
             stages,
             status: Status::Running,
             stage: 0,
-            stage_started_at: "2026-11-22T10:00:00.000Z".into(),
+            stage_started_at: Timestamp::parse("2026-11-22T10:00:00.000Z").unwrap(),
             approvals: Vec::new(),
             installed_rule: None,
             created_by: "ana".into(),
-            created_at: "2026-11-22T10:00:00.000Z".into(),
+            created_at: Timestamp::parse("2026-11-22T10:00:00.000Z").unwrap(),
         }
     }
 

@@ -1,328 +1,421 @@
-//! Rollout plans: a flag taken through ordered stages in one environment, each with an
-//! audience, a minimum hold, exit criteria and who may advance it. This module holds the plan
-//! itself and its rules; `criteria` reads metrics against guardrails, `messages` renders the
-//! communication plan's notifications, and `engine` runs actions and the scheduler.
+//! Rollout plans' transitions, without IO: starting a plan, and every move between its stages
+//! (approve, advance, hold, resume, roll back, complete), by people, the schedule or a
+//! guardrail. Each edits the plan and the flag's state and returns the `Step` the decision log
+//! records; `service::plans` reads the metrics and stores the result in one transaction.
 
-pub mod criteria;
-pub mod engine;
 pub mod messages;
 pub mod templates;
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
-use flag_core::wire::{self, Rollout, Serve};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::json;
 
-use crate::auth::Scope;
-use crate::store::{FlagDefinition, FlagState, StoreError};
+use crate::model::Refusal;
+use crate::model::criteria::{Reading, Verdict};
+use crate::model::flag::{FlagDefinition, FlagState};
+use crate::model::plan::{FlagChange, Plan, Stage, Status, Step, validate};
+use crate::model::time::Timestamp;
+use crate::plans::templates::TemplateParameters;
 
-pub use criteria::Criterion;
+/// Who decides when the scheduler advances or completes a plan.
+pub const SCHEDULE: &str = "schedule";
+/// Who decides when a guardrail rolls a plan back.
+pub const GUARDRAIL: &str = "guardrail";
 
-/// The longest hold a stage may have, and the longest metric window: 90 days.
-pub const MAX_SECONDS: u64 = 90 * 24 * 3600;
-
-/// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// `POST /api/v1/plans`: a plan from a template or from explicit stages.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Stage {
-    pub name: String,
-    /// Segments whose members get the exposed variant. Audiences nest: a stage also keeps every
-    /// earlier stage's segments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub segments: Vec<String>,
-    /// Everyone else's exposure, in thousandths of a percent (5% is 5000); never lower than an
-    /// earlier stage's.
-    #[serde(default)]
-    pub percent: u32,
-    /// The least time the plan stays in this stage before it may advance on its own.
-    #[serde(default)]
-    pub hold_seconds: u64,
-    /// Checked all the time: a breach rolls the plan back. All must pass to leave the stage.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub guardrails: Vec<Criterion>,
-    /// Must pass to leave the stage on schedule; never roll back.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub leading: Vec<Criterion>,
-    /// Who may move the plan into this stage (ignored for the first, which the plan's start
-    /// enters).
-    #[serde(default)]
-    pub advance: Advancers,
-}
-
-/// Who may move a plan into a stage, and how many of them must approve first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Advancers {
-    /// The least scope a token needs.
-    #[serde(default = "release_scope")]
-    pub scope: Scope,
-    /// If not empty, only tokens with these names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tokens: Vec<String>,
-    /// Distinct approvals needed, each an `advance` by an allowed token, before the plan moves
-    /// in, by hand or on schedule. 0: the scheduler needs none, and one `advance` moves it.
-    #[serde(default)]
-    pub approvals: u32,
-}
-
-fn release_scope() -> Scope {
-    Scope::Release
-}
-
-impl Default for Advancers {
-    fn default() -> Self {
-        Self { scope: Scope::Release, tokens: Vec::new(), approvals: 0 }
-    }
-}
-
-impl Advancers {
-    /// Why the token named `name`, of `scope`, may not advance, if it may not.
-    pub fn refuses(&self, name: &str, scope: Scope) -> Option<String> {
-        if scope < self.scope {
-            return Some(format!("advancing this stage needs a `{}` token", self.scope.as_str()));
-        }
-        if !self.tokens.is_empty() && !self.tokens.iter().any(|allowed| allowed == name) {
-            return Some(format!(
-                "only these tokens may advance this stage: {}",
-                self.tokens.join(", ")
-            ));
-        }
-        None
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Running,
-    /// Not advancing on its own; guardrails still roll it back.
-    Held,
-    RolledBack,
-    Completed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Held => "held",
-            Self::RolledBack => "rolled_back",
-            Self::Completed => "completed",
-        }
-    }
-
-    pub fn is_active(self) -> bool {
-        matches!(self, Self::Running | Self::Held)
-    }
-}
-
-/// A plan as stored and served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Plan {
-    pub id: i64,
+pub struct PlanRequest {
     pub flag: String,
     pub environment: String,
-    /// The built-in template it was made from, if any.
+    /// `canary` or `four-stage`; or give `stages`.
     pub template: Option<String>,
-    /// The variant the plan rolls out.
-    pub variant: String,
-    /// What everyone outside the audience gets, and what guardrails compare against.
-    pub control: String,
-    /// Whether the scheduler advances stages whose hold has passed and whose criteria hold.
-    pub auto_advance: bool,
-    pub stages: Vec<Stage>,
-    pub status: Status,
-    /// Index into `stages`.
-    pub stage: usize,
-    /// RFC 3339: when the current stage was entered.
-    pub stage_started_at: String,
-    /// Tokens that approved leaving the current stage.
-    pub approvals: Vec<String>,
-    /// The rule the plan put first in the flag's rules for the stage's segments, so the next
-    /// stage can replace exactly that rule and leave the others alone.
-    pub installed_rule: Option<wire::Rule>,
-    pub created_by: String,
-    pub created_at: String,
-}
-
-impl Plan {
-    pub fn current(&self) -> &Stage {
-        &self.stages[self.stage]
-    }
-
-    pub fn is_last_stage(&self) -> bool {
-        self.stage + 1 == self.stages.len()
-    }
-
-    /// When the current stage was entered.
-    pub fn stage_began(&self) -> Result<DateTime<Utc>, StoreError> {
-        DateTime::parse_from_rfc3339(&self.stage_started_at)
-            .map(|at| at.with_timezone(&Utc))
-            .map_err(|e| {
-                StoreError::Internal(format!("stored time `{}`: {e}", self.stage_started_at))
-            })
-    }
-
-    /// When the current stage's hold ends.
-    pub fn hold_until(&self) -> Result<DateTime<Utc>, StoreError> {
-        Ok(self.stage_began()? + chrono::Duration::seconds(self.current().hold_seconds as i64))
-    }
-
-    /// The segments exposed at stage `index`: its own and every earlier stage's.
-    pub fn segments_at(&self, index: usize) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        let mut segments = Vec::new();
-        for stage in &self.stages[..=index] {
-            for segment in &stage.segments {
-                if seen.insert(segment.as_str()) {
-                    segments.push(segment.clone());
-                }
-            }
-        }
-        segments
-    }
-
-    /// Serves the current stage's audience in `state`: a first rule for its segments, and a
-    /// percent rollout of `variant` against `control` for everyone else. Other rules stay.
-    pub fn apply(&mut self, state: &mut FlagState) {
-        if let Some(previous) = self.installed_rule.take()
-            && let Some(at) = state.rules.iter().position(|rule| *rule == previous)
-        {
-            state.rules.remove(at);
-        }
-        let segments = self.segments_at(self.stage);
-        if !segments.is_empty() {
-            let rule = wire::Rule {
-                conditions: Vec::new(),
-                segments,
-                serve: Serve::Variant(self.variant.clone()),
-            };
-            state.rules.insert(0, rule.clone());
-            self.installed_rule = Some(rule);
-        }
-        let bucket_by = match &state.fallthrough {
-            Serve::Rollout(rollout) => rollout.bucket_by.clone(),
-            Serve::Variant(_) => None,
-        };
-        let stage = &self.stages[self.stage];
-        state.fallthrough = Serve::Rollout(Rollout {
-            bucket_by,
-            percent: Some(stage.percent),
-            inside: Some(self.variant.clone()),
-            outside: Some(self.control.clone()),
-            weights: None,
-            stage: Some(stage.name.clone()),
-        });
-    }
-}
-
-/// Checks a plan's stages against the flag it rolls out; the error names the field at fault.
-pub fn validate(
-    stages: &[Stage],
-    definition: &FlagDefinition,
-    variant: &str,
-    control: &str,
-    known_segments: &BTreeSet<String>,
-) -> Result<(), StoreError> {
-    let refuse = |message: String| Err(StoreError::Refused(message));
-    for (name, field) in [(variant, "variant"), (control, "control")] {
-        if !definition.variants.contains_key(name) {
-            return refuse(format!("`{field}`: flag `{}` has no variant `{name}`", definition.key));
-        }
-    }
-    if variant == control {
-        return refuse("`variant` and `control` must differ".into());
-    }
-    if stages.is_empty() {
-        return refuse("`stages`: a plan needs at least one stage".into());
-    }
-    if stages.len() > 20 {
-        return refuse("`stages`: at most 20".into());
-    }
-    let mut names = BTreeSet::new();
-    let mut percent = 0;
-    for (index, stage) in stages.iter().enumerate() {
-        let at = format!("stages[{index}]");
-        if stage.name.trim().is_empty() || stage.name.len() > 64 {
-            return refuse(format!("`{at}.name` must be 1 to 64 characters"));
-        }
-        if !names.insert(stage.name.as_str()) {
-            return refuse(format!("`{at}.name`: `{}` names two stages", stage.name));
-        }
-        if stage.percent > flag_core::bucketing::BUCKETS {
-            return refuse(format!(
-                "`{at}.percent` is in thousandths of a percent, 0 to 100000; got {}",
-                stage.percent
-            ));
-        }
-        if stage.percent < percent {
-            return refuse(format!(
-                "`{at}.percent`: {} is below the previous stage's {percent}; audiences only grow",
-                stage.percent
-            ));
-        }
-        percent = stage.percent;
-        if let Some(unknown) = stage.segments.iter().find(|s| !known_segments.contains(*s)) {
-            return refuse(format!("`{at}.segments`: no segment `{unknown}`"));
-        }
-        if stage.hold_seconds > MAX_SECONDS {
-            return refuse(format!("`{at}.hold_seconds`: at most {MAX_SECONDS} (90 days)"));
-        }
-        if stage.advance.approvals > 10 {
-            return refuse(format!("`{at}.advance.approvals` must be 0 to 10"));
-        }
-        for (list, criteria) in [("guardrails", &stage.guardrails), ("leading", &stage.leading)] {
-            for (position, criterion) in criteria.iter().enumerate() {
-                criterion.check().map_err(|message| {
-                    StoreError::Refused(format!("`{at}.{list}[{position}]{message}"))
-                })?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One record of the decision log.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct Decision {
-    pub id: i64,
-    pub at: String,
-    pub plan: i64,
-    pub flag: String,
-    pub environment: String,
-    /// `start`, `advance`, `approve`, `hold`, `resume`, `rollback`, `kill` or `complete`.
-    pub action: String,
-    pub from_stage: Option<String>,
-    pub to_stage: Option<String>,
-    /// `proceed`, `hold` or `rollback`.
-    pub decision: String,
+    /// The template's parameters.
+    #[serde(default)]
+    pub parameters: TemplateParameters,
+    pub stages: Option<Vec<Stage>>,
+    /// The variant to roll out; for a flag of two variants, the one that is not `off_variant`.
+    pub variant: Option<String>,
+    /// What everyone else gets; default `off_variant`.
+    pub control: Option<String>,
+    /// Default: the template's (on for the canary, off for four-stage), on for explicit stages.
+    pub auto_advance: Option<bool>,
     pub rationale: String,
-    /// A token's name, or `guardrail` or `schedule`.
-    pub decided_by: String,
-    /// The criteria readings when it was made.
-    pub metrics: serde_json::Value,
 }
 
-/// A decision's stage as the decision log template writes it: `beta→ga` for a move, `beta` for
-/// a decision within or out of a stage, empty for none.
-pub fn stage_label(from: Option<&str>, to: Option<&str>) -> String {
-    match (from, to) {
-        (Some(from), Some(to)) if from != to => format!("{from}→{to}"),
-        (Some(stage), _) | (None, Some(stage)) => stage.to_owned(),
-        (None, None) => String::new(),
+/// A release manager's action on a running plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Advance,
+    Hold,
+    Resume,
+    Rollback(RollbackTo),
+    Complete,
+}
+
+/// Where a rollback goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackTo {
+    /// The stage before, held there until someone resumes.
+    #[default]
+    Previous,
+    /// Kill the flag and end the plan.
+    Kill,
+}
+
+/// Who makes a transition, and why.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub by: String,
+    pub rationale: String,
+}
+
+/// A new plan, given its id: its first stage served at once, and the flag enabled.
+pub fn start(
+    id: i64,
+    request: PlanRequest,
+    definition: &FlagDefinition,
+    known_segments: &BTreeSet<String>,
+    state: &mut FlagState,
+    now: Timestamp,
+    author: Author,
+) -> Result<(Plan, Step), Refusal> {
+    let Author { by, rationale } = author;
+    let by = by.as_str();
+    let stages = match (&request.template, request.stages) {
+        (Some(name), None) => templates::expand(name, &request.parameters)?,
+        (None, Some(stages)) => stages,
+        _ => return Err(Refusal::Unprocessable("give either `template` or `stages`".into())),
+    };
+    let auto_advance = request
+        .auto_advance
+        .unwrap_or_else(|| request.template.as_deref().is_none_or(templates::auto_advance));
+    let variant = request
+        .variant
+        .or_else(|| definition.sole_other_variant())
+        .ok_or_else(|| Refusal::Unprocessable("name the `variant` to roll out".into()))?;
+    let control = request.control.unwrap_or_else(|| definition.off_variant.clone());
+    validate(&stages, definition, &variant, &control, known_segments)?;
+    let mut plan = Plan {
+        id,
+        flag: definition.key.clone(),
+        environment: request.environment,
+        template: request.template,
+        variant,
+        control,
+        auto_advance,
+        stages,
+        status: Status::Running,
+        stage: 0,
+        stage_started_at: now,
+        approvals: Vec::new(),
+        installed_rule: None,
+        created_by: by.to_owned(),
+        created_at: now,
+    };
+    plan.apply(state);
+    state.enabled = true;
+    let step = Step {
+        action: "start",
+        flag: FlagChange::Edit("plan.start"),
+        from_stage: None,
+        to_stage: Some(plan.current().name.clone()),
+        decision: "proceed",
+        notifications: vec![messages::started(&plan, by, &rationale)],
+        rationale,
+        decided_by: by.to_owned(),
+        metrics: json!([]),
+    };
+    Ok((plan, step))
+}
+
+/// A release manager's `action` on `plan`, which they saw at stage `seen_stage`.
+pub fn act(
+    plan: &mut Plan,
+    state: &mut FlagState,
+    seen_stage: usize,
+    action: Action,
+    now: Timestamp,
+    author: Author,
+    readings: &[Reading],
+) -> Result<Step, Refusal> {
+    let Author { by, rationale } = author;
+    let by = by.as_str();
+    if plan.stage != seen_stage {
+        return Err(Refusal::Stale(format!(
+            "plan {} moved to stage `{}` meanwhile; look again",
+            plan.id,
+            plan.current().name
+        )));
+    }
+    if !plan.status.is_active() {
+        return Err(Refusal::Unprocessable(format!(
+            "plan {} is {}; start a new plan",
+            plan.id,
+            plan.status.as_str()
+        )));
+    }
+    match action {
+        Action::Advance => advance(plan, state, now, by, rationale, readings, true),
+        Action::Complete => {
+            if !plan.is_last_stage() {
+                return Err(Refusal::Unprocessable(format!(
+                    "plan {} is at stage `{}`; only the last stage completes",
+                    plan.id,
+                    plan.current().name
+                )));
+            }
+            Ok(complete(plan, by, rationale, readings))
+        }
+        Action::Hold => {
+            if plan.status == Status::Held {
+                return Err(Refusal::Unprocessable(format!("plan {} is already held", plan.id)));
+            }
+            Ok(hold(plan, by, rationale))
+        }
+        Action::Resume => {
+            if plan.status != Status::Held {
+                return Err(Refusal::Unprocessable(format!("plan {} is not held", plan.id)));
+            }
+            plan.status = Status::Running;
+            plan.apply(state);
+            state.enabled = true;
+            let stage = Some(plan.current().name.clone());
+            Ok(Step {
+                action: "resume",
+                flag: FlagChange::Edit("plan.resume"),
+                from_stage: stage.clone(),
+                to_stage: stage,
+                decision: "proceed",
+                rationale,
+                decided_by: by.to_owned(),
+                metrics: json!(readings),
+                notifications: Vec::new(),
+            })
+        }
+        Action::Rollback(to) => rollback(plan, state, now, to, by, rationale),
     }
 }
 
-/// Which decisions to return; empty fields match everything.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct DecisionFilter {
-    pub flag: Option<String>,
-    #[serde(rename = "env")]
-    pub environment: Option<String>,
-    pub plan: Option<i64>,
-    /// `json` (the default) or `csv`.
-    pub format: Option<String>,
+/// What the schedule is due to do with a plan, given its readings now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// A guardrail failed, as described.
+    Rollback(String),
+    /// The hold has passed, every criterion passes and the approvals are in: advance, or
+    /// complete the last stage.
+    Advance,
+    Nothing,
+}
+
+pub fn due(plan: &Plan, now: Timestamp, readings: &[Reading]) -> Due {
+    let guardrails = &readings[..plan.current().guardrails.len().min(readings.len())];
+    if let Some(breached) = guardrails.iter().find(|reading| reading.verdict == Verdict::Fail) {
+        let detail = breached.detail.as_deref().unwrap_or("failed");
+        return Due::Rollback(format!("{} ({detail})", breached.criterion));
+    }
+    let healthy = readings.iter().all(|reading| reading.verdict == Verdict::Pass);
+    let approved = plan
+        .stages
+        .get(plan.stage + 1)
+        .is_none_or(|next| plan.approvals.len() >= next.advance.approvals as usize);
+    if plan.status == Status::Running
+        && plan.auto_advance
+        && healthy
+        && now >= plan.hold_until()
+        && approved
+    {
+        Due::Advance
+    } else {
+        Due::Nothing
+    }
+}
+
+/// What the schedule does with a plan: roll back on a breached guardrail; advance or complete
+/// a running plan that is `due` to, unless its flag is killed (it stays killed until someone
+/// resumes the plan). `None`: nothing yet.
+pub fn on_schedule(
+    plan: &mut Plan,
+    state: &mut FlagState,
+    now: Timestamp,
+    readings: &[Reading],
+) -> Result<Option<Step>, Refusal> {
+    match due(plan, now, readings) {
+        Due::Rollback(breach) => Ok(Some(guardrail_breached(plan, &breach, readings))),
+        Due::Advance if state.enabled => {
+            let rationale = format!(
+                "held {} at `{}` and healthy: {}",
+                messages::duration(plan.current().hold_seconds),
+                plan.current().name,
+                messages::metric_summary(readings)
+            );
+            if plan.is_last_stage() {
+                Ok(Some(complete(plan, SCHEDULE, rationale, readings)))
+            } else {
+                advance(plan, state, now, SCHEDULE, rationale, readings, false).map(Some)
+            }
+        }
+        Due::Advance | Due::Nothing => Ok(None),
+    }
+}
+
+/// A manual kill of the flag holds its running plan, so the plan does not advance a killed
+/// flag.
+pub fn hold_for_kill(plan: &mut Plan, by: &str, reason: &str) -> Option<Step> {
+    (plan.status == Status::Running)
+        .then(|| hold(plan, by, format!("the flag was killed: {reason}")))
+}
+
+/// Moves into the next stage once enough approvals are in; `by_hand` counts the caller's
+/// `advance` as one.
+fn advance(
+    plan: &mut Plan,
+    state: &mut FlagState,
+    now: Timestamp,
+    by: &str,
+    rationale: String,
+    readings: &[Reading],
+    by_hand: bool,
+) -> Result<Step, Refusal> {
+    if plan.is_last_stage() {
+        return Err(Refusal::Unprocessable(format!(
+            "plan {} is at its last stage; `complete` it",
+            plan.id
+        )));
+    }
+    let from = plan.current().clone();
+    let next = &plan.stages[plan.stage + 1];
+    let needed = next.advance.approvals.max(u32::from(by_hand)) as usize;
+    if by_hand {
+        if plan.approvals.iter().any(|name| name == by) {
+            return Err(Refusal::Unprocessable(format!(
+                "{by} already approved; {} of {needed} approvals",
+                plan.approvals.len()
+            )));
+        }
+        plan.approvals.push(by.to_owned());
+        if plan.approvals.len() < needed {
+            return Ok(Step {
+                action: "approve",
+                flag: FlagChange::Edit("plan.approve"),
+                from_stage: Some(from.name),
+                to_stage: Some(next.name.clone()),
+                decision: "proceed",
+                rationale: format!("{rationale} ({} of {needed} approvals)", plan.approvals.len()),
+                decided_by: by.to_owned(),
+                metrics: json!(readings),
+                notifications: Vec::new(),
+            });
+        }
+    }
+    plan.stage += 1;
+    plan.stage_started_at = now;
+    plan.approvals.clear();
+    plan.apply(state);
+    Ok(Step {
+        action: "advance",
+        flag: FlagChange::Edit("plan.advance"),
+        from_stage: Some(from.name.clone()),
+        to_stage: Some(plan.current().name.clone()),
+        decision: "proceed",
+        notifications: vec![messages::advanced(plan, &from, by, &rationale, readings)],
+        rationale,
+        decided_by: by.to_owned(),
+        metrics: json!(readings),
+    })
+}
+
+fn complete(plan: &mut Plan, by: &str, rationale: String, readings: &[Reading]) -> Step {
+    plan.status = Status::Completed;
+    Step {
+        action: "complete",
+        flag: FlagChange::Edit("plan.complete"),
+        from_stage: Some(plan.current().name.clone()),
+        to_stage: None,
+        decision: "proceed",
+        notifications: vec![messages::completed(plan, by, &rationale, readings)],
+        rationale,
+        decided_by: by.to_owned(),
+        metrics: json!(readings),
+    }
+}
+
+fn hold(plan: &mut Plan, by: &str, rationale: String) -> Step {
+    plan.status = Status::Held;
+    let stage = Some(plan.current().name.clone());
+    Step {
+        action: "hold",
+        flag: FlagChange::Edit("plan.hold"),
+        from_stage: stage.clone(),
+        to_stage: stage,
+        decision: "hold",
+        notifications: vec![messages::held(plan, by, &rationale)],
+        rationale,
+        decided_by: by.to_owned(),
+        metrics: json!([]),
+    }
+}
+
+fn rollback(
+    plan: &mut Plan,
+    state: &mut FlagState,
+    now: Timestamp,
+    to: RollbackTo,
+    by: &str,
+    rationale: String,
+) -> Result<Step, Refusal> {
+    let from = Some(plan.current().name.clone());
+    let (flag, to_stage, killed) = match to {
+        RollbackTo::Kill => {
+            plan.status = Status::RolledBack;
+            (FlagChange::Kill, None, true)
+        }
+        RollbackTo::Previous => {
+            if plan.stage == 0 {
+                return Err(Refusal::Unprocessable(format!(
+                    "plan {} is at its first stage; roll back `to: kill`",
+                    plan.id
+                )));
+            }
+            plan.stage -= 1;
+            plan.stage_started_at = now;
+            plan.approvals.clear();
+            // Stays there until someone resumes: the issue that caused it needs a look first.
+            plan.status = Status::Held;
+            plan.apply(state);
+            (FlagChange::Edit("plan.rollback"), Some(plan.current().name.clone()), false)
+        }
+    };
+    Ok(Step {
+        action: "rollback",
+        flag,
+        from_stage: from,
+        to_stage,
+        decision: "rollback",
+        notifications: vec![messages::rolled_back(plan, killed, by, &rationale)],
+        rationale,
+        decided_by: by.to_owned(),
+        metrics: json!([]),
+    })
+}
+
+fn guardrail_breached(plan: &mut Plan, breach: &str, readings: &[Reading]) -> Step {
+    let issue = format!("guardrail breached at stage `{}`: {breach}", plan.current().name);
+    plan.status = Status::RolledBack;
+    Step {
+        action: "rollback",
+        flag: FlagChange::Kill,
+        from_stage: Some(plan.current().name.clone()),
+        to_stage: None,
+        decision: "rollback",
+        notifications: vec![
+            messages::issue_detected(plan, &issue, readings),
+            messages::rolled_back(plan, true, GUARDRAIL, &issue),
+        ],
+        rationale: issue,
+        decided_by: GUARDRAIL.into(),
+        metrics: json!(readings),
+    }
 }

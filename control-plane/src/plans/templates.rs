@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Advancers, Criterion, Stage};
-use crate::store::StoreError;
+use crate::model::Refusal;
+use crate::model::criteria::Criterion;
+use crate::model::plan::{Advancers, Stage};
 
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
@@ -88,7 +89,7 @@ pub fn auto_advance(name: &str) -> bool {
 }
 
 /// The stages of template `name` with `parameters` filled in.
-pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>, StoreError> {
+pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>, Refusal> {
     let guardrails = parameters.guardrails.clone().unwrap_or_else(default_guardrails);
     let stage = |name: &str, segments: Vec<String>, percent: u32, hold_seconds: u64| Stage {
         name: name.into(),
@@ -112,14 +113,14 @@ pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>,
         FOUR_STAGE => {
             let segment = |field: &str, value: &Option<String>| {
                 value.clone().ok_or_else(|| {
-                    StoreError::Refused(format!("the four-stage template needs `{field}`"))
+                    Refusal::Unprocessable(format!("the four-stage template needs `{field}`"))
                 })
             };
             let internal = segment("internal_segment", &parameters.internal_segment)?;
             let alpha = segment("alpha_segment", &parameters.alpha_segment)?;
             let beta = parameters.beta_percent.unwrap_or(10_000);
             if !(10_000..=25_000).contains(&beta) {
-                return Err(StoreError::Refused(format!(
+                return Err(Refusal::Unprocessable(format!(
                     "`beta_percent` is 10000 to 25000 (10 to 25%); got {beta}"
                 )));
             }
@@ -132,13 +133,13 @@ pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>,
                 ga,
             ])
         }
-        other => Err(StoreError::Refused(format!(
+        other => Err(Refusal::Unprocessable(format!(
             "no template `{other}`; the templates are `{CANARY}` and `{FOUR_STAGE}`"
         ))),
     }
 }
 
-fn refuse_four_stage_parameters(parameters: &TemplateParameters) -> Result<(), StoreError> {
+fn refuse_four_stage_parameters(parameters: &TemplateParameters) -> Result<(), Refusal> {
     let four_stage_only = [
         ("internal_segment", parameters.internal_segment.is_some()),
         ("alpha_segment", parameters.alpha_segment.is_some()),
@@ -146,7 +147,7 @@ fn refuse_four_stage_parameters(parameters: &TemplateParameters) -> Result<(), S
         ("ga_approvals", parameters.ga_approvals.is_some()),
     ];
     match four_stage_only.iter().find(|(_, given)| *given) {
-        Some((field, _)) => Err(StoreError::Refused(format!(
+        Some((field, _)) => Err(Refusal::Unprocessable(format!(
             "`{field}` is a parameter of the four-stage template, not the canary"
         ))),
         None => Ok(()),

@@ -1,6 +1,7 @@
 //! control-plane's integration tests: a real SQLite file in a temporary directory, and the
 //! service on a real loopback listener.
 
+mod changes;
 mod cli;
 mod crash;
 mod edges;
@@ -10,6 +11,5 @@ mod openapi;
 mod plans;
 mod resources;
 mod server;
-mod store;
 mod stream;
 mod support;

@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use control_plane::clock::ManualClock;
-use control_plane::plans::engine::tick;
-use control_plane::store::Store;
-use control_plane::store::sqlite::SqliteStore;
+use control_plane::model::audit::AuditQuery;
+use control_plane::model::plan::MAX_SECONDS;
+use control_plane::service::metrics::sums;
+use control_plane::service::plans::tick;
 use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::support::{ADMIN, READ, RELEASE, Server, serve, start_with};
+use crate::support::{ADMIN, READ, RELEASE, Server, reopen, start_with};
 
 fn t0() -> DateTime<Utc> {
     "2026-11-22T10:00:00Z".parse().unwrap()
@@ -149,14 +150,14 @@ async fn the_canary_reaches_everyone_on_schedule() {
     for (at, expected) in steps {
         clock.set(t0() + minutes(at));
         report(&server, 2000, 10).await;
-        tick(&server.state).await.unwrap();
+        tick(server.service()).await.unwrap();
         assert_eq!(stage_name(&plan(&server, id).await), expected, "at +{at} min");
     }
     assert_eq!(exposed(&server).await, 2000);
     // GA holds for no time: the next tick completes the plan.
-    tick(&server.state).await.unwrap();
+    tick(server.service()).await.unwrap();
     assert_eq!(plan(&server, id).await["status"], "completed");
-    assert_eq!(tick(&server.state).await.unwrap(), 0, "a completed plan does nothing more");
+    assert_eq!(tick(server.service()).await.unwrap(), 0, "a completed plan does nothing more");
 
     let log = decisions(&server).await;
     let summary: Vec<(&str, &str, &str, &str)> = log
@@ -225,13 +226,13 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
     for at in [60, 24 * 60] {
         clock.set(t0() + minutes(at));
         report(&server, 2000, 10).await;
-        tick(&server.state).await.unwrap();
+        tick(server.service()).await.unwrap();
     }
     assert_eq!(stage_name(&plan(&server, id).await), "expanded");
 
     clock.set(t0() + minutes(24 * 60 + 5));
     report(&server, 1500, 300).await;
-    assert_eq!(tick(&server.state).await.unwrap(), 1);
+    assert_eq!(tick(server.service()).await.unwrap(), 1);
 
     let after = plan(&server, id).await;
     assert_eq!(after["status"], "rolled_back");
@@ -254,14 +255,14 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
         (Some(310), Some(3500))
     );
     assert_eq!(reading["verdict"], "fail");
-    let kill = server.store.audit(Default::default()).await.unwrap().into_iter().last().unwrap();
+    let kill = server.audit(AuditQuery::default()).await.into_iter().last().unwrap();
     assert_eq!((kill.actor.as_str(), kill.action.as_str()), ("guardrail", "flag.kill"));
 
     // A new plan minutes later is judged on its own exposure, not on the spike before it.
     clock.set(t0() + minutes(24 * 60 + 10));
     let again = start_canary(&server).await["plan"]["id"].as_i64().unwrap();
     report(&server, 2000, 10).await;
-    assert_eq!(tick(&server.state).await.unwrap(), 0);
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
     let restarted = plan(&server, again).await;
     assert_eq!(restarted["status"], "running");
     assert_eq!(restarted["readings"][0]["variant"]["per"], 2000);
@@ -337,9 +338,8 @@ async fn a_plan_continues_on_time_after_a_restart() {
     // A new process on the same database, 40 minutes later: the metrics it was sent before
     // count, and the stage's hold still ends an hour after the start.
     clock.set(t0() + minutes(40));
-    let store = SqliteStore::open(&dir.path().join("rollgate.db"), clock.clone()).await.unwrap();
-    let server = serve(store, clock.clone(), dir).await;
-    assert_eq!(tick(&server.state).await.unwrap(), 0);
+    let server = reopen(dir, clock.clone()).await;
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
     let waiting = plan(&server, id).await;
     assert_eq!(
         (stage_name(&waiting), waiting["hold_until"].as_str()),
@@ -347,7 +347,7 @@ async fn a_plan_continues_on_time_after_a_restart() {
     );
     assert_eq!(waiting["readings"][0]["verdict"], "pass");
     clock.set(t0() + minutes(60));
-    assert_eq!(tick(&server.state).await.unwrap(), 1);
+    assert_eq!(tick(server.service()).await.unwrap(), 1);
     assert_eq!(stage_name(&plan(&server, id).await), "assessed");
     assert_eq!(decisions(&server).await.last().unwrap()["at"], "2026-11-22T11:00:00.000Z");
 }
@@ -393,7 +393,7 @@ async fn actions_approvals_holds_and_rollbacks() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     // Without approvals, the schedule waits even once the hold has passed.
     clock.set(t0() + minutes(2));
-    assert_eq!(tick(&server.state).await.unwrap(), 0);
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
     let (status, answer) = act("advance", RELEASE, why.clone()).await;
     assert_eq!((status, answer["decision"]["action"].as_str()), (StatusCode::OK, Some("approve")));
     assert_eq!(stage_name(&answer["plan"]), "five");
@@ -411,7 +411,7 @@ async fn actions_approvals_holds_and_rollbacks() {
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY]);
     clock.set(t0() + minutes(10));
-    assert_eq!(tick(&server.state).await.unwrap(), 0);
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
     let (status, _) = act("resume", RELEASE, why.clone()).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -455,7 +455,7 @@ async fn a_manual_kill_holds_the_running_plan() {
     // Healthy and past its hold, a held plan does not advance, and the flag stays killed.
     clock.set(t0() + minutes(61));
     report(&server, 2000, 0).await;
-    assert_eq!(tick(&server.state).await.unwrap(), 0);
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
     assert_eq!(server.evaluate("user-1").await.1, flag_core::Reason::Disabled);
 }
 
@@ -578,8 +578,8 @@ async fn bad_plans_and_metric_batches_change_nothing() {
         )
         .await;
     assert_eq!(got, StatusCode::FORBIDDEN);
-    let counts = server.store.metric_counts("production", "checkout-v2", 0).await.unwrap();
-    assert!(counts.rows.is_empty(), "nothing was counted: {:?}", counts.rows);
+    let counts = sums(server.service(), "production", "checkout-v2", MAX_SECONDS).await.unwrap();
+    assert!(counts.is_empty(), "nothing was counted: {counts:?}");
 
     // A retried batch counts once.
     let batch =

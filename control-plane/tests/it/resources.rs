@@ -1,6 +1,6 @@
 //! Round trips for segments, flag definitions and states, environments, tokens and metrics.
 
-use control_plane::store::{AuditFilter, Store};
+use control_plane::model::audit::AuditQuery;
 use flag_core::{Context, Engine, Reason};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -89,11 +89,8 @@ async fn a_segment_targets_a_flag_and_cannot_be_archived_while_used() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = server.call(Method::GET, "/api/v1/segments/staff", Some(RELEASE), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let audit = server
-        .store
-        .audit(AuditFilter { segment: Some("staff".into()), ..AuditFilter::default() })
-        .await
-        .unwrap();
+    let audit =
+        server.audit(AuditQuery { segment: Some("staff".into()), ..AuditQuery::default() }).await;
     let actions: Vec<_> = audit.iter().map(|record| record.action.as_str()).collect();
     assert_eq!(actions, ["segment.create", "segment.update", "segment.archive"]);
 }
@@ -278,10 +275,8 @@ async fn admins_manage_environments_and_tokens() {
         server.call(Method::DELETE, "/api/v1/tokens/qa-edge", Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let actions: Vec<_> = server
-        .store
-        .audit(AuditFilter::default())
+        .audit(AuditQuery::default())
         .await
-        .unwrap()
         .into_iter()
         .filter(|record| record.actor == "ops")
         .map(|record| record.action)

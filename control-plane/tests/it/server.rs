@@ -1,6 +1,6 @@
 //! The API over HTTP: round trips, scopes, ETags and bad input.
 
-use control_plane::store::{AuditFilter, Store};
+use control_plane::model::audit::AuditQuery;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -138,7 +138,7 @@ async fn a_release_manager_bumps_kills_and_unkills() {
     assert_eq!(unkill.status(), StatusCode::OK);
     assert_eq!(server.evaluate("user-2").await, (Some("on".into()), Reason::Split));
 
-    let audit = server.store.audit(AuditFilter::default()).await.unwrap();
+    let audit = server.audit(AuditQuery::default()).await;
     let actions: Vec<_> = audit
         .iter()
         .rev()
@@ -301,10 +301,7 @@ async fn flags_are_created_listed_and_read_over_http() {
         .await
         .unwrap();
     assert_eq!(one, record);
-    assert_eq!(
-        server.store.audit(AuditFilter::default()).await.unwrap().last().unwrap().actor,
-        "ana"
-    );
+    assert_eq!(server.audit(AuditQuery::default()).await.last().unwrap().actor, "ana");
 }
 
 #[tokio::test]
@@ -431,10 +428,8 @@ async fn two_writers_with_the_same_etag_get_one_200_and_one_412() {
     let after = server.get("/api/v1/flags/checkout-v2", Some(RELEASE)).send().await.unwrap();
     assert_eq!(after.headers()["etag"], "\"2\"", "exactly one change went in");
     let audit = server
-        .store
-        .audit(AuditFilter { flag: Some("checkout-v2".into()), ..AuditFilter::default() })
-        .await
-        .unwrap();
+        .audit(AuditQuery { flag: Some("checkout-v2".into()), ..AuditQuery::default() })
+        .await;
     assert_eq!(audit.iter().filter(|r| r.action == "flag.rollout").count(), 1);
 }
 

@@ -5,17 +5,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use control_plane::auth::{self, Scope, Token};
+use control_plane::auth;
 use control_plane::clock::{Clock, SystemClock};
+use control_plane::model::audit::{AuditQuery, AuditRecord};
+use control_plane::model::flag::FlagDefinition;
+use control_plane::model::token::{Scope, Token};
+use control_plane::service::{self, Service};
 use control_plane::store::sqlite::SqliteStore;
-use control_plane::store::{AuditFilter, FlagDefinition, Store};
 use control_plane::{AppState, Settings, app};
 use serde_json::json;
 
 pub(crate) struct Server {
     pub(crate) address: SocketAddr,
     pub(crate) client: reqwest::Client,
-    pub(crate) store: Arc<SqliteStore>,
     pub(crate) state: AppState,
     pub(crate) dir: Arc<tempfile::TempDir>,
     /// The listener and the webhook sender: both stop when the server is dropped.
@@ -41,55 +43,59 @@ pub(crate) async fn start() -> Server {
 
 /// `start` on `clock`.
 pub(crate) async fn start_with(clock: Arc<dyn Clock>) -> Server {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let store = SqliteStore::open(&dir.path().join("rollgate.db"), clock.clone()).await.unwrap();
+    let server = reopen(Arc::new(tempfile::tempdir().unwrap()), clock).await;
+    let service = server.service();
     for (name, scope, token) in [
         ("edge", Scope::Read, READ),
         ("ana", Scope::Release, RELEASE),
         ("ops", Scope::Admin, ADMIN),
     ] {
         let environment = (scope == Scope::Read).then(|| "production".to_owned());
-        store
-            .create_token(
-                Token { name: name.into(), scope, environment, hash: auth::hash(token) },
-                "test",
-            )
-            .await
-            .unwrap();
+        let token = Token { name: name.into(), scope, environment, hash: auth::hash(token) };
+        service::tokens::create(service, token, "test").await.unwrap();
     }
-    let flag: FlagDefinition = serde_json::from_value(json!({
-        "key": "checkout-v2", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"
-    }))
-    .unwrap();
-    store.create_flag(flag, "ana").await.unwrap();
-    serve(store, clock, dir).await
+    service::flags::create(service, checkout(), "ana").await.unwrap();
+    server
 }
 
-/// Serves `store` (whose file is in `dir`) as a new process would: everything in memory
-/// loaded from the store, the webhook sender running. The plan scheduler does not run by
-/// itself; tests call `plans::engine::tick`.
-pub(crate) async fn serve(
-    store: SqliteStore,
-    clock: Arc<dyn Clock>,
-    dir: Arc<tempfile::TempDir>,
-) -> Server {
-    let store = Arc::new(store);
+/// The `checkout-v2` flag: boolean, `on` and `off`.
+pub(crate) fn checkout() -> FlagDefinition {
+    serde_json::from_value(json!({
+        "key": "checkout-v2", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"
+    }))
+    .unwrap()
+}
+
+/// Serves the database in `dir` (created if new) as a new process would: everything in
+/// memory loaded from the store, the webhook sender running. The plan scheduler does not run by
+/// itself; tests call `service::plans::tick`.
+pub(crate) async fn reopen(dir: Arc<tempfile::TempDir>, clock: Arc<dyn Clock>) -> Server {
+    let store = SqliteStore::open(&dir.path().join("rollgate.db")).await.unwrap();
     let settings = Settings {
         keep_alive: Duration::from_millis(200),
         push_secret: Some(PUSH_SECRET.as_bytes().to_vec()),
     };
-    let state =
-        AppState::load(Arc::clone(&store) as Arc<dyn Store>, clock, settings).await.unwrap();
+    let state = AppState::load(Arc::new(store), clock.clone(), settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let service = &state.service;
     let tasks = vec![
         tokio::spawn(axum::serve(listener, app(state.clone())).into_future()).abort_handle(),
-        control_plane::webhooks::spawn(state.clone()).abort_handle(),
+        control_plane::webhooks::spawn(service.store(), clock, service.deliveries()).abort_handle(),
     ];
-    Server { address, client: reqwest::Client::new(), store, state, dir, tasks }
+    Server { address, client: reqwest::Client::new(), state, dir, tasks }
 }
 
 impl Server {
+    pub(crate) fn service(&self) -> &Service {
+        &self.state.service
+    }
+
+    /// Audit records matching `query`, as stored.
+    pub(crate) async fn audit(&self, query: AuditQuery) -> Vec<AuditRecord> {
+        service::audit::list(self.service(), query).await.unwrap()
+    }
+
     pub(crate) fn send(
         &self,
         method: reqwest::Method,
@@ -107,7 +113,7 @@ impl Server {
     pub(crate) async fn observable_state(&self) -> (String, usize) {
         let response = self.get(SNAPSHOT, Some(READ)).send().await.unwrap();
         let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-        (etag, self.store.audit(AuditFilter::default()).await.unwrap().len())
+        (etag, self.audit(AuditQuery::default()).await.len())
     }
 
     pub(crate) async fn evaluate(&self, user: &str) -> (Option<String>, flag_core::Reason) {

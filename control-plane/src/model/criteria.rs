@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::metrics::{CountRow, valid_metric_name};
+use crate::model::plan::MAX_SECONDS;
+
 /// A bound on `metric / per` for the plan's variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +63,7 @@ impl Criterion {
                 return Err(format!(".{field}` must be a number, at least 0"));
             }
         }
-        if !(60..=super::MAX_SECONDS).contains(&self.window_seconds) {
+        if !(60..=MAX_SECONDS).contains(&self.window_seconds) {
             return Err(".window_seconds` must be 60 to 7776000 (90 days)".into());
         }
         Ok(())
@@ -126,12 +129,6 @@ impl Criterion {
     }
 }
 
-/// Metric names: what apps and edges report, and what criteria name.
-pub fn valid_metric_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
-}
-
 /// `0.0213` as `2.13%`.
 pub fn percent(rate: f64) -> String {
     let text = format!("{:.2}", rate * 100.0);
@@ -146,8 +143,7 @@ pub struct Counts {
     /// The earliest minute readings count, whatever their window: the minute the current stage
     /// began, so each stage (and each new plan) is judged on its own exposure.
     pub first_minute: i64,
-    /// (variant, metric, minute, value)
-    pub rows: Vec<(String, String, i64, u64)>,
+    pub rows: Vec<CountRow>,
 }
 
 impl Counts {
@@ -155,8 +151,8 @@ impl Counts {
     pub fn sum(&self, variant: &str, metric: &str, since: i64) -> u64 {
         self.rows
             .iter()
-            .filter(|(v, m, minute, _)| v == variant && m == metric && *minute > since)
-            .map(|row| row.3)
+            .filter(|row| row.variant == variant && row.metric == metric && row.minute > since)
+            .map(|row| row.value)
             .sum()
     }
 }
@@ -217,7 +213,15 @@ mod tests {
         Counts {
             minute: 100,
             first_minute: 0,
-            rows: rows.iter().map(|(v, m, t, n)| (v.to_string(), m.to_string(), *t, *n)).collect(),
+            rows: rows
+                .iter()
+                .map(|(variant, metric, minute, value)| CountRow {
+                    variant: variant.to_string(),
+                    metric: metric.to_string(),
+                    minute: *minute,
+                    value: *value,
+                })
+                .collect(),
         }
     }
 

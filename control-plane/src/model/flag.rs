@@ -1,0 +1,171 @@
+//! Flags, their state in each environment, segments, environments, and the snapshots made of
+//! them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flag_core::wire::{self, Rollout, Serve};
+use flag_core::{Engine, bucketing};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::Refusal;
+
+/// What a flag is, the same in every environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagDefinition {
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub variants: BTreeMap<String, Value>,
+    pub off_variant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+}
+
+impl FlagDefinition {
+    /// For a flag of two variants, the one that is not `off_variant`: what a rollout exposes
+    /// unless told otherwise.
+    pub fn sole_other_variant(&self) -> Option<String> {
+        let mut others = self.variants.keys().filter(|v| **v != self.off_variant);
+        match (others.next(), others.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A live flag's definition as stored, with its revision (its ETag).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFlag {
+    pub definition: FlagDefinition,
+    pub revision: u64,
+}
+
+/// How a flag behaves in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagState {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prerequisites: Vec<wire::Prerequisite>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<wire::Rule>,
+    pub fallthrough: wire::Serve,
+}
+
+impl FlagState {
+    /// A new flag's state: enabled, no rules, `off_variant` for everyone.
+    pub fn initial(definition: &FlagDefinition) -> Self {
+        Self {
+            enabled: true,
+            prerequisites: Vec::new(),
+            rules: Vec::new(),
+            fallthrough: wire::Serve::Variant(definition.off_variant.clone()),
+        }
+    }
+
+    /// Makes the fallthrough a percent rollout. The exposed variant is `variant`, else the
+    /// existing rollout's, else, for a flag of two variants, the one that is not `off_variant`.
+    /// The stage label, the bucketing attribute and the variant everyone else gets stay unless
+    /// given.
+    pub fn roll_out(
+        &mut self,
+        definition: &FlagDefinition,
+        percent: u32,
+        stage: Option<String>,
+        variant: Option<String>,
+    ) -> Result<(), Refusal> {
+        if percent > bucketing::BUCKETS {
+            return Err(Refusal::Unprocessable(format!(
+                "`percent` is in thousandths of a percent, 0 to {} (100%); got {percent}",
+                bucketing::BUCKETS
+            )));
+        }
+        let existing = match &self.fallthrough {
+            Serve::Rollout(rollout) if rollout.percent.is_some() => Some(rollout.clone()),
+            _ => None,
+        };
+        let inside = variant
+            .or_else(|| existing.as_ref().and_then(|r| r.inside.clone()))
+            .or_else(|| definition.sole_other_variant())
+            .ok_or_else(|| Refusal::Unprocessable("name the `variant` to roll out".into()))?;
+        let outside = existing
+            .as_ref()
+            .and_then(|r| r.outside.clone())
+            .unwrap_or_else(|| definition.off_variant.clone());
+        self.fallthrough = Serve::Rollout(Rollout {
+            bucket_by: existing.as_ref().and_then(|r| r.bucket_by.clone()),
+            percent: Some(percent),
+            inside: Some(inside),
+            outside: Some(outside),
+            weights: None,
+            stage: stage.or_else(|| existing.and_then(|r| r.stage)),
+        });
+        Ok(())
+    }
+}
+
+/// A flag's definition and its state in each environment. The definition's fields are spelled
+/// out rather than flattened, so the API description can say the record has both.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FlagRecord {
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub variants: BTreeMap<String, Value>,
+    pub off_variant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Grows with every change to the flag; served as its ETag.
+    #[serde(skip)]
+    pub revision: u64,
+    pub environments: BTreeMap<String, FlagState>,
+}
+
+impl FlagRecord {
+    pub fn new(flag: StoredFlag, environments: BTreeMap<String, FlagState>) -> Self {
+        let StoredFlag { definition, revision } = flag;
+        let FlagDefinition { key, kind, variants, off_variant, salt } = definition;
+        Self { key, kind, variants, off_variant, salt, revision, environments }
+    }
+}
+
+/// A segment and its revision, served as its ETag.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SegmentRecord {
+    #[serde(flatten)]
+    pub segment: wire::Segment,
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// An environment and its current snapshot version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Environment {
+    pub name: String,
+    pub version: u64,
+}
+
+/// Environments every installation starts with.
+pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["staging", "production"];
+
+/// A snapshot as served: flag-core's wire format, already serialized, and the engine compiled
+/// from it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub environment: String,
+    pub version: u64,
+    pub json: Bytes,
+    pub engine: Arc<Engine>,
+}
+
+/// Two publications are the same if they carry the same document.
+impl PartialEq for Published {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.environment, self.version, &self.json)
+            == (&other.environment, other.version, &other.json)
+    }
+}

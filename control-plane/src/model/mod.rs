@@ -1,0 +1,84 @@
+//! The domain: what Rollgate stores and serves, and the rules that need no IO. Every other
+//! layer speaks these types; this module uses nothing else of the crate, so the store, the plans
+//! and the service can all depend on it without depending on each other.
+
+pub mod audit;
+pub mod criteria;
+pub mod edge;
+pub mod flag;
+pub mod metrics;
+pub mod plan;
+pub mod time;
+pub mod token;
+pub mod webhook;
+
+/// Why a request was refused: the caller's change or query is at fault, not the system. Each
+/// kind maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A key or value that cannot be taken as given, e.g. a key with a space in it.
+    #[error("{0}")]
+    Malformed(String),
+    /// A change that cannot apply to things as they are, e.g. a rollout without a variant to
+    /// expose, or archiving a flag a plan still drives.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The resource changed since the revision the caller named.
+    #[error("{0}")]
+    Stale(String),
+    /// The change would give a snapshot that flag-core rejects.
+    #[error("the change gives an invalid snapshot: {0}")]
+    Invalid(flag_core::ConfigError),
+    /// The caller's token may use the route but not on this resource, e.g. a stage only named
+    /// tokens may advance.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl Refusal {
+    /// Makes an `Invalid` refusal's path relative to `prefix` (e.g. `flags.checkout-v2`) when it
+    /// lies inside it, so it points into the request that changed that resource.
+    pub fn relative_to(self, prefix: &str) -> Self {
+        match self {
+            Self::Invalid(mut error) => {
+                if error.path == prefix {
+                    error.path.clear();
+                } else if let Some(inner) = error.path.strip_prefix(prefix)
+                    && let Some(inner) =
+                        inner.strip_prefix('.').or(inner.starts_with('[').then_some(inner))
+                {
+                    error.path = inner.to_owned();
+                }
+                Self::Invalid(error)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Keys appear in URLs and snapshots: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+pub fn check_key(what: &str, key: &str) -> Result<(), Refusal> {
+    let valid = (1..=128).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Refusal::Malformed(format!("{what} keys are 1 to 128 of A-Z a-z 0-9 . _ -")))
+    }
+}
+
+/// An `http://` or `https://` URL with a host, as edges and webhooks are reached.
+pub fn check_http_url(field: &str, text: &str) -> Result<url::Url, Refusal> {
+    let url = url::Url::parse(text)
+        .map_err(|error| Refusal::Unprocessable(format!("`{field}` is not a URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(Refusal::Unprocessable(format!(
+            "`{field}` must be an http or https URL with a host"
+        )));
+    }
+    Ok(url)
+}

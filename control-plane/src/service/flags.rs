@@ -1,0 +1,369 @@
+//! Flags: their shared definitions, and a release manager's changes to one flag in one
+//! environment (its state, a rollout, a kill).
+
+use std::collections::BTreeMap;
+
+use crate::model::audit::AuditEntry;
+use crate::model::flag::{FlagDefinition, FlagRecord, FlagState, StoredFlag};
+use crate::model::plan::PlanQuery;
+use crate::model::time::Timestamp;
+use crate::model::{Refusal, check_key};
+use crate::plans;
+use crate::service::{Effects, Error, Service, plans::commit_step, snapshots};
+use crate::store::Tx;
+
+/// Who makes a change and why, as the audit log records it, and the revisions of the resource
+/// the change was made against (`None`: whatever it is now).
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub actor: String,
+    pub reason: Option<String>,
+    pub if_revision: Option<Vec<u64>>,
+}
+
+impl Note {
+    /// A change by `actor` with no reason given and no revision to match.
+    pub fn by(actor: &str) -> Self {
+        Self { actor: actor.to_owned(), reason: None, if_revision: None }
+    }
+}
+
+/// A flag's state in an environment after a change.
+#[derive(Debug, Clone)]
+pub struct StateChanged {
+    /// The snapshot version the change is in.
+    pub version: u64,
+    pub state: FlagState,
+    /// The flag's new revision.
+    pub revision: u64,
+}
+
+/// A rollout to set: see `FlagState::roll_out`.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub percent: u32,
+    pub stage: Option<String>,
+    pub variant: Option<String>,
+}
+
+/// Every live flag's definition, by key.
+pub async fn list(service: &Service) -> Result<Vec<FlagDefinition>, Error> {
+    service
+        .read(|tx| {
+            Box::pin(async move {
+                Ok(tx.flags().await?.into_iter().map(|flag| flag.definition).collect())
+            })
+        })
+        .await
+}
+
+/// A flag with its state in each environment.
+pub async fn get(service: &Service, key: &str) -> Result<FlagRecord, Error> {
+    let key = key.to_owned();
+    service.read(|tx| Box::pin(async move { record(tx, &key).await })).await
+}
+
+/// Adds a flag to every environment, serving `off_variant` to everyone.
+pub async fn create(
+    service: &Service,
+    definition: FlagDefinition,
+    actor: &str,
+) -> Result<FlagRecord, Error> {
+    check_key("flag", &definition.key)?;
+    let (actor, prefix) = (actor.to_owned(), format!("flags.{}", definition.key));
+    service
+        .change(move |tx, now, effects| {
+            Box::pin(async move {
+                if !tx.insert_flag(&definition, now).await? {
+                    return Err(Refusal::Conflict(format!("flag `{}`", definition.key)).into());
+                }
+                let state = FlagState::initial(&definition);
+                for environment in tx.environments().await? {
+                    tx.put_flag_state(&environment.name, &definition.key, &state, now).await?;
+                }
+                let entry = AuditEntry {
+                    flag: Some(definition.key.clone()),
+                    after: serde_json::to_value(&definition).ok(),
+                    ..AuditEntry::new(&actor, "flag.create")
+                };
+                tx.append_audit(now, &entry).await?;
+                snapshots::publish_all(tx, effects).await?;
+                record(tx, &definition.key).await
+            })
+        })
+        .await
+        .map_err(|error| error.relative_to(&prefix))
+}
+
+/// Replaces a flag's definition (its key stays) in every environment.
+pub async fn update(
+    service: &Service,
+    definition: FlagDefinition,
+    note: Note,
+) -> Result<FlagRecord, Error> {
+    let prefix = format!("flags.{}", definition.key);
+    service
+        .change(move |tx, now, effects| {
+            Box::pin(async move {
+                let key = definition.key.clone();
+                let before = live(tx, &key, &note).await?;
+                tx.update_flag(&definition, now).await?;
+                tx.bump_flag_revision(&key, now).await?;
+                let entry = AuditEntry {
+                    flag: Some(key.clone()),
+                    reason: note.reason,
+                    before: serde_json::to_value(&before.definition).ok(),
+                    after: serde_json::to_value(&definition).ok(),
+                    ..AuditEntry::new(&note.actor, "flag.update")
+                };
+                tx.append_audit(now, &entry).await?;
+                snapshots::publish_all(tx, effects).await?;
+                record(tx, &key).await
+            })
+        })
+        .await
+        .map_err(|error| error.relative_to(&prefix))
+}
+
+/// Takes a flag out of every snapshot. Its key stays taken, and its history stays in the
+/// audit log. Refused while a plan drives it.
+pub async fn archive(service: &Service, key: &str, note: Note) -> Result<(), Error> {
+    let key = key.to_owned();
+    service
+        .change(move |tx, now, effects| {
+            Box::pin(async move {
+                let active = PlanQuery { flag: Some(key.clone()), active: true, ..PlanQuery::default() };
+                if let Some(plan) = tx.plans(&active).await?.pop() {
+                    return Err(Refusal::Unprocessable(format!(
+                        "flag `{key}` has an active rollout plan ({}, in `{}`); roll it back or complete it first",
+                        plan.id, plan.environment
+                    ))
+                    .into());
+                }
+                let before = live(tx, &key, &note).await?;
+                tx.archive_flag(&key, now).await?;
+                tx.bump_flag_revision(&key, now).await?;
+                let entry = AuditEntry {
+                    flag: Some(key.clone()),
+                    reason: note.reason,
+                    before: serde_json::to_value(&before.definition).ok(),
+                    ..AuditEntry::new(&note.actor, "flag.archive")
+                };
+                tx.append_audit(now, &entry).await?;
+                snapshots::publish_all(tx, effects).await
+            })
+        })
+        .await
+}
+
+/// Replaces a flag's state in one environment.
+pub async fn set_state(
+    service: &Service,
+    environment: &str,
+    flag: &str,
+    state: FlagState,
+    note: Note,
+) -> Result<StateChanged, Error> {
+    edit_state(service, environment, flag, "flag.state", note, move |_, current| {
+        *current = state;
+        Ok(())
+    })
+    .await
+}
+
+/// Makes the flag's fallthrough a percent rollout in one environment.
+pub async fn roll_out(
+    service: &Service,
+    environment: &str,
+    flag: &str,
+    rollout: Rollout,
+    note: Note,
+) -> Result<StateChanged, Error> {
+    edit_state(service, environment, flag, "flag.rollout", note, move |definition, current| {
+        current.roll_out(definition, rollout.percent, rollout.stage, rollout.variant)
+    })
+    .await
+}
+
+/// Serves `off_variant` to everyone in one environment, at once, whatever else is going on: it
+/// ignores `If-Match`, and holds the flag's running plan in the same transaction.
+pub async fn kill(
+    service: &Service,
+    environment: &str,
+    flag: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<StateChanged, Error> {
+    let (environment, flag) = (environment.to_owned(), flag.to_owned());
+    let (actor, reason) = (actor.to_owned(), reason.to_owned());
+    service
+        .change(move |tx, now, effects| {
+            Box::pin(async move {
+                let mut target = FlagInEnvironment::load(tx, &environment, &flag).await?;
+                let changed = kill_in(tx, now, effects, &mut target, &actor, &reason).await?;
+                let running =
+                    PlanQuery { flag: Some(flag), environment: Some(environment), active: true };
+                for mut plan in tx.plans(&running).await? {
+                    if let Some(step) = plans::hold_for_kill(&mut plan, &actor, &reason) {
+                        let unchanged = target.state.clone();
+                        commit_step(tx, now, effects, plan, &mut target, unchanged, step).await?;
+                    }
+                }
+                Ok(changed)
+            })
+        })
+        .await
+}
+
+/// Evaluates the flag's rules again in one environment.
+pub async fn unkill(
+    service: &Service,
+    environment: &str,
+    flag: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<StateChanged, Error> {
+    let note = Note { reason: Some(reason.to_owned()), ..Note::by(actor) };
+    edit_state(service, environment, flag, "flag.unkill", note, |_, current| {
+        current.enabled = true;
+        Ok(())
+    })
+    .await
+}
+
+/// The one way a flag is killed, by a person, a plan's rollback or a guardrail: `enabled`
+/// off, audited as `flag.kill`, published.
+pub(crate) async fn kill_in(
+    tx: &mut dyn Tx,
+    now: Timestamp,
+    effects: &mut Effects,
+    target: &mut FlagInEnvironment,
+    actor: &str,
+    reason: &str,
+) -> Result<StateChanged, Error> {
+    let mut state = target.state.clone();
+    state.enabled = false;
+    let entry =
+        AuditEntry { reason: Some(reason.to_owned()), ..AuditEntry::new(actor, "flag.kill") };
+    target.save(tx, now, effects, state, entry).await
+}
+
+/// Edits a flag's state in one environment inside the transaction, so concurrent changes
+/// compose instead of overwriting each other. With `note.if_revision`, the flag must still be
+/// at one of those revisions.
+async fn edit_state<F>(
+    service: &Service,
+    environment: &str,
+    flag: &str,
+    action: &'static str,
+    note: Note,
+    edit: F,
+) -> Result<StateChanged, Error>
+where
+    F: FnOnce(&FlagDefinition, &mut FlagState) -> Result<(), Refusal> + Send + 'static,
+{
+    let (environment, flag) = (environment.to_owned(), flag.to_owned());
+    let prefix = format!("flags.{flag}");
+    service
+        .change(move |tx, now, effects| {
+            Box::pin(async move {
+                let mut target = FlagInEnvironment::load(tx, &environment, &flag).await?;
+                check_revision("flag", &flag, target.revision, &note)?;
+                let mut state = target.state.clone();
+                edit(&target.definition, &mut state)?;
+                let entry =
+                    AuditEntry { reason: note.reason, ..AuditEntry::new(&note.actor, action) };
+                target.save(tx, now, effects, state, entry).await
+            })
+        })
+        .await
+        .map_err(|error| error.relative_to(&prefix))
+}
+
+/// A flag's definition and its state in one environment, read inside a change.
+pub(crate) struct FlagInEnvironment {
+    pub(crate) environment: String,
+    pub(crate) definition: FlagDefinition,
+    pub(crate) state: FlagState,
+    pub(crate) revision: u64,
+}
+
+impl FlagInEnvironment {
+    pub(crate) async fn load(
+        tx: &mut dyn Tx,
+        environment: &str,
+        flag: &str,
+    ) -> Result<Self, Error> {
+        let found = match tx.flag(flag).await? {
+            Some(stored) => tx.flag_state(environment, flag).await?.map(|state| (stored, state)),
+            None => None,
+        };
+        let Some((stored, state)) = found else {
+            if tx.environment_version(environment).await?.is_none() {
+                return Err(Refusal::NotFound(format!("environment `{environment}`")).into());
+            }
+            return Err(Refusal::NotFound(format!("flag `{flag}`")).into());
+        };
+        Ok(Self {
+            environment: environment.to_owned(),
+            definition: stored.definition,
+            state,
+            revision: stored.revision,
+        })
+    }
+
+    /// Stores `state`, bumps the flag's revision, publishes the environment and audits the
+    /// change (`entry`, which gets the environment, the flag and the states before and after).
+    pub(crate) async fn save(
+        &mut self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        effects: &mut Effects,
+        state: FlagState,
+        entry: AuditEntry,
+    ) -> Result<StateChanged, Error> {
+        let key = &self.definition.key;
+        tx.put_flag_state(&self.environment, key, &state, now).await?;
+        self.revision = tx.bump_flag_revision(key, now).await?;
+        let published = snapshots::publish(tx, effects, &self.environment).await?;
+        let entry = AuditEntry {
+            environment: Some(self.environment.clone()),
+            flag: Some(key.clone()),
+            before: serde_json::to_value(&self.state).ok(),
+            after: serde_json::to_value(&state).ok(),
+            ..entry
+        };
+        tx.append_audit(now, &entry).await?;
+        self.state = state.clone();
+        Ok(StateChanged { version: published.version, state, revision: self.revision })
+    }
+}
+
+/// A live flag with its state in every environment.
+async fn record(tx: &mut dyn Tx, key: &str) -> Result<FlagRecord, Error> {
+    let stored = tx.flag(key).await?.ok_or_else(|| Refusal::NotFound(format!("flag `{key}`")))?;
+    let environments: BTreeMap<_, _> = tx.flag_states(key).await?;
+    Ok(FlagRecord::new(stored, environments))
+}
+
+/// A live flag, once its revision is checked against `note.if_revision`.
+async fn live(tx: &mut dyn Tx, key: &str, note: &Note) -> Result<StoredFlag, Error> {
+    let stored = tx.flag(key).await?.ok_or_else(|| Refusal::NotFound(format!("flag `{key}`")))?;
+    check_revision("flag", key, stored.revision, note)?;
+    Ok(stored)
+}
+
+/// Refuses a change made against another revision than the resource's.
+pub(crate) fn check_revision(
+    noun: &str,
+    key: &str,
+    revision: u64,
+    note: &Note,
+) -> Result<(), Refusal> {
+    match &note.if_revision {
+        Some(accepted) if !accepted.contains(&revision) => Err(Refusal::Stale(format!(
+            "{noun} `{key}` changed since; it is at revision {revision} (ETag \"{revision}\")"
+        ))),
+        _ => Ok(()),
+    }
+}

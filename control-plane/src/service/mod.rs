@@ -1,0 +1,249 @@
+//! The change path: one function per change (flags, segments, states, rollouts, kills,
+//! environments, tokens, edges, webhooks, metrics, plan actions and the scheduler's
+//! transitions), and the reads the API needs.
+//!
+//! Every change is one store transaction. Its work checks the domain's rules, writes, and
+//! names its `Effects`: the snapshots it published, the tokens and edges it added or removed,
+//! the tasks to wake. The store applies those effects to the in-memory copies right after the
+//! commit, in commit order, whether or not the request that asked for the change still waits.
+//! So a handler can be cancelled at any `.await` without losing anything that committed, and
+//! no handler does work after a commit.
+
+pub mod audit;
+pub mod edges;
+pub mod environments;
+pub mod flags;
+pub mod metrics;
+pub mod plans;
+pub mod segments;
+pub mod snapshots;
+pub mod tokens;
+pub mod webhooks;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
+
+use crate::auth::Tokens;
+use crate::clock::Clock;
+use crate::edges::Edges;
+use crate::model::Refusal;
+use crate::model::edge::EdgeRecord;
+use crate::model::flag::Published;
+use crate::model::time::Timestamp;
+use crate::model::token::Token;
+use crate::publisher::Publisher;
+use crate::store::{self, Committed, Store, StoreError, Tx};
+
+/// Why a change or a read did not happen: the request was refused, or storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    /// A refusal's snapshot path made relative to `prefix`; see `Refusal::relative_to`.
+    pub fn relative_to(self, prefix: &str) -> Self {
+        match self {
+            Self::Refused(refusal) => Self::Refused(refusal.relative_to(prefix)),
+            other => other,
+        }
+    }
+}
+
+/// The store and the in-memory copies every commit keeps current. Cloned cheaply.
+#[derive(Clone)]
+pub struct Service(Arc<Inner>);
+
+pub struct Inner {
+    store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Each environment's current snapshot and its recent versions.
+    pub publisher: Publisher,
+    /// Every token, for authentication.
+    pub tokens: Tokens,
+    /// The edges' push tasks.
+    pub edges: Edges,
+    /// Makes the plan scheduler run now, e.g. when metrics arrive.
+    scheduler: Notify,
+    /// Makes the webhook sender look for new notifications now.
+    deliveries: Arc<Notify>,
+}
+
+impl Deref for Service {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// What a committed change means for the in-memory copies.
+#[derive(Default)]
+pub(crate) struct Effects {
+    published: Vec<Published>,
+    tokens_added: Vec<Token>,
+    tokens_removed: Vec<String>,
+    readers_revision: Option<u64>,
+    edges_added: Vec<EdgeRecord>,
+    edges_removed: Vec<String>,
+    /// The outbox has new notifications.
+    notified: bool,
+    /// Metrics arrived: guardrails may have something to say.
+    measured: bool,
+}
+
+impl Effects {
+    fn publish(&mut self, published: Published) {
+        self.published.push(published);
+    }
+}
+
+impl Service {
+    /// A service for `store`: every environment's snapshot and every token loaded into memory,
+    /// the default environments created on first start, and a push task per registered edge.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        push_secret: Option<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        let publisher = Publisher::default();
+        let tokens = Tokens::default();
+        let edges = Edges::new(
+            push_secret,
+            store.clone(),
+            clock.clone(),
+            publisher.clone(),
+            tokens.clone(),
+        );
+        let service = Self(Arc::new(Inner {
+            store,
+            clock,
+            publisher,
+            tokens,
+            edges,
+            scheduler: Notify::new(),
+            deliveries: Arc::new(Notify::new()),
+        }));
+        environments::create_defaults(&service).await?;
+        let (snapshots, stored_tokens, readers_revision, edges) = service
+            .read(|tx| {
+                Box::pin(async move {
+                    let mut snapshots = Vec::new();
+                    for environment in tx.environments().await? {
+                        snapshots.push(snapshots::current(tx, &environment.name).await?);
+                    }
+                    Ok((
+                        snapshots,
+                        tx.tokens().await?,
+                        tx.readers_revision().await?,
+                        tx.edges().await?,
+                    ))
+                })
+            })
+            .await?;
+        service.publisher.publish_all(snapshots);
+        for stored in stored_tokens {
+            service.tokens.insert(stored.token);
+        }
+        service.tokens.set_revision(readers_revision);
+        for edge in edges {
+            service.edges.start(edge);
+        }
+        Ok(service)
+    }
+
+    /// The store answers.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.read(|tx| Box::pin(async move { Ok(tx.environments().await.map(drop)?) })).await
+    }
+
+    /// Wakes the webhook sender.
+    pub fn deliveries(&self) -> Arc<Notify> {
+        Arc::clone(&self.deliveries)
+    }
+
+    /// The store, for the tasks that keep their own books (edge acknowledgements, webhook
+    /// attempts).
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Runs `work` as one write transaction at `now`; once it commits, its effects are applied.
+    async fn change<T, W>(&self, work: W) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        W: for<'t> FnOnce(
+                &'t mut dyn Tx,
+                Timestamp,
+                &'t mut Effects,
+            ) -> BoxFuture<'t, Result<T, Error>>
+            + Send
+            + 'static,
+    {
+        let service = self.clone();
+        store::write(self.store.as_ref(), move |tx| {
+            Box::pin(async move {
+                let now = service.clock.timestamp();
+                let mut effects = Effects::default();
+                let value = work(tx, now, &mut effects).await?;
+                let after = Box::new(move || service.apply(effects));
+                Ok(Committed { value, after })
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` as one read transaction.
+    async fn read<T, W>(&self, work: W) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        W: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, Error>> + Send + 'static,
+    {
+        store::read(self.store.as_ref(), work).await
+    }
+
+    /// Brings the in-memory copies up to a commit. Runs right after it, in commit order.
+    fn apply(&self, effects: Effects) {
+        let Effects {
+            published,
+            tokens_added,
+            tokens_removed,
+            readers_revision,
+            edges_added,
+            edges_removed,
+            notified,
+            measured,
+        } = effects;
+        self.publisher.publish_all(published);
+        for token in tokens_added {
+            self.tokens.insert(token);
+        }
+        for name in tokens_removed {
+            // Also ends every stream opened with it.
+            self.tokens.remove(&name);
+        }
+        if let Some(revision) = readers_revision {
+            self.tokens.set_revision(revision);
+            // Edges get the new set of readers.
+            self.publisher.nudge();
+        }
+        for edge in edges_added {
+            self.edges.start(edge);
+        }
+        for name in edges_removed {
+            self.edges.stop(&name);
+        }
+        if notified {
+            self.deliveries.notify_one();
+        }
+        if measured {
+            self.scheduler.notify_one();
+        }
+    }
+}
