@@ -218,3 +218,101 @@ impl Publisher {
         self.environments.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn published(version: u64, padding: usize) -> Published {
+        let json = format!(
+            r#"{{"schema":1,"environment":"production","version":{version},"flags":[],"pad":"{}"}}"#,
+            "x".repeat(padding)
+        );
+        let engine = flag_core::Engine::from_json(
+            br#"{"schema":1,"environment":"production","version":1,"flags":[]}"#,
+        )
+        .unwrap();
+        Published {
+            environment: "production".into(),
+            version,
+            json: json.into(),
+            engine: Arc::new(engine),
+        }
+    }
+
+    /// The versions a subscription has ready now, without waiting.
+    fn ready(subscription: &mut Subscription) -> Vec<u64> {
+        std::iter::from_fn(|| subscription.next().now_or_never().flatten())
+            .map(|(version, _)| version)
+            .collect()
+    }
+
+    #[test]
+    fn a_subscriber_gets_every_version_once_in_order() {
+        let publisher = Publisher::default();
+        publisher.publish(published(1, 0));
+        let mut subscription = publisher.subscribe("production", None).unwrap();
+        assert_eq!(ready(&mut subscription), [1], "the current version first");
+        publisher.publish_all((2..=5).map(|version| published(version, 0)));
+        publisher.publish(published(4, 0));
+        assert_eq!(ready(&mut subscription), [2, 3, 4, 5], "an older version is ignored");
+        let (_, event) = publisher
+            .subscribe("production", Some(4))
+            .unwrap()
+            .next()
+            .now_or_never()
+            .flatten()
+            .unwrap();
+        assert!(event.starts_with(b"id: 5\nevent: snapshot\ndata: {"));
+        assert_eq!(publisher.current("production").unwrap().published.json, published(5, 0).json);
+    }
+
+    #[test]
+    fn resumption_is_exact_within_the_window_and_current_outside_it() {
+        let publisher = Publisher::default();
+        let last = RECENT_VERSIONS as u64 + 10;
+        publisher.publish_all((1..=last).map(|version| published(version, 0)));
+        let from = |seen| ready(&mut publisher.subscribe("production", Some(seen)).unwrap());
+        assert_eq!(from(last - 3), [last - 2, last - 1, last]);
+        let oldest = last - RECENT_VERSIONS as u64 + 1;
+        assert_eq!(from(oldest - 1).len(), RECENT_VERSIONS, "the whole window");
+        assert_eq!(from(oldest - 2), [last], "behind the window: the current one");
+        assert_eq!(from(last + 5), [last], "from the future: the current one");
+        assert_eq!(from(last), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_window_keeps_to_its_bytes_and_a_lagging_subscriber_skips_to_the_current() {
+        let publisher = Publisher::default();
+        publisher.publish(published(1, 0));
+        let mut lagging = publisher.subscribe("production", None).unwrap();
+        assert_eq!(ready(&mut lagging), [1]);
+        let big = RECENT_BYTES / 4;
+        publisher.publish_all((2..=9).map(|version| published(version, big)));
+        let kept = publisher.read()["production"].recent.len();
+        assert_eq!(kept, 3, "versions of a quarter of the budget each, and a little more");
+        assert_eq!(ready(&mut lagging), [9], "fell behind: skips to the current version");
+    }
+
+    #[test]
+    fn a_gap_in_versions_starts_the_window_afresh() {
+        let publisher = Publisher::default();
+        publisher.publish_all((1..=3).map(|version| published(version, 0)));
+        publisher.publish(published(10, 0));
+        let mut resumed = publisher.subscribe("production", Some(2)).unwrap();
+        assert_eq!(ready(&mut resumed), [10], "3 to 10 cannot be resumed across the gap");
+    }
+
+    #[test]
+    fn closing_ends_every_subscription() {
+        let publisher = Publisher::default();
+        publisher.publish(published(1, 0));
+        let mut subscription = publisher.subscribe("production", Some(1)).unwrap();
+        let mut waiting = Box::pin(subscription.next());
+        assert!((&mut waiting).now_or_never().is_none(), "up to date: it waits");
+        publisher.close();
+        assert_eq!(waiting.now_or_never(), Some(None));
+    }
+}

@@ -244,7 +244,8 @@ pub trait Tx: Send {
     ) -> Result<(), StoreError>;
 
     // Plans and the decision log.
-    /// A new plan's id, or `None` if the flag already has an active plan in the environment.
+    /// Reserves a new, running plan's id, or `None` if the flag already has an active plan in
+    /// the environment. The same transaction must `save_plan` it.
     async fn insert_plan(
         &mut self,
         flag: &str,

@@ -3,13 +3,17 @@
 
 mod changes;
 mod cli;
+mod contract;
 mod crash;
+mod disconnects;
 mod edges;
+mod layers;
 mod matrix;
 mod ofrep;
 mod openapi;
 mod plans;
 mod resources;
 mod server;
+mod sse;
 mod stream;
 mod support;

@@ -1,87 +1,16 @@
 //! The snapshot stream: current snapshot first, every new version after, resumption with
 //! `Last-Event-ID`, keep-alive comments.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use control_plane::clock::SystemClock;
-
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{READ, RELEASE, Server, reopen, start};
-
-const STREAM: &str = "/api/v1/environments/production/stream";
-
-/// What arrives on a stream.
-#[derive(Debug, PartialEq)]
-enum Frame {
-    Snapshot { id: u64, document: Value },
-    Comment,
-}
-
-/// A minimal Server-Sent Events reader over a live response.
-struct Events {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
-
-impl Events {
-    async fn open(server: &Server, last_event_id: Option<u64>) -> Self {
-        let mut request = server.get(STREAM, Some(READ));
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id.to_string());
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Self { response, buffer: Vec::new() }
-    }
-
-    /// The next frame; fails the test if none comes within 10 s.
-    async fn next(&mut self) -> Frame {
-        loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let frame = String::from_utf8(self.buffer.drain(..end + 2).collect()).unwrap();
-                return parse(&frame);
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
-                .await
-                .expect("a frame within 10 s")
-                .unwrap()
-                .expect("the stream stays open");
-            self.buffer.extend_from_slice(&chunk);
-        }
-    }
-
-    /// The next snapshot's id, skipping keep-alives.
-    async fn next_version(&mut self) -> u64 {
-        loop {
-            if let Frame::Snapshot { id, document } = self.next().await {
-                assert_eq!(document["version"], id, "the event id is the snapshot's version");
-                return id;
-            }
-        }
-    }
-}
-
-fn parse(frame: &str) -> Frame {
-    if frame.starts_with(':') {
-        return Frame::Comment;
-    }
-    let (mut id, mut event, mut data) = (None, None, None);
-    for line in frame.lines() {
-        match line.split_once(": ") {
-            Some(("id", value)) => id = Some(value.parse().unwrap()),
-            Some(("event", value)) => event = Some(value),
-            Some(("data", value)) => data = Some(serde_json::from_str(value).unwrap()),
-            _ if line.is_empty() => {}
-            _ => panic!("unexpected line {line:?}"),
-        }
-    }
-    assert_eq!(event, Some("snapshot"));
-    Frame::Snapshot { id: id.unwrap(), document: data.unwrap() }
-}
+use crate::sse::{Events, Frame, STREAM};
+use crate::support::{ADMIN, READ, RELEASE, Server, reopen, start};
 
 async fn bump(server: &Server, percent: u32) -> u64 {
     let path = "/api/v1/environments/production/flags/checkout-v2/rollout";
@@ -94,7 +23,7 @@ async fn bump(server: &Server, percent: u32) -> u64 {
 #[tokio::test]
 async fn the_current_snapshot_comes_first_then_every_change() {
     let server = start().await;
-    let mut events = Events::open(&server, None).await;
+    let mut events = Events::open(&server, READ, None).await;
     let Frame::Snapshot { id, document } = events.next().await else { panic!("snapshot first") };
     assert_eq!((id, &document["environment"]), (2, &json!("production")));
 
@@ -109,7 +38,7 @@ async fn the_current_snapshot_comes_first_then_every_change() {
 #[tokio::test]
 async fn resuming_with_last_event_id_leaves_no_gap_and_no_duplicate() {
     let server = start().await;
-    let mut events = Events::open(&server, None).await;
+    let mut events = Events::open(&server, READ, None).await;
     let first = events.next_version().await;
     let mut seen = vec![first];
     for percent in [1_000, 2_000] {
@@ -124,7 +53,7 @@ async fn resuming_with_last_event_id_leaves_no_gap_and_no_duplicate() {
     for percent in [3_000, 4_000, 5_000] {
         missed.push(bump(&server, percent).await);
     }
-    let mut events = Events::open(&server, seen.last().copied()).await;
+    let mut events = Events::open(&server, READ, seen.last().copied()).await;
     for expected in &missed {
         assert_eq!(events.next_version().await, *expected);
     }
@@ -138,8 +67,8 @@ async fn resuming_with_last_event_id_leaves_no_gap_and_no_duplicate() {
 #[tokio::test]
 async fn an_up_to_date_subscriber_gets_keep_alives_until_the_next_version() {
     let server = start().await;
-    let current = Events::open(&server, None).await.next_version().await;
-    let mut events = Events::open(&server, Some(current)).await;
+    let current = Events::open(&server, READ, None).await.next_version().await;
+    let mut events = Events::open(&server, READ, Some(current)).await;
     // Keep-alives every 200 ms in tests; nothing else while nothing changes.
     assert_eq!(events.next().await, Frame::Comment);
     let version = bump(&server, 1_000).await;
@@ -157,7 +86,7 @@ async fn a_subscriber_far_behind_or_from_the_future_gets_the_current_snapshot() 
     // A new process keeps only the current version: what came before is not resumable there.
     let server = reopen(Arc::clone(&server.dir), Arc::new(SystemClock)).await;
     for claimed in [1, last + 100] {
-        let mut events = Events::open(&server, Some(claimed)).await;
+        let mut events = Events::open(&server, READ, Some(claimed)).await;
         assert_eq!(events.next_version().await, last, "claimed {claimed}");
         last = bump(&server, 50_000 + claimed as u32).await;
         assert_eq!(events.next_version().await, last, "then every new version");
@@ -178,4 +107,125 @@ async fn the_stream_needs_a_token_that_reaches_the_environment() {
         assert_eq!(response.status(), status, "case {i}");
         assert_eq!(response.headers()["content-type"], "application/problem+json");
     }
+}
+
+#[tokio::test]
+async fn a_deleted_tokens_open_streams_end_at_once() {
+    let server = start().await;
+    let secret = server.token("dashboard-1", "read", Some("production")).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut events = Events::open(&server, &secret, None).await;
+        events.next_version().await;
+        streams.push(events);
+    }
+    let mut others = Events::open(&server, READ, None).await;
+    others.next_version().await;
+
+    let (status, _) =
+        server.call(Method::DELETE, "/api/v1/tokens/dashboard-1", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let deleted = Instant::now();
+    for mut events in streams {
+        while let Some(frame) = events.try_next().await {
+            assert_eq!(frame, Frame::Comment, "nothing new is sent to a deleted token");
+        }
+    }
+    eprintln!(
+        "a deleted token's 3 streams ended {} ms after the delete",
+        deleted.elapsed().as_millis()
+    );
+    let version = bump(&server, 1_000).await;
+    assert_eq!(others.next_version().await, version, "other tokens' streams go on");
+}
+
+/// Production and staging written by 4 writers each, as fast as they go.
+const WRITERS: usize = 8;
+const SUBSCRIBERS: usize = 100;
+/// Every tenth subscriber hangs up halfway and comes back with `Last-Event-ID`.
+const RECONNECTING: usize = 10;
+
+#[tokio::test]
+async fn eight_writers_and_a_hundred_subscribers_every_version_in_order_once() {
+    let seconds = std::env::var("ROLLGATE_FANOUT_SECONDS").map_or(30, |s| s.parse().unwrap());
+    let server = Arc::new(start().await);
+    let environments = ["production", "staging"];
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let halfway = deadline - Duration::from_secs(seconds) / 2;
+    // Each environment's last version, once the writers are done.
+    let (finish, finished) = tokio::sync::watch::channel(None::<BTreeMap<String, u64>>);
+
+    let mut subscribers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let (server, finished) = (Arc::clone(&server), finished.clone());
+        let environment = environments[i % 2];
+        let mut reconnect = i % (SUBSCRIBERS / RECONNECTING) == 0;
+        let mut events = Events::open_in(&server, environment, RELEASE, None).await;
+        subscribers.push(tokio::spawn(async move {
+            let mut seen = vec![events.next_version().await];
+            loop {
+                let last = *seen.last().unwrap();
+                if finished.borrow().as_ref().is_some_and(|versions| versions[environment] == last)
+                {
+                    return seen;
+                }
+                if reconnect && Instant::now() >= halfway {
+                    // Away for a moment, then back from the last version received.
+                    reconnect = false;
+                    drop(events);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    events = Events::open_in(&server, environment, RELEASE, Some(last)).await;
+                    continue;
+                }
+                // Keep-alives come every 200 ms, so the loop looks around that often.
+                if let Frame::Snapshot { id, .. } = events.next().await {
+                    assert_eq!(id, last + 1, "{environment}: no gap and no duplicate");
+                    seen.push(id);
+                }
+            }
+        }));
+    }
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let server = Arc::clone(&server);
+            let environment = environments[i % 2];
+            tokio::spawn(async move {
+                let path = format!("/api/v1/environments/{environment}/flags/checkout-v2/rollout");
+                let mut writes = 0u32;
+                while Instant::now() < deadline {
+                    let percent = (writes * 7919 + i as u32) % 100_001;
+                    let body = json!({"percent": percent, "reason": "many writers"});
+                    let (status, _) =
+                        server.call(Method::PUT, &path, Some(RELEASE), Some(body)).await;
+                    assert_eq!(status, StatusCode::OK);
+                    writes += 1;
+                }
+                writes
+            })
+        })
+        .collect();
+    let mut writes = 0;
+    for writer in writers {
+        writes += writer.await.unwrap();
+    }
+    let (_, listed) = server.call(Method::GET, "/api/v1/environments", Some(RELEASE), None).await;
+    let last: BTreeMap<String, u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e["version"].as_u64().unwrap()))
+        .collect();
+    finish.send_replace(Some(last.clone()));
+
+    let mut versions_seen = 0;
+    for subscriber in subscribers {
+        let seen = subscriber.await.unwrap();
+        versions_seen += seen.len();
+    }
+    eprintln!(
+        "{WRITERS} writers for {seconds} s: {writes} writes, last versions {last:?}; each of \
+         {SUBSCRIBERS} subscribers ({RECONNECTING} reconnecting with Last-Event-ID halfway) saw \
+         every version of its environment once, in order ({versions_seen} deliveries)"
+    );
 }
