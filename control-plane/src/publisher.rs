@@ -5,12 +5,16 @@
 //! version it sent) and takes the next version from here when it is ready for it, so a slow
 //! subscriber holds up neither the writer nor any other subscriber. One that falls behind the
 //! versions kept here skips to the current one: each snapshot holds the whole state.
+//!
+//! A new version wakes its subscribers a few at a time, about `FAN_OUT_BYTES` of events per
+//! batch, yielding between batches: sending a large snapshot to thousands of streams is real
+//! work, and a writer's request (a kill, say) must not wait in line behind all of it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::model::flag::Published;
 
@@ -19,6 +23,10 @@ use crate::model::flag::Published;
 /// at most `RECENT_BYTES` of their events (the newest is always kept).
 pub const RECENT_VERSIONS: usize = 1024;
 pub const RECENT_BYTES: usize = 32 << 20;
+
+/// About how many bytes of events the subscribers woken at a time will send, before other
+/// tasks get a turn: one large snapshot, or a few dozen small ones.
+const FAN_OUT_BYTES: usize = 256 << 10;
 
 /// A published snapshot as the API serves it.
 #[derive(Debug)]
@@ -55,21 +63,31 @@ pub struct Publisher {
     environments: Arc<RwLock<HashMap<String, Channel>>>,
     /// Counts every new version, and every other change edges must hear of (token changes).
     changes: Arc<watch::Sender<u64>>,
+    /// The task that wakes subscribers, started with the first subscription.
+    fan_out: Arc<OnceLock<()>>,
 }
 
 impl Default for Publisher {
     fn default() -> Self {
-        Self { environments: Arc::default(), changes: Arc::new(watch::channel(0).0) }
+        Self {
+            environments: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+            fan_out: Arc::default(),
+        }
     }
 }
+
+type Environments = RwLock<HashMap<String, Channel>>;
 
 struct Channel {
     current: Arc<Current>,
     /// Contiguous versions' events, oldest first; the last is current's.
     recent: VecDeque<(u64, Bytes)>,
     bytes: usize,
-    /// The current version: subscribers wait for it to change.
-    version: watch::Sender<u64>,
+    /// Each open subscription's wake-up.
+    subscribers: Vec<Weak<Notify>>,
+    /// The version subscribers were last woken for.
+    announced: u64,
 }
 
 impl Channel {
@@ -94,7 +112,8 @@ pub struct Subscription {
     environment: String,
     /// The last version sent: nothing at or below it is sent again.
     sent: u64,
-    version: watch::Receiver<u64>,
+    /// Notified when there may be a newer version (or the publisher closed).
+    wake: Arc<Notify>,
 }
 
 impl Subscription {
@@ -102,13 +121,13 @@ impl Subscription {
     /// Cancel-safe: waiting can be abandoned and resumed without losing a version.
     pub async fn next(&mut self) -> Option<(u64, Bytes)> {
         loop {
-            self.version.borrow_and_update();
             let next = self.publisher.read().get(&self.environment)?.after(self.sent);
             if let Some((version, event)) = next {
                 self.sent = version;
                 return Some((version, event));
             }
-            self.version.changed().await.ok()?;
+            // A wake-up between the look and here is kept as a permit: none is lost.
+            self.wake.notified().await;
         }
     }
 }
@@ -142,7 +161,6 @@ impl Publisher {
                         channel.bytes -= dropped.len();
                     }
                 }
-                channel.version.send_replace(version);
             }
             None => {
                 let environment = current.published.environment.clone();
@@ -150,7 +168,8 @@ impl Publisher {
                     bytes: event.len(),
                     recent: VecDeque::from([(version, event)]),
                     current,
-                    version: watch::channel(version).0,
+                    subscribers: Vec::new(),
+                    announced: version,
                 };
                 environments.insert(environment, channel);
             }
@@ -166,7 +185,7 @@ impl Publisher {
         }
     }
 
-    /// Tells edge pushers that something they send changed.
+    /// Tells edge pushers (and the subscribers' fan-out) that something they send changed.
     pub fn nudge(&self) {
         self.changes.send_modify(|count| *count += 1);
     }
@@ -188,35 +207,85 @@ impl Publisher {
 
     /// Follows an environment from the version after `seen` if it is still kept (a client
     /// resuming with `Last-Event-ID`), else from the current version.
+    /// Call it inside a tokio runtime: the first subscription starts the fan-out task.
     pub fn subscribe(&self, environment: &str, seen: Option<u64>) -> Option<Subscription> {
-        let environments = self.read();
-        let channel = environments.get(environment)?;
+        self.fan_out.get_or_init(|| {
+            let environments = Arc::downgrade(&self.environments);
+            tokio::spawn(fan_out(environments, self.changes.subscribe()));
+        });
+        let mut environments = self.write();
+        let channel = environments.get_mut(environment)?;
         let current = channel.current.version();
         let oldest = channel.recent.front().map_or(current, |(version, _)| *version);
         let sent = match seen {
             Some(seen) if seen <= current && seen + 1 >= oldest => seen,
             _ => current.saturating_sub(1),
         };
+        let wake = Arc::new(Notify::new());
+        if channel.subscribers.len() == channel.subscribers.capacity() {
+            // Before growing, forget the subscriptions that ended: amortized, a constant cost.
+            channel.subscribers.retain(|subscriber| subscriber.strong_count() > 0);
+        }
+        channel.subscribers.push(Arc::downgrade(&wake));
         Some(Subscription {
             publisher: self.clone(),
             environment: environment.to_owned(),
             sent,
-            version: channel.version.subscribe(),
+            wake,
         })
     }
 
     /// Ends every subscription, so open streams finish and the server can shut down.
     pub fn close(&self) {
-        self.write().clear();
+        let closed: Vec<Channel> = self.write().drain().map(|(_, channel)| channel).collect();
+        for subscriber in closed.iter().flat_map(|channel| &channel.subscribers) {
+            if let Some(wake) = subscriber.upgrade() {
+                wake.notify_one();
+            }
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Channel>> {
-        self.environments.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        read(&self.environments)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Channel>> {
-        self.environments.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        write(&self.environments)
     }
+}
+
+/// Wakes the subscribers of every environment with a new version, a batch at a time, until
+/// the publisher is gone.
+async fn fan_out(environments: Weak<Environments>, mut changes: watch::Receiver<u64>) {
+    while changes.changed().await.is_ok() {
+        let Some(environments) = environments.upgrade() else { return };
+        let mut due = Vec::new();
+        for channel in write(&environments).values_mut() {
+            channel.subscribers.retain(|subscriber| subscriber.strong_count() > 0);
+            if channel.current.version() > channel.announced {
+                channel.announced = channel.current.version();
+                let batch = (FAN_OUT_BYTES / channel.current.event.len()).max(1);
+                let subscribers: Vec<_> =
+                    channel.subscribers.iter().filter_map(Weak::upgrade).collect();
+                due.push((batch, subscribers));
+            }
+        }
+        drop(environments);
+        for (batch, subscribers) in due {
+            for subscribers in subscribers.chunks(batch) {
+                subscribers.iter().for_each(|subscriber| subscriber.notify_one());
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+fn read(environments: &Environments) -> std::sync::RwLockReadGuard<'_, HashMap<String, Channel>> {
+    environments.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(environments: &Environments) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Channel>> {
+    environments.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -249,8 +318,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_subscriber_gets_every_version_once_in_order() {
+    #[tokio::test]
+    async fn a_subscriber_gets_every_version_once_in_order() {
         let publisher = Publisher::default();
         publisher.publish(published(1, 0));
         let mut subscription = publisher.subscribe("production", None).unwrap();
@@ -269,8 +338,8 @@ mod tests {
         assert_eq!(publisher.current("production").unwrap().published.json, published(5, 0).json);
     }
 
-    #[test]
-    fn resumption_is_exact_within_the_window_and_current_outside_it() {
+    #[tokio::test]
+    async fn resumption_is_exact_within_the_window_and_current_outside_it() {
         let publisher = Publisher::default();
         let last = RECENT_VERSIONS as u64 + 10;
         publisher.publish_all((1..=last).map(|version| published(version, 0)));
@@ -283,8 +352,8 @@ mod tests {
         assert_eq!(from(last), Vec::<u64>::new());
     }
 
-    #[test]
-    fn the_window_keeps_to_its_bytes_and_a_lagging_subscriber_skips_to_the_current() {
+    #[tokio::test]
+    async fn the_window_keeps_to_its_bytes_and_a_lagging_subscriber_skips_to_the_current() {
         let publisher = Publisher::default();
         publisher.publish(published(1, 0));
         let mut lagging = publisher.subscribe("production", None).unwrap();
@@ -296,8 +365,8 @@ mod tests {
         assert_eq!(ready(&mut lagging), [9], "fell behind: skips to the current version");
     }
 
-    #[test]
-    fn a_gap_in_versions_starts_the_window_afresh() {
+    #[tokio::test]
+    async fn a_gap_in_versions_starts_the_window_afresh() {
         let publisher = Publisher::default();
         publisher.publish_all((1..=3).map(|version| published(version, 0)));
         publisher.publish(published(10, 0));
@@ -305,8 +374,8 @@ mod tests {
         assert_eq!(ready(&mut resumed), [10], "3 to 10 cannot be resumed across the gap");
     }
 
-    #[test]
-    fn closing_ends_every_subscription() {
+    #[tokio::test]
+    async fn closing_ends_every_subscription() {
         let publisher = Publisher::default();
         publisher.publish(published(1, 0));
         let mut subscription = publisher.subscribe("production", Some(1)).unwrap();
@@ -314,5 +383,23 @@ mod tests {
         assert!((&mut waiting).now_or_never().is_none(), "up to date: it waits");
         publisher.close();
         assert_eq!(waiting.now_or_never(), Some(None));
+    }
+
+    #[tokio::test]
+    async fn a_new_version_wakes_every_waiting_subscriber() {
+        let publisher = Publisher::default();
+        publisher.publish(published(1, 0));
+        let waiting: Vec<_> = (0..100)
+            .map(|_| {
+                let mut subscription = publisher.subscribe("production", Some(1)).unwrap();
+                tokio::spawn(async move { subscription.next().await.map(|(version, _)| version) })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        publisher.publish(published(2, 0));
+        for subscriber in waiting {
+            let woken = tokio::time::timeout(std::time::Duration::from_secs(10), subscriber);
+            assert_eq!(woken.await.unwrap().unwrap(), Some(2));
+        }
     }
 }
