@@ -82,7 +82,9 @@ describe("an edge", () => {
 
   test("refuses unsigned, wrongly signed, foreign and malformed pushes, changing nothing", async () => {
     const body = envelope({ version: 3 });
-    assert.equal((await push(edge, body, null)).status, 401);
+    const unsigned = await push(edge, body, null);
+    assert.equal(unsigned.status, 401);
+    assert.equal(unsigned.body.refusal, "unsigned", "the control plane reads the kind, not the prose");
     assert.equal((await push(edge, body, sign(body, "another-secret"))).status, 401);
     assert.equal((await push(edge, body, sign(body + " "))).status, 401);
     assert.equal((await push(edge, envelope({ version: 3, environment: "staging" }))).status, 422);
@@ -91,6 +93,7 @@ describe("an edge", () => {
     const refused = await push(edge, invalid);
     assert.equal(refused.status, 422);
     assert.match(refused.body.detail, /percent/);
+    assert.equal(refused.body.refusal, "invalid");
     assert.equal(await servedVersion(edge), null);
   });
 
@@ -110,6 +113,8 @@ describe("an edge", () => {
       const refused = await push(edge, stale);
       assert.equal(refused.status, 422);
       assert.match(refused.body.detail, /stale/);
+      assert.equal(refused.body.refusal, "stale");
+      assert.deepEqual(refused.body.have, [3, 1], "the position the edge has");
     }
     assert.equal(await servedVersion(edge), 3);
   });

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use edge_worker::config::{Config, SIGNATURE_HEADER, verify};
+use edge_worker::config::{Config, RefusalAnswer, RefusalKind, SIGNATURE_HEADER, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -180,4 +180,60 @@ async fn the_pull_endpoint_serves_the_signed_envelope_with_an_etag() {
     assert_eq!(etag, format!("\"{}.{}\"", config.position().0, config.position().1));
     let again = server.get(path, Some(READ)).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+}
+
+/// An edge that refuses every push in one way, by the path's first segment.
+async fn refusing_edge(Path(kind): Path<String>) -> (StatusCode, String) {
+    let stale = RefusalAnswer {
+        problem_type: "about:blank".into(),
+        status: 422,
+        detail: "it has something newer".into(),
+        refusal: RefusalKind::Stale,
+        have: Some((1_000, 1_000)),
+    };
+    match kind.as_str() {
+        "stale" => (StatusCode::UNPROCESSABLE_ENTITY, serde_json::to_string(&stale).unwrap()),
+        // Prose that says "stale" is not a refusal's kind.
+        "prose" => (StatusCode::UNPROCESSABLE_ENTITY, r#"{"detail": "stale, stale"}"#.into()),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "x".repeat(4 << 20)),
+    }
+}
+
+/// Waits until `GET /api/v1/edges` shows `name` as `check` wants it.
+async fn until_listed(server: &Server, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..500 {
+        let (_, edges) = server.call(Method::GET, "/api/v1/edges", Some(RELEASE), None).await;
+        if let Some(edge) = edges.as_array().unwrap().iter().find(|edge| edge["name"] == name)
+            && check(edge)
+        {
+            return edge.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("edge {name} never got there");
+}
+
+#[tokio::test]
+async fn an_edges_refusal_is_read_by_its_kind_and_its_answer_is_kept_short() {
+    let server = start().await;
+    let app =
+        axum::Router::new().route("/{kind}/rollgate/v1/push", axum::routing::post(refusing_edge));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    for kind in ["stale", "prose", "huge"] {
+        let body =
+            json!({"name": kind, "url": format!("{url}/{kind}"), "environment": "production"});
+        let (status, _) = server.call(Method::POST, "/api/v1/edges", Some(ADMIN), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // Stale: the edge has this or newer, so nothing is left to push.
+    let stale = until_listed(&server, "stale", |edge| edge["applied_version"].is_u64()).await;
+    assert_eq!(stale["last_error"], Value::Null);
+    let prose = until_listed(&server, "prose", |edge| edge["last_error"].is_string()).await;
+    assert_eq!(prose["applied_version"], Value::Null, "prose is not acted on");
+    let huge = until_listed(&server, "huge", |edge| edge["last_error"].is_string()).await;
+    let error = huge["last_error"].as_str().unwrap();
+    assert!(error.starts_with("the edge answered 500"), "{error}");
+    assert!(error.len() < 600, "at most an excerpt of the answer is kept: {} bytes", error.len());
 }
