@@ -21,7 +21,7 @@ use crate::model::flag::Published;
 /// Recent versions kept per environment, so a subscriber that reconnects with `Last-Event-ID`,
 /// or that fell a little behind, gets exactly the versions it missed: at most this many, and
 /// at most `RECENT_BYTES` of their events (the newest is always kept).
-pub const RECENT_VERSIONS: usize = 1024;
+pub const RECENT_VERSIONS: usize = 4096;
 pub const RECENT_BYTES: usize = 32 << 20;
 
 /// About how many bytes of events the subscribers woken at a time will send, before other
