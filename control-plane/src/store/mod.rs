@@ -38,7 +38,7 @@ pub struct StoreError(pub String);
 ///   write.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    async fn write(&self, job: WriteJob) -> Result<Ended, StoreError>;
+    async fn write(&self, job: WriteJob) -> Result<Outcome, StoreError>;
 
     async fn read(&self, job: ReadJob) -> Result<Erased, StoreError>;
 }
@@ -55,10 +55,16 @@ pub type ReadJob = Box<dyn for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Erase
 /// What must follow a commit.
 pub type After = Box<dyn FnOnce() + Send>;
 
-/// How a write job ended.
+/// How a write job ended, as the job says.
 pub enum Ended {
     Commit { value: Erased, after: After },
     Rollback(Erased),
+}
+
+/// What a write gives back: the job's value if it committed, its error if not.
+pub enum Outcome {
+    Committed(Erased),
+    RolledBack(Erased),
 }
 
 /// What a write's work gives back to commit: its result, and what must follow the commit.
@@ -90,8 +96,8 @@ where
         })
     });
     match store.write(job).await? {
-        Ended::Commit { value, .. } => Ok(*value.downcast().expect("the job's own type")),
-        Ended::Rollback(error) => Err(*error.downcast().expect("the job's own type")),
+        Outcome::Committed(value) => Ok(*value.downcast().expect("the job's own type")),
+        Outcome::RolledBack(error) => Err(*error.downcast().expect("the job's own type")),
     }
 }
 

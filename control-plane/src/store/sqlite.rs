@@ -28,7 +28,7 @@ use crate::model::plan::{Decision, DecisionQuery, Plan, PlanQuery};
 use crate::model::time::Timestamp;
 use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
-use crate::store::{Ended, Erased, ReadJob, Store, StoreError, Tx, WriteJob};
+use crate::store::{Ended, Erased, Outcome, ReadJob, Store, StoreError, Tx, WriteJob};
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -51,7 +51,7 @@ pub struct SqliteStore {
 
 struct WriteRequest {
     job: WriteJob,
-    reply: oneshot::Sender<Result<Ended, StoreError>>,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
 impl SqliteStore {
@@ -94,7 +94,7 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn write(&self, job: WriteJob) -> Result<Ended, StoreError> {
+    async fn write(&self, job: WriteJob) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteRequest { job, reply })
@@ -120,31 +120,34 @@ impl Store for SqliteStore {
 /// Takes write requests in order until the store is dropped.
 fn run_writer(mut db: Db, requests: mpsc::Receiver<WriteRequest>) {
     while let Ok(WriteRequest { job, reply }) = requests.recv() {
-        let ended = write_one(&mut db, job);
+        let outcome = write_one(&mut db, job);
         // The caller may have stopped waiting; the write and its `after` happened anyway.
-        let _ = reply.send(ended);
+        let _ = reply.send(outcome);
     }
 }
 
-fn write_one(db: &mut Db, job: WriteJob) -> Result<Ended, StoreError> {
+fn write_one(db: &mut Db, job: WriteJob) -> Result<Outcome, StoreError> {
     db.0.execute_batch("BEGIN IMMEDIATE")?;
-    match run_job(job(db)) {
-        Ok(Ended::Commit { value, after }) => {
-            if let Err(error) = db.0.execute_batch("COMMIT") {
-                let _ = db.0.execute_batch("ROLLBACK");
-                return Err(error.into());
-            }
-            // Committed: the after-commit action must not take the writer down with it.
-            if catch_unwind(AssertUnwindSafe(after)).is_err() {
-                tracing::error!("an after-commit action panicked");
-            }
-            Ok(Ended::Commit { value, after: Box::new(|| {}) })
-        }
-        other => {
+    let (value, after) = match run_job(job(db)) {
+        Ok(Ended::Commit { value, after }) => (value, after),
+        Ok(Ended::Rollback(error)) => {
             db.0.execute_batch("ROLLBACK")?;
-            other
+            return Ok(Outcome::RolledBack(error));
         }
+        Err(failure) => {
+            db.0.execute_batch("ROLLBACK")?;
+            return Err(failure);
+        }
+    };
+    if let Err(error) = db.0.execute_batch("COMMIT") {
+        let _ = db.0.execute_batch("ROLLBACK");
+        return Err(error.into());
     }
+    // Committed: the after-commit action must not take the writer down with it.
+    if catch_unwind(AssertUnwindSafe(after)).is_err() {
+        tracing::error!("an after-commit action panicked");
+    }
+    Ok(Outcome::Committed(value))
 }
 
 /// Runs a job's future to its end. It awaits only this backend's `Tx` methods, which never
