@@ -21,6 +21,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post, put};
+use axum::serve::{Listener, ListenerExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -29,6 +31,9 @@ use crate::store::Store;
 
 /// Larger request bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Each connection's kernel send buffer: a large snapshot or two.
+pub const SEND_BUFFER: usize = 64 << 10;
 
 /// What every handler can reach; cloned per request, so it is one `Arc`.
 #[derive(Clone)]
@@ -143,6 +148,23 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
             post(ofrep::post_single_in),
         ),
     ]
+}
+
+/// `tcp` as the service listens on it: every connection sends small writes at once and has a
+/// bounded send buffer.
+pub fn listener(tcp: TcpListener) -> impl Listener<Io = TcpStream, Addr = std::net::SocketAddr> {
+    tcp.tap_io(|tcp| {
+        // Stream events and small answers go out at once, not when Nagle's algorithm allows.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "could not set TCP_NODELAY");
+        }
+        // Left to itself, the kernel grows a connection's send buffer up to tcp_wmem's maximum
+        // (4 MiB by default) even when the peer reads nothing, and the fan-out copies every new
+        // snapshot into it: 2,000 stalled stream subscribers would hold 8 GiB of kernel memory.
+        if let Err(error) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER) {
+            tracing::warn!(%error, "could not set SO_SNDBUF");
+        }
+    })
 }
 
 /// The service's routes.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use control_plane::auth;
 use control_plane::clock::SystemClock;
@@ -16,9 +15,6 @@ use control_plane::model::token::{Scope, Token};
 use control_plane::service::{self, Service};
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::{AppState, Settings, app, cli, webhooks};
-
-/// Each connection's kernel send buffer: a few large snapshots.
-const SEND_BUFFER: usize = 64 << 10;
 
 #[derive(Parser)]
 #[command(name = "rollgate", version, about = "Staged feature rollouts at the edge")]
@@ -107,19 +103,7 @@ async fn serve(
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
-    let listener = listener.tap_io(|tcp| {
-        // Stream events and small answers go out at once, not when Nagle's algorithm allows.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "could not set TCP_NODELAY");
-        }
-        // Left to itself, the kernel grows a connection's send buffer up to tcp_wmem's maximum
-        // (4 MiB by default) even when the peer reads nothing, and the fan-out copies every new
-        // snapshot into it: 2,000 stalled stream subscribers would hold 8 GiB of kernel memory.
-        if let Err(error) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER) {
-            tracing::warn!(%error, "could not set SO_SNDBUF");
-        }
-    });
-    axum::serve(listener, app(state))
+    axum::serve(control_plane::listener(listener), app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Open streams would otherwise hold the shutdown forever.

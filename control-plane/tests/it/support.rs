@@ -80,7 +80,10 @@ pub(crate) async fn reopen(dir: Arc<tempfile::TempDir>, clock: Arc<dyn Clock>) -
     let address = listener.local_addr().unwrap();
     let service = &state.service;
     let tasks = vec![
-        tokio::spawn(axum::serve(listener, app(state.clone())).into_future()).abort_handle(),
+        tokio::spawn(
+            axum::serve(control_plane::listener(listener), app(state.clone())).into_future(),
+        )
+        .abort_handle(),
         control_plane::webhooks::spawn(service.store(), clock, service.deliveries()).abort_handle(),
     ];
     Server { address, client: reqwest::Client::new(), state, dir, tasks }
