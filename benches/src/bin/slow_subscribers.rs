@@ -41,6 +41,7 @@ async fn main() {
     eprintln!("{streams} streams open; their clients read nothing more");
     let crowded = measure(&client, base, token, kills, pid, "unread streams").await;
     let per_stream = rss(pid, "VmRSS").saturating_sub(before) / streams.max(1) as u64;
+    eprintln!("kernel TCP buffers on this machine, both ends of every stream: {} MB", tcp_memory() / 1024);
     drop(open);
     alone.extend(measure(&client, base, token, kills, pid, "no streams, again").await);
     let ratio = p99(&mut crowded.clone()).as_secs_f64() / p99(&mut alone).as_secs_f64();
@@ -148,6 +149,18 @@ fn rss(pid: &str, field: &str) -> u64 {
         })
         .and_then(|kb| kb.parse().ok())
         .unwrap_or(0)
+}
+
+/// The kernel's TCP buffer memory, all sockets, in kB (`/proc/net/sockstat` counts pages).
+fn tcp_memory() -> u64 {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let pages = sockstat
+        .lines()
+        .find_map(|line| line.strip_prefix("TCP:"))
+        .and_then(|fields| fields.split_whitespace().skip_while(|f| *f != "mem").nth(1))
+        .and_then(|pages| pages.parse::<u64>().ok())
+        .unwrap_or(0);
+    pages * 4
 }
 
 fn ms(duration: Duration) -> f64 {
