@@ -41,7 +41,10 @@ async fn main() {
     eprintln!("{streams} streams open; their clients read nothing more");
     let crowded = measure(&client, base, token, kills, pid, "unread streams").await;
     let per_stream = rss(pid, "VmRSS").saturating_sub(before) / streams.max(1) as u64;
-    eprintln!("kernel TCP buffers on this machine, both ends of every stream: {} MB", tcp_memory() / 1024);
+    eprintln!(
+        "kernel TCP buffers on this machine, both ends of every stream: {} MB",
+        tcp_memory() / 1024
+    );
     drop(open);
     alone.extend(measure(&client, base, token, kills, pid, "no streams, again").await);
     let ratio = p99(&mut crowded.clone()).as_secs_f64() / p99(&mut alone).as_secs_f64();
