@@ -10,6 +10,10 @@ use tokio::sync::watch;
 
 use crate::model::token::{Scope, Token};
 
+/// How long `generate`'s tokens are: a token given by hand (`ROLLGATE_ADMIN_TOKEN`) must be at
+/// least this long.
+pub const TOKEN_LENGTH: usize = 3 + 32;
+
 /// A new token: `rg_` and 128 random bits in hex.
 pub fn generate() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
@@ -113,7 +117,7 @@ mod tests {
     fn tokens_are_random_128_bit_and_hash_stably() {
         let (a, b) = (generate().unwrap(), generate().unwrap());
         assert_ne!(a, b);
-        assert_eq!(a.len(), 3 + 32);
+        assert_eq!(a.len(), TOKEN_LENGTH);
         assert!(a.starts_with("rg_") && a[3..].bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(hash(&a), hash(&a));
         assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

@@ -86,6 +86,14 @@ async fn serve(
     if push_secret.as_ref().is_some_and(|secret| secret.len() < 16) {
         anyhow::bail!("the push secret must be at least 16 characters");
     }
+    let admin_token = std::env::var("ROLLGATE_ADMIN_TOKEN").ok();
+    if admin_token.as_ref().is_some_and(|token| token.len() < auth::TOKEN_LENGTH) {
+        anyhow::bail!(
+            "ROLLGATE_ADMIN_TOKEN must be at least {} characters, as long as the tokens rollgate \
+             makes (`rg_` and 32 hex digits); unset it to have one made",
+            auth::TOKEN_LENGTH
+        );
+    }
     let clock = Arc::new(SystemClock);
     let store =
         SqliteStore::open(&db).await.with_context(|| format!("opening {}", db.display()))?;
@@ -93,7 +101,7 @@ async fn serve(
         Settings { push_secret: push_secret.map(String::into_bytes), ..Settings::default() };
     let state = AppState::load(Arc::new(store), clock.clone(), settings).await?;
     let service = &state.service;
-    bootstrap_admin_token(service).await?;
+    bootstrap_admin_token(service, admin_token).await?;
     if demo {
         create_demo_flag(service).await?;
     }
@@ -131,14 +139,13 @@ async fn shutdown_signal() {
 
 /// On first start, creates the `admin` token: `ROLLGATE_ADMIN_TOKEN` if set, else a new one
 /// printed once, here, and never again.
-async fn bootstrap_admin_token(service: &Service) -> anyhow::Result<()> {
+async fn bootstrap_admin_token(service: &Service, given: Option<String>) -> anyhow::Result<()> {
     if !service::tokens::list(service).await?.is_empty() {
         return Ok(());
     }
-    let (token, generated) = match std::env::var("ROLLGATE_ADMIN_TOKEN") {
-        Ok(token) if token.len() >= 16 => (token, false),
-        Ok(_) => anyhow::bail!("ROLLGATE_ADMIN_TOKEN must be at least 16 characters"),
-        Err(_) => (auth::generate()?, true),
+    let (token, generated) = match given {
+        Some(token) => (token, false),
+        None => (auth::generate()?, true),
     };
     let record = Token {
         name: "admin".into(),

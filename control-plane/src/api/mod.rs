@@ -135,16 +135,13 @@ pub(crate) fn required_reason(reason: String) -> Result<String, ApiError> {
     required_text("reason", &reason)
 }
 
-/// `text` trimmed, or 400 naming `field` if nothing is left.
+/// `text` trimmed, or 400 naming `field` if nothing is left, or it is too long, or it holds
+/// control characters (`model::check_text`).
 pub(crate) fn required_text(field: &str, text: &str) -> Result<String, ApiError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ApiError::Body {
-            status: StatusCode::BAD_REQUEST,
-            detail: format!("`{field}` must not be empty"),
-        });
-    }
-    Ok(text.to_owned())
+    crate::model::check_text(field, text).map_err(|refusal| ApiError::Body {
+        status: StatusCode::BAD_REQUEST,
+        detail: refusal.to_string(),
+    })
 }
 
 #[cfg(test)]

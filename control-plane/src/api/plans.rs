@@ -214,6 +214,16 @@ pub(crate) async fn list_decisions(
     }
 }
 
+/// A cell as text a spreadsheet shows, never runs: one starting like a formula (`=`, `+`, `-`,
+/// `@`, a tab or a carriage return) gets a leading `'`.
+fn inert(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    }
+}
+
 /// One row per decision, the rollout plan template's columns first; `metrics` is JSON.
 pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -236,7 +246,7 @@ pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
             decision.from_stage.as_deref(),
             decision.to_stage.as_deref(),
         );
-        writer.write_record([
+        let cells = [
             &decision.at.to_string(),
             &stage,
             &decision.decision,
@@ -249,7 +259,8 @@ pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
             &decision.flag,
             &decision.environment,
             &decision.metrics.to_string(),
-        ])?;
+        ];
+        writer.write_record(cells.map(inert))?;
     }
     let bytes = writer.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8(bytes).expect("CSV of strings is UTF-8"))

@@ -10,7 +10,7 @@ use flag_core::{Engine, bucketing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::Refusal;
+use crate::model::{Refusal, check_label};
 
 /// What a flag is, the same in every environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -67,6 +67,23 @@ impl FlagState {
         }
     }
 
+    /// Refuses stage labels the snapshot should not carry: empty, long, or with control
+    /// characters.
+    pub fn check_labels(&self) -> Result<(), Refusal> {
+        let serves = self.rules.iter().map(|rule| &rule.serve).chain([&self.fallthrough]);
+        for (index, serve) in serves.enumerate() {
+            if let Serve::Rollout(Rollout { stage: Some(stage), .. }) = serve {
+                let field = if index < self.rules.len() {
+                    format!("rules[{index}].serve.rollout.stage")
+                } else {
+                    "fallthrough.rollout.stage".to_owned()
+                };
+                check_label(&field, stage)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the fallthrough a percent rollout. The exposed variant is `variant`, else the
     /// existing rollout's, else, for a flag of two variants, the one that is not `off_variant`.
     /// The stage label, the bucketing attribute and the variant everyone else gets stay unless
@@ -104,7 +121,7 @@ impl FlagState {
             weights: None,
             stage: stage.or_else(|| existing.and_then(|r| r.stage)),
         });
-        Ok(())
+        self.check_labels()
     }
 }
 

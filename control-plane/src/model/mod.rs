@@ -60,15 +60,59 @@ impl Refusal {
     }
 }
 
-/// Keys appear in URLs and snapshots: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+/// Keys appear in URLs and snapshots: 1 to 128 of `A-Z a-z 0-9 . _ -`, starting with a letter
+/// or a digit, so no tool normalises one out of a path (`.`, `..`) or reads it as an option.
+/// Every key and name in the API keeps this one grammar.
 pub fn check_key(what: &str, key: &str) -> Result<(), Refusal> {
     let valid = (1..=128).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_alphanumeric())
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if valid {
         Ok(())
     } else {
-        Err(Refusal::Malformed(format!("{what} keys are 1 to 128 of A-Z a-z 0-9 . _ -")))
+        Err(Refusal::Malformed(format!(
+            "{what} keys are 1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or a digit"
+        )))
     }
+}
+
+/// The longest reason or rationale, in characters.
+pub const MAX_TEXT: usize = 1_000;
+/// The longest stage label, in characters: it rides in every snapshot.
+pub const MAX_LABEL: usize = 64;
+
+/// A reason or rationale as the audit and decision logs keep it: trimmed, 1 to `MAX_TEXT`
+/// characters, no control characters (no NUL, no escape sequences, one line).
+pub fn check_text(field: &str, text: &str) -> Result<String, Refusal> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Refusal::Malformed(format!("`{field}` must not be empty")));
+    }
+    check_chars(field, text, MAX_TEXT)?;
+    Ok(text.to_owned())
+}
+
+/// A stage label: 1 to `MAX_LABEL` characters, no control characters.
+pub fn check_label(field: &str, label: &str) -> Result<(), Refusal> {
+    if label.trim().is_empty() {
+        return Err(Refusal::Unprocessable(format!("`{field}` must not be empty")));
+    }
+    check_chars(field, label, MAX_LABEL).map_err(|refusal| match refusal {
+        Refusal::Malformed(detail) => Refusal::Unprocessable(detail),
+        other => other,
+    })
+}
+
+fn check_chars(field: &str, text: &str, max: usize) -> Result<(), Refusal> {
+    if text.chars().count() > max {
+        return Err(Refusal::Malformed(format!("`{field}` is longer than {max} characters")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(Refusal::Malformed(format!(
+            "`{field}` must not hold control characters (line breaks, tabs, escapes, NUL)"
+        )));
+    }
+    Ok(())
 }
 
 /// An `http://` or `https://` URL with a host, as edges and webhooks are reached.

@@ -9,11 +9,11 @@ use flag_core::wire::{self, Rollout, Serve};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::Refusal;
 use crate::model::criteria::Criterion;
 use crate::model::flag::{FlagDefinition, FlagState};
 use crate::model::time::Timestamp;
 use crate::model::token::Scope;
+use crate::model::{Refusal, check_label};
 
 /// The longest hold a stage may have, and the longest metric window: 90 days.
 pub const MAX_SECONDS: u64 = 90 * 24 * 3600;
@@ -233,9 +233,7 @@ pub fn validate(
     let mut percent = 0;
     for (index, stage) in stages.iter().enumerate() {
         let at = format!("stages[{index}]");
-        if stage.name.trim().is_empty() || stage.name.len() > 64 {
-            return refuse(format!("`{at}.name` must be 1 to 64 characters"));
-        }
+        check_label(&format!("{at}.name"), &stage.name)?;
         if !names.insert(stage.name.as_str()) {
             return refuse(format!("`{at}.name`: `{}` names two stages", stage.name));
         }

@@ -164,6 +164,7 @@ pub async fn set_state(
     state: FlagState,
     note: Note,
 ) -> Result<StateChanged, Error> {
+    state.check_labels()?;
     edit_state(service, environment, flag, "flag.state", note, move |_, current| {
         *current = state;
         Ok(())
@@ -199,7 +200,7 @@ pub async fn kill(
     service
         .change(move |tx, now, effects| {
             Box::pin(async move {
-                let mut target = FlagInEnvironment::load(tx, &environment, &flag).await?;
+                let mut target = FlagInEnvironment::load(tx, &environment, &flag, None).await?;
                 let changed = kill_in(tx, now, effects, &mut target, &actor, &reason).await?;
                 let running =
                     PlanQuery { flag: Some(flag), environment: Some(environment), active: true };
@@ -267,7 +268,8 @@ where
     service
         .change(move |tx, now, effects| {
             Box::pin(async move {
-                let mut target = FlagInEnvironment::load(tx, &environment, &flag).await?;
+                let mut target =
+                    FlagInEnvironment::load(tx, &environment, &flag, Some(&note)).await?;
                 check_revision("flag", &flag, target.revision, &note)?;
                 let mut state = target.state.clone();
                 edit(&target.definition, &mut state)?;
@@ -289,10 +291,12 @@ pub(crate) struct FlagInEnvironment {
 }
 
 impl FlagInEnvironment {
+    /// Without the flag, 404, or 412 if `note` names revisions (see `missing`).
     pub(crate) async fn load(
         tx: &mut dyn Tx,
         environment: &str,
         flag: &str,
+        note: Option<&Note>,
     ) -> Result<Self, Error> {
         let found = match tx.flag(flag).await? {
             Some(stored) => tx.flag_state(environment, flag).await?.map(|state| (stored, state)),
@@ -302,7 +306,7 @@ impl FlagInEnvironment {
             if tx.environment_version(environment).await?.is_none() {
                 return Err(Refusal::NotFound(format!("environment `{environment}`")).into());
             }
-            return Err(Refusal::NotFound(format!("flag `{flag}`")).into());
+            return Err(missing("flag", flag, note).into());
         };
         Ok(Self {
             environment: environment.to_owned(),
@@ -348,9 +352,21 @@ async fn record(tx: &mut dyn Tx, key: &str) -> Result<FlagRecord, Error> {
 
 /// A live flag, once its revision is checked against `note.if_revision`.
 async fn live(tx: &mut dyn Tx, key: &str, note: &Note) -> Result<StoredFlag, Error> {
-    let stored = tx.flag(key).await?.ok_or_else(|| Refusal::NotFound(format!("flag `{key}`")))?;
+    let stored = tx.flag(key).await?.ok_or_else(|| missing("flag", key, Some(note)))?;
     check_revision("flag", key, stored.revision, note)?;
     Ok(stored)
+}
+
+/// A resource that does not exist (or no longer does): 404, or 412 when the change named
+/// revisions, since none can match (RFC 9110, `If-Match`).
+pub(crate) fn missing(noun: &str, key: &str, note: Option<&Note>) -> Refusal {
+    if note.is_some_and(|note| note.if_revision.is_some()) {
+        Refusal::Stale(format!(
+            "{noun} `{key}` does not exist, so it is at none of the revisions If-Match names"
+        ))
+    } else {
+        Refusal::NotFound(format!("{noun} `{key}`"))
+    }
 }
 
 /// Refuses a change made against another revision than the resource's.

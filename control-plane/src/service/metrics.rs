@@ -27,7 +27,7 @@ pub async fn record(
                 }
                 let minute = now.minute();
                 if let Some(id) = &batch.batch
-                    && !tx.insert_metric_batch(id, minute).await?
+                    && !tx.insert_metric_batch(&environment, id, minute).await?
                 {
                     return Ok(false);
                 }

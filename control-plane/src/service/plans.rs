@@ -54,7 +54,7 @@ pub async fn start(
         .change(move |tx, now, effects| {
             Box::pin(async move {
                 let mut target =
-                    FlagInEnvironment::load(tx, &request.environment, &request.flag).await?;
+                    FlagInEnvironment::load(tx, &request.environment, &request.flag, None).await?;
                 let Some(id) = tx.insert_plan(&request.flag, &request.environment, now).await?
                 else {
                     return Err(Refusal::Conflict(format!(
@@ -106,7 +106,8 @@ pub async fn act(
         .change(move |tx, now, effects| {
             Box::pin(async move {
                 let mut plan = load(tx, id).await?;
-                let mut target = FlagInEnvironment::load(tx, &plan.environment, &plan.flag).await?;
+                let mut target =
+                    FlagInEnvironment::load(tx, &plan.environment, &plan.flag, None).await?;
                 let mut state = target.state.clone();
                 let author = Author { by, rationale };
                 let step =
@@ -175,7 +176,8 @@ async fn tick_plan(service: &Service, plan: Plan) -> Result<Option<PlanChanged>,
                 if (plan.stage, plan.status) != expected {
                     return Ok(None);
                 }
-                let mut target = FlagInEnvironment::load(tx, &plan.environment, &plan.flag).await?;
+                let mut target =
+                    FlagInEnvironment::load(tx, &plan.environment, &plan.flag, None).await?;
                 let mut state = target.state.clone();
                 match plans::on_schedule(&mut plan, &mut state, now, &readings)? {
                     Some(step) => commit_step(tx, now, effects, plan, &mut target, state, step)

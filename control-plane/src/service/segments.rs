@@ -5,7 +5,7 @@ use flag_core::wire;
 use crate::model::audit::AuditEntry;
 use crate::model::flag::SegmentRecord;
 use crate::model::{Refusal, check_key};
-use crate::service::flags::{Note, check_revision};
+use crate::service::flags::{Note, check_revision, missing};
 use crate::service::{Error, Service, snapshots};
 use crate::store::Tx;
 
@@ -100,8 +100,9 @@ pub async fn archive(service: &Service, key: &str, note: Note) -> Result<(), Err
 
 /// A live segment, its revision checked against `note.if_revision` if given.
 async fn live(tx: &mut dyn Tx, key: &str, note: Option<&Note>) -> Result<SegmentRecord, Error> {
-    let record =
-        tx.segment(key).await?.ok_or_else(|| Refusal::NotFound(format!("segment `{key}`")))?;
+    let Some(record) = tx.segment(key).await? else {
+        return Err(missing("segment", key, note).into());
+    };
     if let Some(note) = note {
         check_revision("segment", key, record.revision, note)?;
     }

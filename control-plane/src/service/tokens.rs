@@ -3,7 +3,7 @@
 //! end), and at the edges, whose readers change with the readers revision.
 
 use crate::model::audit::AuditEntry;
-use crate::model::token::{StoredToken, Token};
+use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::{Refusal, check_key};
 use crate::service::{Error, Service};
 
@@ -45,12 +45,26 @@ pub async fn create(service: &Service, token: Token, actor: &str) -> Result<Stor
         .await
 }
 
-/// Deletes a token: it stops working at once, and its open streams end.
+/// Deletes a token: it stops working at once, and its open streams end. The last admin token
+/// stays: without it, nothing but editing the database could manage tokens again.
 pub async fn delete(service: &Service, name: &str, actor: &str) -> Result<(), Error> {
     let (name, actor) = (name.to_owned(), actor.to_owned());
     service
         .change(move |tx, now, effects| {
             Box::pin(async move {
+                let admins: Vec<_> = tx
+                    .tokens()
+                    .await?
+                    .into_iter()
+                    .filter(|stored| stored.token.scope == Scope::Admin)
+                    .map(|stored| stored.token.name)
+                    .collect();
+                if admins == [name.as_str()] {
+                    return Err(Refusal::Unprocessable(format!(
+                        "`{name}` is the last admin token; create another admin token before deleting it"
+                    ))
+                    .into());
+                }
                 let token = tx
                     .delete_token(&name)
                     .await?

@@ -268,8 +268,13 @@ pub trait Tx: Send {
     async fn decisions(&mut self, query: &DecisionQuery) -> Result<Vec<Decision>, StoreError>;
 
     // Metric counts.
-    /// `false` if the batch id was already recorded.
-    async fn insert_metric_batch(&mut self, id: &str, minute: i64) -> Result<bool, StoreError>;
+    /// `false` if the batch id was already recorded in the environment.
+    async fn insert_metric_batch(
+        &mut self,
+        environment: &str,
+        id: &str,
+        minute: i64,
+    ) -> Result<bool, StoreError>;
     /// Adds `value` to a count.
     async fn add_metric_count(
         &mut self,

@@ -40,6 +40,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0006_edges.sql")),
         M::up(include_str!("../../migrations/0007_rollout_plans.sql")),
         M::up(include_str!("../../migrations/0008_counters.sql")),
+        M::up(include_str!("../../migrations/0009_metric_batches_per_environment.sql")),
     ])
 }
 
@@ -786,10 +787,16 @@ impl Tx for Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    async fn insert_metric_batch(&mut self, id: &str, minute: i64) -> Result<bool, StoreError> {
+    async fn insert_metric_batch(
+        &mut self,
+        environment: &str,
+        id: &str,
+        minute: i64,
+    ) -> Result<bool, StoreError> {
         let inserted = self.0.execute(
-            "INSERT INTO metric_batches (id, minute) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![id, minute],
+            "INSERT INTO metric_batches (environment, id, minute) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![environment, id, minute],
         )?;
         Ok(inserted == 1)
     }

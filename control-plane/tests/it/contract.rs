@@ -553,8 +553,10 @@ pub(crate) async fn metric_counts_add_up_and_are_pruned(store: &dyn Store) {
     };
     let (fresh, repeated, counts) = write(store, move |tx| {
         Box::pin(async move {
-            let fresh = tx.insert_metric_batch("app-1:1", 100).await?;
-            let repeated = tx.insert_metric_batch("app-1:1", 101).await?;
+            let fresh = tx.insert_metric_batch("production", "app-1:1", 100).await?;
+            let repeated = tx.insert_metric_batch("production", "app-1:1", 101).await?;
+            let elsewhere = tx.insert_metric_batch("staging", "app-1:1", 101).await?;
+            assert!(elsewhere, "an id counts once per environment");
             for (minute, value) in [(99, 5), (100, 7), (100, 3), (101, 1)] {
                 tx.add_metric_count(
                     "production",
@@ -574,7 +576,7 @@ pub(crate) async fn metric_counts_add_up_and_are_pruned(store: &dyn Store) {
         Box::pin(async move {
             tx.prune_metrics(101, 101).await?;
             let left = tx.metric_counts("production", "checkout-v2", i64::MIN, i64::MAX).await?;
-            Ok((left, tx.insert_metric_batch("app-1:1", 102).await?))
+            Ok((left, tx.insert_metric_batch("production", "app-1:1", 102).await?))
         })
     })
     .await;

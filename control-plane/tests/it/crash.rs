@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-const ADMIN: &str = "rg_crash_test_admin_token";
+const ADMIN: &str = "rg_crash_test_admin_token_long_enough";
 const ROLLOUT: &str = "/api/v1/environments/production/flags/checkout-v2/rollout";
 const ROUNDS: u32 = 5;
 const WRITERS: u32 = 3;

@@ -7,6 +7,7 @@ mod contract;
 mod crash;
 mod disconnects;
 mod edges;
+mod hardening;
 mod layers;
 mod matrix;
 mod ofrep;

@@ -1,0 +1,248 @@
+//! Hostile and careless input: each gets a clear refusal, and nothing stored changes (the
+//! served version, the audit log, the metric counts).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN, READ, RELEASE, Server, start};
+
+const KILL: &str = "/api/v1/environments/production/flags/checkout-v2/kill";
+const ROLLOUT: &str = "/api/v1/environments/production/flags/checkout-v2/rollout";
+
+/// A request (method, path, token, JSON body or null), the status it must get, and what its
+/// problem's detail must say.
+type Case<'a> = (Method, String, Option<&'a str>, Value, StatusCode, &'a str);
+
+/// Sends each request and checks its status and that the problem's detail says `why`.
+async fn refused(server: &Server, cases: Vec<Case<'_>>) {
+    let before = server.observable_state().await;
+    for (method, path, token, body, status, why) in cases {
+        let body = (!body.is_null()).then_some(body);
+        let (got, problem) = server.call(method.clone(), &path, token, body.clone()).await;
+        let shown: String =
+            body.map(|body| body.to_string().chars().take(200).collect()).unwrap_or_default();
+        assert_eq!(got, status, "{method} {path} {shown}: {problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(why), "{method} {path}: `{detail}` should say `{why}`");
+    }
+    assert_eq!(server.observable_state().await, before, "nothing stored changed");
+}
+
+#[tokio::test]
+async fn keys_start_with_a_letter_or_a_digit_everywhere() {
+    let server = start().await;
+    let flag = |key: &str| json!({"key": key, "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"});
+    let mut cases = Vec::new();
+    for key in [".", "..", "-rf", "_hidden", ".env"] {
+        let why = "starting with a letter or a digit";
+        let post = |path: &str, token, body| {
+            (Method::POST, path.to_owned(), Some(token), body, StatusCode::BAD_REQUEST, why)
+        };
+        cases.push(post("/api/v1/flags", RELEASE, flag(key)));
+        cases.push(post("/api/v1/segments", RELEASE, json!({"key": key})));
+        cases.push(post("/api/v1/environments", ADMIN, json!({"name": key})));
+        cases.push(post("/api/v1/tokens", ADMIN, json!({"name": key, "scope": "read"})));
+        cases.push(post(
+            "/api/v1/edges",
+            ADMIN,
+            json!({"name": key, "url": "http://127.0.0.1:9", "environment": "production"}),
+        ));
+        cases.push(post(
+            "/api/v1/webhooks",
+            ADMIN,
+            json!({"name": key, "url": "https://hooks.example/x", "environment": "production"}),
+        ));
+    }
+    refused(&server, cases).await;
+    let (status, _) = server
+        .call(Method::POST, "/api/v1/flags", Some(RELEASE), Some(flag("9lives.v2_b-c")))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "letters, digits, and . _ - after the first");
+}
+
+#[tokio::test]
+async fn the_last_admin_token_cannot_be_deleted() {
+    let server = start().await;
+    let (status, problem) =
+        server.call(Method::DELETE, "/api/v1/tokens/ops", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("last admin token"));
+    let still = server.get(crate::support::SNAPSHOT, Some(ADMIN)).send().await.unwrap();
+    assert_eq!(still.status(), StatusCode::OK);
+
+    let second = server.token("ops-2", "admin", None).await;
+    let (status, _) = server.call(Method::DELETE, "/api/v1/tokens/ops", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "not the last one any more");
+    let (status, _) =
+        server.call(Method::DELETE, "/api/v1/tokens/ops-2", Some(&second), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "now ops-2 is the last");
+}
+
+#[tokio::test]
+async fn reasons_rationales_and_stage_labels_are_bounded_and_hold_no_control_characters() {
+    let server = start().await;
+    let long = "x".repeat(1_001);
+    let mut cases = Vec::new();
+    for (bad, why) in [
+        ("stop\u{0}now", "control characters"),
+        ("\u{1b}[31mred\u{1b}[0m", "control characters"),
+        ("line\r\nInjected: header", "control characters"),
+        (long.as_str(), "longer than 1000"),
+    ] {
+        cases.push((
+            Method::POST,
+            KILL.to_owned(),
+            Some(RELEASE),
+            json!({"reason": bad}),
+            StatusCode::BAD_REQUEST,
+            why,
+        ));
+        let rollout = json!({"percent": 1000, "reason": bad});
+        cases.push((
+            Method::PUT,
+            ROLLOUT.to_owned(),
+            Some(RELEASE),
+            rollout,
+            StatusCode::BAD_REQUEST,
+            why,
+        ));
+        let plan = json!({"flag": "checkout-v2", "environment": "production", "template": "canary", "rationale": bad});
+        cases.push((
+            Method::POST,
+            "/api/v1/plans".into(),
+            Some(RELEASE),
+            plan,
+            StatusCode::BAD_REQUEST,
+            why,
+        ));
+    }
+    // Long enough to ride in every snapshot, short enough for a request body.
+    let huge_stage = "s".repeat(100_000);
+    for (stage, why) in [
+        (huge_stage.as_str(), "longer than 64"),
+        ("beta\n", "control characters"),
+        (" ", "must not be empty"),
+    ] {
+        let rollout = json!({"percent": 1000, "stage": stage, "reason": "ok"});
+        cases.push((
+            Method::PUT,
+            ROLLOUT.to_owned(),
+            Some(RELEASE),
+            rollout,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            why,
+        ));
+        let state = json!({"enabled": true, "fallthrough": {"rollout": {"percent": 1000, "inside": "on", "outside": "off", "stage": stage}}});
+        let path = "/api/v1/environments/production/flags/checkout-v2".to_owned();
+        cases.push((
+            Method::PUT,
+            path,
+            Some(RELEASE),
+            state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            why,
+        ));
+        let plan = json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": stage, "percent": 1000}], "rationale": "ok"});
+        cases.push((
+            Method::POST,
+            "/api/v1/plans".into(),
+            Some(RELEASE),
+            plan,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            why,
+        ));
+    }
+    refused(&server, cases).await;
+}
+
+#[tokio::test]
+async fn the_decision_logs_csv_never_starts_a_cell_with_a_formula() {
+    let server = start().await;
+    let formula = "=HYPERLINK(\"http://evil.example\",\"details\")";
+    let plan = json!({"flag": "checkout-v2", "environment": "production", "template": "canary", "rationale": formula});
+    let (status, _) = server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(plan)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let csv = server
+        .get("/api/v1/decisions?format=csv", Some(RELEASE))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = csv.lines().nth(1).unwrap();
+    assert!(row.contains("\"'=HYPERLINK("), "the rationale is kept, inert: {row}");
+    let (_, decisions) = server.call(Method::GET, "/api/v1/decisions", Some(RELEASE), None).await;
+    assert_eq!(decisions[0]["rationale"], formula, "JSON keeps the text as given");
+}
+
+#[tokio::test]
+async fn a_stale_if_match_on_a_missing_resource_is_412() {
+    let server = start().await;
+    let (status, _) =
+        server.call(Method::DELETE, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let before = server.observable_state().await;
+    for (method, path) in [
+        (Method::DELETE, "/api/v1/flags/checkout-v2"),
+        (Method::DELETE, "/api/v1/segments/nope"),
+        (Method::PUT, "/api/v1/environments/production/flags/checkout-v2/rollout"),
+    ] {
+        let body = json!({"percent": 1000, "reason": "x"});
+        let response = server
+            .send(method.clone(), path, Some(RELEASE))
+            .header("if-match", "\"1\"")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED, "{method} {path}");
+    }
+    let (status, _) =
+        server.call(Method::DELETE, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "without If-Match, missing is 404");
+    assert_eq!(server.observable_state().await, before);
+}
+
+#[tokio::test]
+async fn a_batch_id_counts_once_per_environment_not_across_them() {
+    let server = start().await;
+    let staging_reader = server.token("staging-app", "read", Some("staging")).await;
+    let batch = |variant| json!({"batch": "app:1", "counters": [{"flag": "checkout-v2", "variant": variant, "counts": {"requests": 5}}]});
+    let post = |environment: &str, token: &str| {
+        let path = format!("/api/v1/environments/{environment}/metrics");
+        let token = token.to_owned();
+        let server = &server;
+        async move { server.call(Method::POST, &path, Some(&token), Some(batch("on"))).await }
+    };
+    let (status, answer) = post("staging", &staging_reader).await;
+    assert_eq!((status, answer["counted"].as_bool()), (StatusCode::ACCEPTED, Some(true)));
+    let (status, answer) = post("production", READ).await;
+    assert_eq!(
+        (status, answer["counted"].as_bool()),
+        (StatusCode::ACCEPTED, Some(true)),
+        "staging's batch `app:1` does not hide production's"
+    );
+    let (_, answer) = post("production", READ).await;
+    assert_eq!(answer["counted"], false, "a retry in production counts once");
+    let path = "/api/v1/environments/production/metrics?flag=checkout-v2";
+    let (_, sums) = server.call(Method::GET, path, Some(RELEASE), None).await;
+    assert_eq!(sums["variants"], json!({"on": {"requests": 5}}));
+}
+
+#[tokio::test]
+async fn an_admin_token_shorter_than_generated_ones_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rollgate.db");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("ROLLGATE_ADMIN_TOKEN", "aaaaaaaaaaaaaaaa")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("ROLLGATE_ADMIN_TOKEN must be at least 35 characters"), "{stderr}");
+    assert!(!db.exists(), "refused before anything was created");
+}
