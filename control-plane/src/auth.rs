@@ -1,8 +1,10 @@
 //! API tokens: random, stored only as hashes, compared in constant time, each with one scope.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -103,6 +105,43 @@ impl Tokens {
     }
 }
 
+/// Failed authentications an address may make in a `BRAKE_WINDOW` before its further unknown
+/// tokens get 429.
+pub const BRAKE_FAILURES: u32 = 20;
+pub const BRAKE_WINDOW: Duration = Duration::from_secs(10);
+/// Addresses remembered before the expired ones are forgotten.
+const BRAKE_ADDRESSES: usize = 4096;
+
+/// A brake on guessing tokens: counts each address's unknown tokens, and once one has made
+/// `BRAKE_FAILURES` in a window, refuses its further unknown tokens until the window ends.
+/// Known tokens are never braked, from any address.
+#[derive(Default)]
+pub struct Brake {
+    /// When each address's window began, and its failures in it.
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Brake {
+    /// Records an unknown token from `address`; `Some(wait)` if the address is braked, for how
+    /// long.
+    pub fn failed(&self, address: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if failures.len() >= BRAKE_ADDRESSES {
+            failures.retain(|_, (began, _)| now.duration_since(*began) < BRAKE_WINDOW);
+        }
+        let (began, count) = failures.entry(address).or_insert((now, 0));
+        if now.duration_since(*began) >= BRAKE_WINDOW {
+            (*began, *count) = (now, 0);
+        }
+        if *count >= BRAKE_FAILURES {
+            return Some(BRAKE_WINDOW.saturating_sub(now.duration_since(*began)));
+        }
+        *count += 1;
+        None
+    }
+}
+
 fn digest_of(token: &Token) -> Option<[u8; 32]> {
     let mut digest = [0u8; 32];
     hex::decode_to_slice(&token.hash, &mut digest).ok()?;
@@ -133,5 +172,18 @@ mod tests {
         assert_eq!(tokens.find(&a), None);
         assert!(*revoked.borrow_and_update(), "whoever held the token learns it is gone");
         assert!(tokens.revocation(&stored).is_none());
+    }
+
+    #[test]
+    fn the_brake_holds_an_address_after_its_failures_and_no_other() {
+        let brake = Brake::default();
+        let (guesser, other): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..BRAKE_FAILURES {
+            assert_eq!(brake.failed(guesser), None);
+        }
+        let wait = brake.failed(guesser).expect("braked");
+        assert!(wait > Duration::ZERO && wait <= BRAKE_WINDOW);
+        assert_eq!(brake.failed(other), None, "another address is not braked");
     }
 }

@@ -37,6 +37,15 @@ pub enum ApiError {
         "this token is bound to no environment: use a read token bound to one, or name the environment in the URL, /api/v1/environments/{{env}}/ofrep/v1/evaluate/flags"
     )]
     Unbound,
+    #[error(
+        "too many unknown tokens from this address; wait {} s (known tokens are not held up)",
+        .0.as_secs().max(1)
+    )]
+    TooManyFailures(std::time::Duration),
+    #[error("no route answers `{0}`; the API is described at /api/openapi.json")]
+    NoRoute(String),
+    #[error("`{0}` does not take this method; the `Allow` header lists those it takes")]
+    MethodNotAllowed(String),
     /// A body that is not the JSON the route takes: malformed, unknown fields, too large.
     #[error("{detail}")]
     Body { status: StatusCode, detail: String },
@@ -63,7 +72,11 @@ impl IntoResponse for ApiError {
             | Self::OtherEnvironment(_)
             | Self::Unbound
             | Self::Refused(Refusal::Forbidden(_)) => (StatusCode::FORBIDDEN, "Forbidden"),
-            Self::Refused(Refusal::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
+            Self::Refused(Refusal::NotFound(_)) | Self::NoRoute(_) => {
+                (StatusCode::NOT_FOUND, "Not found")
+            }
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            Self::TooManyFailures(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
             Self::Refused(Refusal::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
             Self::Refused(Refusal::Stale(_)) => {
                 (StatusCode::PRECONDITION_FAILED, "Precondition failed")
@@ -95,6 +108,10 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, "application/problem+json".parse().expect("static"));
+        if let Self::TooManyFailures(wait) = &self {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.max(1).into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -13,6 +13,7 @@ pub mod plans;
 pub mod publisher;
 pub mod service;
 pub mod store;
+pub mod transport;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -21,8 +22,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post, put};
-use axum::serve::{Listener, ListenerExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -32,9 +31,6 @@ use crate::store::Store;
 /// Larger request bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// Each connection's kernel send buffer: a large snapshot or two.
-pub const SEND_BUFFER: usize = 64 << 10;
-
 /// What every handler can reach; cloned per request, so it is one `Arc`.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -43,6 +39,8 @@ pub struct Shared {
     pub service: Service,
     pub metrics: Metrics,
     pub settings: Settings,
+    /// Holds up addresses that guess tokens.
+    pub brake: auth::Brake,
 }
 
 /// Tunables, with production defaults.
@@ -68,7 +66,8 @@ impl AppState {
         settings: Settings,
     ) -> Result<Self, service::Error> {
         let service = Service::start(store, clock, settings.push_secret.clone()).await?;
-        Ok(Self(Arc::new(Shared { service, metrics: Metrics::default(), settings })))
+        let (metrics, brake) = (Metrics::default(), auth::Brake::default());
+        Ok(Self(Arc::new(Shared { service, metrics, settings, brake })))
     }
 }
 
@@ -150,21 +149,15 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-/// `tcp` as the service listens on it: every connection sends small writes at once and has a
-/// bounded send buffer.
-pub fn listener(tcp: TcpListener) -> impl Listener<Io = TcpStream, Addr = std::net::SocketAddr> {
-    tcp.tap_io(|tcp| {
-        // Stream events and small answers go out at once, not when Nagle's algorithm allows.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "could not set TCP_NODELAY");
-        }
-        // Left to itself, the kernel grows a connection's send buffer up to tcp_wmem's maximum
-        // (4 MiB by default) even when the peer reads nothing, and the fan-out copies every new
-        // snapshot into it: 2,000 stalled stream subscribers would hold 8 GiB of kernel memory.
-        if let Err(error) = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER) {
-            tracing::warn!(%error, "could not set SO_SNDBUF");
-        }
-    })
+/// Serves `app(state)` on `tcp` until `shutdown` resolves, each request knowing its client's
+/// address (`transport::ClientAddress`).
+pub async fn serve(
+    tcp: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = app(state).into_make_service_with_connect_info::<transport::ClientAddress>();
+    axum::serve(transport::Listener::new(tcp), service).with_graceful_shutdown(shutdown).await
 }
 
 /// The service's routes.
@@ -176,6 +169,9 @@ pub fn app(state: AppState) -> Router {
         router = router.route(path, handler);
     }
     router
+        .fallback(api::no_route)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn(api::close_after_refusal))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -14,7 +14,7 @@ use control_plane::model::flag::FlagDefinition;
 use control_plane::model::token::{Scope, Token};
 use control_plane::service::{self, Service};
 use control_plane::store::sqlite::SqliteStore;
-use control_plane::{AppState, Settings, app, cli, webhooks};
+use control_plane::{AppState, Settings, cli, webhooks};
 
 #[derive(Parser)]
 #[command(name = "rollgate", version, about = "Staged feature rollouts at the edge")]
@@ -111,14 +111,13 @@ async fn serve(
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
-    axum::serve(control_plane::listener(listener), app(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Open streams would otherwise hold the shutdown forever.
-            publisher.close();
-            edges.stop_all();
-        })
-        .await?;
+    control_plane::serve(listener, state, async move {
+        shutdown_signal().await;
+        // Open streams would otherwise hold the shutdown forever.
+        publisher.close();
+        edges.stop_all();
+    })
+    .await?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ pub mod webhooks;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::model::token::{Scope, Token};
+use crate::transport::ClientAddress;
 
 /// The token a request presents: `Authorization: Bearer <token>` or, as OFREP also allows,
 /// `X-API-Key: <token>`.
@@ -88,13 +89,59 @@ impl<N: Needs> FromRequestParts<AppState> for Authorized<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = presented_token(&parts.headers)
-            .and_then(|presented| state.service.tokens.find(presented))
-            .ok_or(ApiError::Unauthorized)?;
+        let presented = presented_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let Some(token) = state.service.tokens.find(presented) else {
+            let client = parts.extensions.get::<ConnectInfo<ClientAddress>>();
+            if let Some(ConnectInfo(ClientAddress(address))) = client
+                && let Some(wait) = state.brake.failed(address.ip())
+            {
+                return Err(ApiError::TooManyFailures(wait));
+            }
+            return Err(ApiError::Unauthorized);
+        };
         if token.scope < N::SCOPE {
             return Err(ApiError::Forbidden(N::SCOPE.as_str()));
         }
         Ok(Self { token, scope: PhantomData })
+    }
+}
+
+/// Middleware: a refused request may leave its body unread, and then hyper closes the
+/// connection after the answer. Saying so (`Connection: close`) has the client open a new
+/// connection for its next request instead of losing it on this one.
+pub(crate) async fn close_after_refusal(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let headers = request.headers();
+    let declared = headers.get(CONTENT_LENGTH).and_then(|length| length.to_str().ok());
+    let has_body = declared.is_some_and(|length| length.trim() != "0")
+        || headers.contains_key(TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response.headers_mut().insert(CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The answer for a path no route matches.
+pub(crate) async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(shown_path(&uri))
+}
+
+/// The answer for a route asked with a method it does not take (axum adds `Allow`).
+pub(crate) async fn method_not_allowed(uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(shown_path(&uri))
+}
+
+/// A request's path as an answer repeats it: at most 128 characters.
+fn shown_path(uri: &axum::http::Uri) -> String {
+    let path = uri.path();
+    match path.char_indices().nth(128) {
+        Some((end, _)) => format!("{}…", &path[..end]),
+        None => path.to_owned(),
     }
 }
 

@@ -9,7 +9,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,7 +70,7 @@ pub(crate) async fn post_single(
     caller: Authorized<Read>,
     State(state): State<AppState>,
     Path(flag): Path<String>,
-    body: Bytes,
+    OfrepBody(body): OfrepBody,
 ) -> Result<Response, ApiError> {
     let environment = bound_environment(&caller)?;
     single(&caller, &state, &environment, &flag, &body)
@@ -81,7 +81,7 @@ pub(crate) async fn post_single_in(
     caller: Authorized<Read>,
     State(state): State<AppState>,
     Path((environment, flag)): Path<(String, String)>,
-    body: Bytes,
+    OfrepBody(body): OfrepBody,
 ) -> Result<Response, ApiError> {
     single(&caller, &state, &environment, &flag, &body)
 }
@@ -91,7 +91,7 @@ pub(crate) async fn post_bulk(
     caller: Authorized<Read>,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    OfrepBody(body): OfrepBody,
 ) -> Result<Response, ApiError> {
     let environment = bound_environment(&caller)?;
     bulk(&caller, &state, &environment, &headers, &body)
@@ -103,9 +103,25 @@ pub(crate) async fn post_bulk_in(
     State(state): State<AppState>,
     Path(environment): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    OfrepBody(body): OfrepBody,
 ) -> Result<Response, ApiError> {
     bulk(&caller, &state, &environment, &headers, &body)
+}
+
+/// An OFREP request's body; one over the body limit gets OFREP's error shape, 413.
+pub(crate) struct OfrepBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for OfrepBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        Bytes::from_request(request, state).await.map(Self).map_err(|rejection| {
+            let status = rejection.status();
+            let details = format!("the request body could not be read: {}", rejection.body_text());
+            let code = flag_core::ErrorCode::ParseError;
+            json_answer(ofrep::failure(status.as_u16(), None, code, &details), None)
+        })
+    }
 }
 
 fn bound_environment(caller: &Authorized<Read>) -> Result<String, ApiError> {

@@ -246,3 +246,137 @@ async fn an_admin_token_shorter_than_generated_ones_stops_the_start() {
     assert!(stderr.contains("ROLLGATE_ADMIN_TOKEN must be at least 35 characters"), "{stderr}");
     assert!(!db.exists(), "refused before anything was created");
 }
+
+/// Reads one HTTP/1.1 response (headers and a `content-length` body): its status, and whether
+/// it says `Connection: close`.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<(u16, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |value| value.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((head.get(9..12)?.parse().ok()?, head.contains("\r\nconnection: close\r\n")))
+}
+
+#[tokio::test]
+async fn requests_after_a_refused_body_on_the_same_connection_all_get_answers() {
+    use tokio::io::AsyncWriteExt;
+    let server = start().await;
+    let body = json!({"reason": "x".repeat(256 << 10)}).to_string();
+    let refused = format!(
+        "POST {KILL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let next = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\n\r\n",
+        crate::support::SNAPSHOT
+    );
+    let (mut answered, mut closed) = (0, 0);
+    let mut stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    for _ in 0..150 {
+        stream.write_all(refused.as_bytes()).await.unwrap();
+        let (status, close) = read_response(&mut stream).await.expect("the refusal");
+        assert_eq!(status, 403, "a read token may not kill: refused before the body is read");
+        // A client reuses the connection unless the answer said `Connection: close`.
+        if close {
+            closed += 1;
+            stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
+        }
+        stream.write_all(next.as_bytes()).await.unwrap();
+        match read_response(&mut stream).await {
+            Some((200, _)) => answered += 1,
+            other => panic!("the request after a refused body was cut off: {other:?}"),
+        }
+    }
+    assert_eq!(answered, 150);
+    assert_eq!(closed, 150, "an unread body closes the connection, and the answer says so");
+}
+
+#[tokio::test]
+async fn every_error_is_a_problem_or_on_ofrep_routes_ofreps_shape() {
+    use tokio::io::AsyncWriteExt;
+    let server = start().await;
+    let problem = |response: &reqwest::Response| {
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    let unknown = server.get("/api/v1/nothing-here", Some(RELEASE)).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(problem(&unknown).as_deref(), Some("application/problem+json"));
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!((body["status"].as_u64(), body["title"].as_str()), (Some(404), Some("Not found")));
+
+    let wrong_method =
+        server.send(Method::PATCH, "/api/v1/flags", Some(RELEASE)).send().await.unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(problem(&wrong_method).as_deref(), Some("application/problem+json"));
+    let allow = wrong_method.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+
+    let oversized = server
+        .send(Method::POST, "/ofrep/v1/evaluate/flags/checkout-v2", Some(READ))
+        .header("content-type", "application/json")
+        .body(vec![b' '; (1 << 20) + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(problem(&oversized).as_deref(), Some("application/json"));
+    let body: Value = oversized.json().await.unwrap();
+    assert_eq!(body["errorCode"], "PARSE_ERROR", "OFREP's error shape: {body}");
+
+    // What hyper refuses before any route sees it: a 100 KB URL, 500 KB of headers, garbage.
+    let long_url = format!("GET /api/v1/flags/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+    let long_headers =
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "p".repeat(500_000));
+    for (request, status) in
+        [(long_url, "414"), (long_headers, "431"), ("GARBAGE\r\n\r\n".into(), "400")]
+    {
+        let mut stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(answer.contains("content-type: application/problem+json"), "{answer}");
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["status"].to_string(), status);
+    }
+}
+
+#[tokio::test]
+async fn an_address_guessing_tokens_is_held_up_and_known_tokens_are_not() {
+    let server = start().await;
+    let before = server.observable_state().await;
+    let guess =
+        |n: usize| server.get(crate::support::SNAPSHOT, Some(&format!("rg_guess_{n}"))).send();
+    for n in 0..20 {
+        assert_eq!(guess(n).await.unwrap().status(), StatusCode::UNAUTHORIZED, "guess {n}");
+    }
+    let held = guess(20).await.unwrap();
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = held.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "Retry-After: {wait}");
+    assert_eq!(held.headers()["content-type"], "application/problem+json");
+    let known = server.get(crate::support::SNAPSHOT, Some(READ)).send().await.unwrap();
+    assert_eq!(known.status(), StatusCode::OK, "a known token from the same address goes through");
+
+    // Another address is not held up.
+    let elsewhere = server.client_from(2);
+    let url = format!("http://{}{}", server.address, crate::support::SNAPSHOT);
+    let other = elsewhere.get(url).bearer_auth("rg_guess_x").send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.observable_state().await, before);
+}

@@ -15,12 +15,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("edges", &["model", "store", "publisher", "auth", "clock"]),
     ("webhooks", &["model", "store", "clock"]),
     ("metrics", &["publisher"]),
+    ("transport", &[]),
     ("service", &["model", "store", "publisher", "auth", "edges", "clock", "plans"]),
     ("error", &["model", "service", "store"]),
     ("cli", &["model", "plans"]),
     (
         "api",
-        &["lib", "model", "service", "error", "auth", "publisher", "metrics", "plans", "store"],
+        &[
+            "lib",
+            "model",
+            "service",
+            "error",
+            "auth",
+            "publisher",
+            "metrics",
+            "plans",
+            "store",
+            "transport",
+        ],
     ),
 ];
 

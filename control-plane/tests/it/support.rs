@@ -12,7 +12,7 @@ use control_plane::model::flag::FlagDefinition;
 use control_plane::model::token::{Scope, Token};
 use control_plane::service::{self, Service};
 use control_plane::store::sqlite::SqliteStore;
-use control_plane::{AppState, Settings, app};
+use control_plane::{AppState, Settings};
 use serde_json::json;
 
 pub(crate) struct Server {
@@ -80,10 +80,8 @@ pub(crate) async fn reopen(dir: Arc<tempfile::TempDir>, clock: Arc<dyn Clock>) -
     let address = listener.local_addr().unwrap();
     let service = &state.service;
     let tasks = vec![
-        tokio::spawn(
-            axum::serve(control_plane::listener(listener), app(state.clone())).into_future(),
-        )
-        .abort_handle(),
+        tokio::spawn(control_plane::serve(listener, state.clone(), std::future::pending()))
+            .abort_handle(),
         control_plane::webhooks::spawn(service.store(), clock, service.deliveries()).abort_handle(),
     ];
     Server { address, client: reqwest::Client::new(), state, dir, tasks }
@@ -152,6 +150,13 @@ impl Server {
             self.call(reqwest::Method::POST, "/api/v1/tokens", Some(ADMIN), Some(body)).await;
         assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
         created["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A client that connects from another loopback address (`127.0.0.<n>`): the brake on
+    /// guessed tokens counts per address.
+    pub(crate) fn client_from(&self, n: u8) -> reqwest::Client {
+        let address = std::net::IpAddr::from([127, 0, 0, n]);
+        reqwest::Client::builder().local_address(address).build().unwrap()
     }
 
     pub(crate) fn get(&self, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
