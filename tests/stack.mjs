@@ -51,7 +51,9 @@ export async function startStack({ db, controlPort, edgePort = 0, persist, secre
   const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
   const child = spawn(
     join(target, "release", "rollgate"),
-    ["serve", "--demo", "--db", db ?? join(dir, "rollgate.db"), "--listen", `127.0.0.1:${port}`],
+    // The edge and the tests' webhook receivers listen on loopback, a private target.
+    ["serve", "--demo", "--db", db ?? join(dir, "rollgate.db"), "--listen", `127.0.0.1:${port}`,
+      "--allow-targets", "127.0.0.0/8,::1/128"],
     {
       env: { ...process.env, ROLLGATE_ADMIN_TOKEN: adminToken, ROLLGATE_PUSH_SECRET: pushSecret, RUST_LOG: process.env.RUST_LOG ?? "warn" },
       stdio: ["ignore", "inherit", "inherit"],

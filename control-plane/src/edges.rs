@@ -14,6 +14,7 @@ use tokio::task::AbortHandle;
 use crate::auth::Tokens;
 use crate::clock::Clock;
 use crate::model::edge::{EdgeRecord, PushOutcome};
+use crate::outbound::{self, Targets};
 use crate::publisher::Publisher;
 use crate::store::{self, Committed, Store, StoreError};
 
@@ -38,6 +39,7 @@ pub struct Edges(Arc<Inner>);
 
 struct Inner {
     secret: Option<Vec<u8>>,
+    targets: Targets,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     publisher: Publisher,
@@ -50,18 +52,15 @@ impl Edges {
     /// Without a secret, edges cannot be registered or fed.
     pub fn new(
         secret: Option<Vec<u8>>,
+        targets: Targets,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         publisher: Publisher,
         tokens: Tokens,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(PUSH_TIMEOUT)
-            .tcp_nodelay(true)
-            .build()
-            .expect("a plain HTTP client always builds");
+        let client = targets.client(PUSH_TIMEOUT);
         let tasks = Mutex::default();
-        Self(Arc::new(Inner { secret, store, clock, publisher, tokens, client, tasks }))
+        Self(Arc::new(Inner { secret, targets, store, clock, publisher, tokens, client, tasks }))
     }
 
     pub fn has_secret(&self) -> bool {
@@ -123,10 +122,10 @@ async fn push_loop(edges: Edges, edge: EdgeRecord) {
             .current_envelope(&edge.environment)
             .filter(|envelope| acknowledged.is_none_or(|have| have != envelope.position));
         if let Some(envelope) = pending {
-            let outcome = push(&edges.0.client, &edge, &envelope).await;
+            let outcome = push(&edges, &edge, &envelope).await;
             let failed = matches!(outcome, PushOutcome::Failed(_));
-            if let PushOutcome::Failed(error) = &outcome {
-                tracing::warn!(edge = %edge.name, %error, "push failed; retrying in {backoff:?}");
+            if failed {
+                tracing::warn!(edge = %edge.name, "push failed; retrying in {backoff:?}");
             } else {
                 acknowledged = Some(envelope.position);
                 backoff = MIN_BACKOFF;
@@ -150,58 +149,50 @@ async fn push_loop(edges: Edges, edge: EdgeRecord) {
     }
 }
 
-async fn push(client: &reqwest::Client, edge: &EdgeRecord, envelope: &Envelope) -> PushOutcome {
-    let request = client
-        .post(format!("{}/rollgate/v1/push", edge.url))
+async fn push(edges: &Edges, edge: &EdgeRecord, envelope: &Envelope) -> PushOutcome {
+    let url = format!("{}/rollgate/v1/push", edge.url);
+    // The allowed ranges may have changed since the edge was registered.
+    if let Err(refusal) = edges.0.targets.check_url("url", &url) {
+        return PushOutcome::Failed(format!("the edge is not reached: {refusal}"));
+    }
+    let request = edges
+        .0
+        .client
+        .post(url)
         .header("content-type", "application/json")
         .header(SIGNATURE_HEADER, &envelope.signature)
         .body(envelope.body.clone());
     let (version, readers_revision) = envelope.position;
     let response = match request.send().await {
         Ok(response) => response,
-        Err(error) => return PushOutcome::Failed(format!("could not reach the edge: {error}")),
+        Err(error) => {
+            let error = outbound::failure(error);
+            tracing::warn!(edge = %edge.name, %error, "could not reach the edge");
+            return PushOutcome::Failed(format!("the edge is not reached: {error}"));
+        }
     };
     let status = response.status();
     if status.is_success() {
         return PushOutcome::Acknowledged { version, readers_revision };
     }
-    let answer = read_limited(response, ANSWER_LIMIT).await;
+    // Its status is logged; what it says is kept (an excerpt), never logged.
+    tracing::warn!(edge = %edge.name, %status, "the edge refused a push");
+    let answer = outbound::read_limited(response, ANSWER_LIMIT).await;
     match serde_json::from_slice::<RefusalAnswer>(&answer) {
         // The edge already has this or something newer: nothing to retry.
         Ok(refusal) if refusal.refusal == RefusalKind::Stale => {
             PushOutcome::Acknowledged { version, readers_revision }
         }
         Ok(refusal) => PushOutcome::Failed(format!(
-            "the edge answered {status}, {:?}: {}",
+            "the edge answered {status}: {:?}, {}",
             refusal.refusal,
-            excerpt(&refusal.detail)
+            outbound::excerpt(&refusal.detail, ERROR_EXCERPT)
         )),
         Err(_) => PushOutcome::Failed(format!(
             "the edge answered {status}: {}",
-            excerpt(&String::from_utf8_lossy(&answer))
+            outbound::excerpt(&String::from_utf8_lossy(&answer), ERROR_EXCERPT)
         )),
     }
-}
-
-/// At most `limit` bytes of a response's body: an edge's answer is never trusted to be small.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]);
-        if body.len() == limit {
-            break;
-        }
-    }
-    body
-}
-
-/// The start of `text`, on a character boundary.
-fn excerpt(text: &str) -> &str {
-    let mut end = text.len().min(ERROR_EXCERPT);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 impl Edges {

@@ -9,6 +9,7 @@ pub mod edges;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod plans;
 pub mod publisher;
 pub mod service;
@@ -50,11 +51,17 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// The HMAC-SHA256 key edge envelopes are signed with; edges hold the same one.
     pub push_secret: Option<Vec<u8>>,
+    /// Which addresses edge pushes and webhooks may reach: public ones, and these ranges.
+    pub targets: outbound::Targets,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { keep_alive: Duration::from_secs(15), push_secret: None }
+        Self {
+            keep_alive: Duration::from_secs(15),
+            push_secret: None,
+            targets: outbound::Targets::default(),
+        }
     }
 }
 
@@ -65,7 +72,8 @@ impl AppState {
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Result<Self, service::Error> {
-        let service = Service::start(store, clock, settings.push_secret.clone()).await?;
+        let (secret, targets) = (settings.push_secret.clone(), settings.targets.clone());
+        let service = Service::start(store, clock, secret, targets).await?;
         let (metrics, brake) = (Metrics::default(), auth::Brake::default());
         Ok(Self(Arc::new(Shared { service, metrics, settings, brake })))
     }

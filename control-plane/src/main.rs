@@ -12,6 +12,7 @@ use control_plane::clock::SystemClock;
 use control_plane::model::Refusal;
 use control_plane::model::flag::FlagDefinition;
 use control_plane::model::token::{Scope, Token};
+use control_plane::outbound::Targets;
 use control_plane::service::{self, Service};
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::{AppState, Settings, cli, webhooks};
@@ -42,6 +43,11 @@ enum Command {
         /// the same one as its PUSH_SECRET. Without it, no edges can be registered.
         #[arg(long, env = "ROLLGATE_PUSH_SECRET", hide_env_values = true)]
         push_secret: Option<String>,
+        /// Private address ranges (CIDR, comma-separated) that edges and webhooks may be at,
+        /// e.g. `10.0.0.0/8,127.0.0.1/32`. Without them, only public addresses are reached:
+        /// not loopback, link-local (cloud metadata), private or unique-local ones.
+        #[arg(long, env = "ROLLGATE_ALLOW_TARGETS", value_delimiter = ',')]
+        allow_targets: Vec<ipnet::IpNet>,
         /// How often the plan scheduler looks at every active plan, in milliseconds. Metrics
         /// arriving also wake it.
         #[arg(long, env = "ROLLGATE_SCHEDULER_TICK_MS", default_value_t = 1000,
@@ -56,7 +62,7 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let Cli { global, command } = Cli::parse();
     match command {
-        Command::Serve { db, listen, demo, push_secret, scheduler_tick_ms } => {
+        Command::Serve { db, listen, demo, push_secret, allow_targets, scheduler_tick_ms } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -64,7 +70,8 @@ async fn main() -> std::process::ExitCode {
                 )
                 .init();
             let tick = Duration::from_millis(scheduler_tick_ms);
-            match serve(db, listen, demo, push_secret, tick).await {
+            let targets = Targets::allowing(allow_targets);
+            match serve(db, listen, demo, push_secret, targets, tick).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("rollgate serve: {error:#}");
@@ -81,6 +88,7 @@ async fn serve(
     listen: SocketAddr,
     demo: bool,
     push_secret: Option<String>,
+    targets: Targets,
     scheduler_tick: Duration,
 ) -> anyhow::Result<()> {
     if push_secret.as_ref().is_some_and(|secret| secret.len() < 16) {
@@ -97,8 +105,8 @@ async fn serve(
     let clock = Arc::new(SystemClock);
     let store =
         SqliteStore::open(&db).await.with_context(|| format!("opening {}", db.display()))?;
-    let settings =
-        Settings { push_secret: push_secret.map(String::into_bytes), ..Settings::default() };
+    let push_secret = push_secret.map(String::into_bytes);
+    let settings = Settings { push_secret, targets: targets.clone(), ..Settings::default() };
     let state = AppState::load(Arc::new(store), clock.clone(), settings).await?;
     let service = &state.service;
     bootstrap_admin_token(service, admin_token).await?;
@@ -106,7 +114,7 @@ async fn serve(
         create_demo_flag(service).await?;
     }
     service::plans::spawn_scheduler(service.clone(), scheduler_tick);
-    webhooks::spawn(service.store(), clock, service.deliveries());
+    webhooks::spawn(service.store(), clock, service.deliveries(), targets);
     let (publisher, edges) = (service.publisher.clone(), service.edges.clone());
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::model::webhook::{Delivery, DeliveryOutcome};
+use crate::outbound::{self, Targets};
 use crate::store::{self, Committed, Store, StoreError};
 
 /// Attempts per notification before it is given up on (about four minutes of retries).
@@ -31,18 +32,15 @@ pub fn spawn(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    targets: Targets,
 ) -> tokio::task::JoinHandle<()> {
     let outbox = Outbox { store, clock };
     tokio::spawn(async move {
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .user_agent(concat!("rollgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a client with a timeout builds");
+        let client = targets.client(TIMEOUT);
         let mut retry_at: HashMap<i64, Instant> = HashMap::new();
         loop {
             let next = match outbox.pending(1000).await {
-                Ok(pending) => deliver(&outbox, &client, pending, &mut retry_at).await,
+                Ok(pending) => deliver(&outbox, &client, &targets, pending, &mut retry_at).await,
                 Err(error) => {
                     tracing::error!(%error, "could not read pending notifications");
                     Some(Instant::now() + Duration::from_secs(1))
@@ -63,6 +61,7 @@ pub fn spawn(
 async fn deliver(
     outbox: &Outbox,
     client: &reqwest::Client,
+    targets: &Targets,
     pending: Vec<Delivery>,
     retry_at: &mut HashMap<i64, Instant>,
 ) -> Option<Instant> {
@@ -71,7 +70,7 @@ async fn deliver(
     let (due, waiting): (Vec<_>, Vec<_>) =
         pending.into_iter().partition(|d| retry_at.get(&d.id).is_none_or(|at| *at <= now));
     let mut next = waiting.iter().filter_map(|d| retry_at.get(&d.id).copied()).min();
-    let sent = join_all(due.iter().map(|delivery| send(client, delivery))).await;
+    let sent = join_all(due.iter().map(|delivery| send(client, targets, delivery))).await;
     for (delivery, result) in due.iter().zip(sent) {
         let outcome = match result {
             Ok(()) => {
@@ -100,7 +99,15 @@ async fn deliver(
     next
 }
 
-async fn send(client: &reqwest::Client, delivery: &Delivery) -> Result<(), String> {
+/// Posts one notification. Nothing of the answer but its status is read, and no error names
+/// the URL (a Slack webhook's path is its secret).
+async fn send(
+    client: &reqwest::Client,
+    targets: &Targets,
+    delivery: &Delivery,
+) -> Result<(), String> {
+    // The allowed ranges may have changed since the webhook was made.
+    targets.check_url("url", &delivery.url).map_err(|refusal| refusal.to_string())?;
     let response = client
         .post(&delivery.url)
         .header("content-type", "application/json")
@@ -109,7 +116,7 @@ async fn send(client: &reqwest::Client, delivery: &Delivery) -> Result<(), Strin
         .body(delivery.payload.clone())
         .send()
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(outbound::failure)?;
     if response.status().is_success() {
         Ok(())
     } else {

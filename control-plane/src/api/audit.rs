@@ -10,6 +10,8 @@ use crate::api::{Authorized, Release};
 use crate::error::{ApiError, AppQuery};
 use crate::model::audit::{AuditQuery, AuditRecord};
 use crate::model::time::Timestamp;
+use crate::model::token::Scope;
+use crate::model::webhook::masked_url;
 use crate::service::audit;
 
 /// Records per response unless `limit` says otherwise, and the most it may say.
@@ -33,7 +35,7 @@ pub(crate) struct AuditParams {
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams), responses((status = 200, description = "OK", body = Vec<AuditRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_audit(
-    _: Authorized<Release>,
+    caller: Authorized<Release>,
     State(state): State<AppState>,
     AppQuery(params): AppQuery<AuditParams>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
@@ -53,5 +55,20 @@ pub(crate) async fn get_audit(
     };
     let AuditParams { flag, segment, environment, .. } = params;
     let query = AuditQuery { flag, segment, environment, since, limit: Some(limit) };
-    Ok(Json(audit::list(&state.service, query).await?))
+    let mut records = audit::list(&state.service, query).await?;
+    // Only admins see webhooks' whole URLs, here as anywhere.
+    if caller.token.scope < Scope::Admin {
+        let urls = records
+            .iter_mut()
+            .filter(|record| record.action.starts_with("webhook."))
+            .flat_map(|record| [record.before.as_mut(), record.after.as_mut()])
+            .flatten()
+            .filter_map(|recorded| recorded.get_mut("url"));
+        for url in urls {
+            if let Some(text) = url.as_str() {
+                *url = masked_url(text).into();
+            }
+        }
+    }
+    Ok(Json(records))
 }

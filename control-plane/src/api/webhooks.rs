@@ -7,16 +7,24 @@ use axum::http::StatusCode;
 use crate::AppState;
 use crate::api::{Admin, Authorized, Release};
 use crate::error::{ApiError, AppJson};
-use crate::model::webhook::{NewWebhook, WebhookRecord};
+use crate::model::token::Scope;
+use crate::model::webhook::{NewWebhook, WebhookRecord, masked_url};
 use crate::service::webhooks;
 
-/// `GET /api/v1/webhooks`: each with its pending and failed deliveries.
+/// `GET /api/v1/webhooks`: each with its pending and failed deliveries. Only admins see whole
+/// URLs; others see their scheme and host.
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", responses((status = 200, description = "OK", body = Vec<WebhookRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_webhooks(
-    _: Authorized<Release>,
+    caller: Authorized<Release>,
     State(state): State<AppState>,
 ) -> Result<Json<Vec<WebhookRecord>>, ApiError> {
-    Ok(Json(webhooks::list(&state.service).await?))
+    let mut webhooks = webhooks::list(&state.service).await?;
+    if caller.token.scope < Scope::Admin {
+        for webhook in &mut webhooks {
+            webhook.url = masked_url(&webhook.url);
+        }
+    }
+    Ok(Json(webhooks))
 }
 
 /// `POST /api/v1/webhooks`.

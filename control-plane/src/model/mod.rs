@@ -114,15 +114,3 @@ fn check_chars(field: &str, text: &str, max: usize) -> Result<(), Refusal> {
     }
     Ok(())
 }
-
-/// An `http://` or `https://` URL with a host, as edges and webhooks are reached.
-pub fn check_http_url(field: &str, text: &str) -> Result<url::Url, Refusal> {
-    let url = url::Url::parse(text)
-        .map_err(|error| Refusal::Unprocessable(format!("`{field}` is not a URL: {error}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(Refusal::Unprocessable(format!(
-            "`{field}` must be an http or https URL with a host"
-        )));
-    }
-    Ok(url)
-}

@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::time::Timestamp;
-use crate::model::{Refusal, check_http_url, check_key};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -11,13 +10,6 @@ pub struct NewWebhook {
     pub name: String,
     pub url: String,
     pub environment: String,
-}
-
-impl NewWebhook {
-    pub fn check(&self) -> Result<(), Refusal> {
-        check_http_url("url", &self.url)?;
-        check_key("webhook", &self.name)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -32,6 +24,18 @@ pub struct WebhookRecord {
     /// Notifications given up on after every retry failed.
     pub failed: u64,
     pub last_error: Option<String>,
+}
+
+/// A webhook URL as anyone but an admin sees it: its scheme, host and port. The rest is masked,
+/// since a webhook's path can be its secret (Slack's is).
+pub fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => {
+            let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
+            format!("{}://{}{port}/…", url.scheme(), url.host_str().unwrap_or_default())
+        }
+        Err(_) => "…".into(),
+    }
 }
 
 /// One notification to one webhook.

@@ -15,6 +15,7 @@ pub async fn register(service: &Service, edge: NewEdge, actor: &str) -> Result<E
     if !service.edges.has_secret() {
         return Err(no_secret());
     }
+    service.targets.check_url("url", &edge.url)?;
     let edge = edge.checked()?;
     let actor = actor.to_owned();
     service

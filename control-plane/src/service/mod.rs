@@ -34,6 +34,7 @@ use crate::model::edge::EdgeRecord;
 use crate::model::flag::Published;
 use crate::model::time::Timestamp;
 use crate::model::token::Token;
+use crate::outbound::Targets;
 use crate::publisher::Publisher;
 use crate::store::{self, Committed, Store, StoreError, Tx};
 
@@ -69,6 +70,8 @@ pub struct Inner {
     pub tokens: Tokens,
     /// The edges' push tasks.
     pub edges: Edges,
+    /// Which addresses edges and webhooks may be at.
+    pub targets: Targets,
     /// Makes the plan scheduler run now, e.g. when metrics arrive.
     scheduler: Notify,
     /// Makes the webhook sender look for new notifications now.
@@ -111,11 +114,13 @@ impl Service {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         push_secret: Option<Vec<u8>>,
+        targets: Targets,
     ) -> Result<Self, Error> {
         let publisher = Publisher::default();
         let tokens = Tokens::default();
         let edges = Edges::new(
             push_secret,
+            targets.clone(),
             store.clone(),
             clock.clone(),
             publisher.clone(),
@@ -127,6 +132,7 @@ impl Service {
             publisher,
             tokens,
             edges,
+            targets,
             scheduler: Notify::new(),
             deliveries: Arc::new(Notify::new()),
         }));

@@ -1,8 +1,8 @@
 //! Webhooks: where an environment's plan notifications go. Admins manage them.
 
-use crate::model::Refusal;
 use crate::model::audit::AuditEntry;
 use crate::model::webhook::{NewWebhook, WebhookRecord};
+use crate::model::{Refusal, check_key};
 use crate::service::{Error, Service};
 
 /// Every webhook with its pending and failed deliveries, by name.
@@ -15,7 +15,8 @@ pub async fn create(
     webhook: NewWebhook,
     actor: &str,
 ) -> Result<WebhookRecord, Error> {
-    webhook.check()?;
+    service.targets.check_url("url", &webhook.url)?;
+    check_key("webhook", &webhook.name)?;
     let actor = actor.to_owned();
     service
         .change(move |tx, now, _| {

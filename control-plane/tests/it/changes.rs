@@ -18,7 +18,7 @@ use crate::support::checkout;
 
 async fn open(dir: &Path) -> Service {
     let store = SqliteStore::open(&dir.join("rollgate.db")).await.unwrap();
-    Service::start(Arc::new(store), Arc::new(SystemClock), None).await.unwrap()
+    Service::start(Arc::new(store), Arc::new(SystemClock), None, Default::default()).await.unwrap()
 }
 
 fn rollout(percent: u32) -> FlagState {

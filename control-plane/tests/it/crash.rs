@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -14,66 +13,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-const ADMIN: &str = "rg_crash_test_admin_token_long_enough";
+use crate::support::{BINARY_ADMIN as ADMIN, Rollgate, free_address};
+
 const ROLLOUT: &str = "/api/v1/environments/production/flags/checkout-v2/rollout";
 const ROUNDS: u32 = 5;
 const WRITERS: u32 = 3;
-
-struct Rollgate {
-    child: Child,
-    base: String,
-}
-
-impl Rollgate {
-    async fn start(db: &Path, address: SocketAddr, client: &reqwest::Client) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_rollgate"))
-            .args([
-                "serve",
-                "--demo",
-                "--scheduler-tick-ms",
-                "50",
-                "--listen",
-                &address.to_string(),
-                "--db",
-            ])
-            .arg(db)
-            .env("ROLLGATE_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let server = Self { child, base: format!("http://{address}") };
-        // Ready when /readyz answers; a refused connection means not yet.
-        for _ in 0..500 {
-            if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await
-                && response.status() == StatusCode::OK
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("rollgate did not become ready within 5 s");
-    }
-
-    /// A GET as the admin, as JSON.
-    async fn get(&self, client: &reqwest::Client, path: &str) -> Value {
-        let response = client.get(format!("{}{path}", self.base)).bearer_auth(ADMIN).send().await;
-        response.unwrap().json().await.unwrap()
-    }
-
-    fn kill(self) {
-        drop(self);
-    }
-}
-
-/// SIGKILL, also when a failed assertion unwinds past a running server.
-impl Drop for Rollgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn a_plan_interrupted_by_kill_9_advances_when_its_hold_ends() {
@@ -116,10 +60,6 @@ async fn a_plan_interrupted_by_kill_9_advances_when_its_hold_ends() {
     let decisions = server.get(&client, "/api/v1/decisions?flag=checkout-v2").await;
     assert_eq!(decisions.as_array().unwrap().len(), 2, "one start, one advance: {decisions}");
     server.kill();
-}
-
-fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

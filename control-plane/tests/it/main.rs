@@ -12,6 +12,7 @@ mod layers;
 mod matrix;
 mod ofrep;
 mod openapi;
+mod outside;
 mod plans;
 mod resources;
 mod server;

@@ -2,6 +2,7 @@
 //! directory, one token per scope, and the `checkout-v2` flag.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use control_plane::clock::{Clock, SystemClock};
 use control_plane::model::audit::{AuditQuery, AuditRecord};
 use control_plane::model::flag::FlagDefinition;
 use control_plane::model::token::{Scope, Token};
+use control_plane::outbound::Targets;
 use control_plane::service::{self, Service};
 use control_plane::store::sqlite::SqliteStore;
 use control_plane::{AppState, Settings};
@@ -43,7 +45,12 @@ pub(crate) async fn start() -> Server {
 
 /// `start` on `clock`.
 pub(crate) async fn start_with(clock: Arc<dyn Clock>) -> Server {
-    let server = reopen(Arc::new(tempfile::tempdir().unwrap()), clock).await;
+    start_configured(clock, test_settings()).await
+}
+
+/// `start` with `settings`.
+pub(crate) async fn start_configured(clock: Arc<dyn Clock>, settings: Settings) -> Server {
+    let server = reopen_with(Arc::new(tempfile::tempdir().unwrap()), clock, settings).await;
     let service = server.service();
     for (name, scope, token) in [
         ("edge", Scope::Read, READ),
@@ -70,11 +77,27 @@ pub(crate) fn checkout() -> FlagDefinition {
 /// memory loaded from the store, the webhook sender running. The plan scheduler does not run by
 /// itself; tests call `service::plans::tick`.
 pub(crate) async fn reopen(dir: Arc<tempfile::TempDir>, clock: Arc<dyn Clock>) -> Server {
-    let store = SqliteStore::open(&dir.path().join("rollgate.db")).await.unwrap();
-    let settings = Settings {
+    reopen_with(dir, clock, test_settings()).await
+}
+
+/// Short keep-alives, the push secret, and loopback allowed: fake edges and webhooks listen
+/// there.
+pub(crate) fn test_settings() -> Settings {
+    let loopback = ["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+    Settings {
         keep_alive: Duration::from_millis(200),
         push_secret: Some(PUSH_SECRET.as_bytes().to_vec()),
-    };
+        targets: Targets::allowing(loopback),
+    }
+}
+
+/// `reopen` with `settings`.
+pub(crate) async fn reopen_with(
+    dir: Arc<tempfile::TempDir>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+) -> Server {
+    let store = SqliteStore::open(&dir.path().join("rollgate.db")).await.unwrap();
     let state = AppState::load(Arc::new(store), clock.clone(), settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -82,7 +105,13 @@ pub(crate) async fn reopen(dir: Arc<tempfile::TempDir>, clock: Arc<dyn Clock>) -
     let tasks = vec![
         tokio::spawn(control_plane::serve(listener, state.clone(), std::future::pending()))
             .abort_handle(),
-        control_plane::webhooks::spawn(service.store(), clock, service.deliveries()).abort_handle(),
+        control_plane::webhooks::spawn(
+            service.store(),
+            clock,
+            service.deliveries(),
+            state.settings.targets.clone(),
+        )
+        .abort_handle(),
     ];
     Server { address, client: reqwest::Client::new(), state, dir, tasks }
 }
@@ -169,3 +198,92 @@ impl Server {
 }
 
 pub(crate) const SNAPSHOT: &str = "/api/v1/environments/production/snapshot";
+
+/// The admin token of servers started as the real binary.
+pub(crate) const BINARY_ADMIN: &str = "rg_crash_test_admin_token_long_enough";
+
+/// A loopback address nobody listens on right now.
+pub(crate) fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The real `rollgate serve`, with the demo flag and `BINARY_ADMIN`; SIGKILLed when dropped.
+pub(crate) struct Rollgate {
+    child: std::process::Child,
+    pub(crate) base: String,
+}
+
+impl Rollgate {
+    pub(crate) async fn start(db: &Path, address: SocketAddr, client: &reqwest::Client) -> Self {
+        Self::start_with(db, address, client, &[], None).await
+    }
+
+    /// With `extra` arguments, and its output (the log: warnings and up) in `log` if given.
+    pub(crate) async fn start_with(
+        db: &Path,
+        address: SocketAddr,
+        client: &reqwest::Client,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> Self {
+        let (stdout, stderr) = match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).unwrap();
+                (file.try_clone().unwrap().into(), file.into())
+            }
+            None => (std::process::Stdio::null(), std::process::Stdio::inherit()),
+        };
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rollgate"))
+            .args([
+                "serve",
+                "--demo",
+                "--scheduler-tick-ms",
+                "50",
+                "--listen",
+                &address.to_string(),
+            ])
+            .args(extra)
+            .arg("--db")
+            .arg(db)
+            .env("ROLLGATE_ADMIN_TOKEN", BINARY_ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let server = Self { child, base: format!("http://{address}") };
+        // Ready when /readyz answers; a refused connection means not yet.
+        for _ in 0..500 {
+            if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("rollgate did not become ready within 5 s");
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A GET as the admin, as JSON.
+    pub(crate) async fn get(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.base);
+        let response = client.get(url).bearer_auth(BINARY_ADMIN).send().await;
+        response.unwrap().json().await.unwrap()
+    }
+
+    pub(crate) fn kill(self) {
+        drop(self);
+    }
+}
+
+/// SIGKILL, also when a failed assertion unwinds past a running server.
+impl Drop for Rollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
