@@ -121,8 +121,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json` whose rejections come back as problems: 400 for malformed JSON, unknown or missing
-/// fields and wrong types, 413 over the body limit, 415 without a JSON content type.
+/// `Json` whose rejections come back as problems: 400 for malformed JSON, an object that names
+/// a key twice (serde_json would keep the last), unknown or missing fields and wrong types; 413
+/// over the body limit; 415 without a JSON content type.
 pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for AppJson<T> {
@@ -130,7 +131,22 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         use axum::extract::rejection::JsonRejection;
-        match Json::<T>::from_request(request, state).await {
+        if !is_json(request.headers()) {
+            return Err(ApiError::Body {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                detail: "Expected request with `Content-Type: application/json`".into(),
+            });
+        }
+        let body = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            ApiError::Body { status: rejection.status(), detail: rejection.body_text() }
+        })?;
+        if let Err(duplicate) = flag_core::json::unique_keys(&body) {
+            return Err(ApiError::Body {
+                status: StatusCode::BAD_REQUEST,
+                detail: format!("the body names a key twice: {duplicate}"),
+            });
+        }
+        match Json::<T>::from_bytes(&body) {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => {
                 let status = match &rejection {
@@ -143,6 +159,16 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
             }
         }
     }
+}
+
+/// `application/json`, or another `application/…+json`, as axum's `Json` takes.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|subtype| subtype.ends_with("+json"))
 }
 
 /// `Query` whose rejections come back as 400 problems.

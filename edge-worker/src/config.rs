@@ -168,6 +168,8 @@ fn mac(secret: &[u8], body: &[u8]) -> Hmac<Sha256> {
 impl Config {
     /// Parses and compiles an envelope whose signature was already verified.
     pub fn from_envelope(body: &[u8], environment: &str) -> Result<Self, Refusal> {
+        flag_core::json::unique_keys(body)
+            .map_err(|error| Refusal::Invalid(format!("not an edge envelope: {error}")))?;
         let envelope: Envelope = serde_json::from_slice(body)
             .map_err(|error| Refusal::Invalid(format!("not an edge envelope: {error}")))?;
         if envelope.environment != environment || envelope.snapshot.environment != environment {
@@ -307,5 +309,14 @@ mod tests {
             (RefusalKind::Unsigned, None, 401)
         );
         assert!(!serde_json::to_string(&unsigned).unwrap().contains("have"));
+    }
+
+    #[test]
+    fn an_envelope_naming_a_key_twice_is_refused() {
+        let body = String::from_utf8(envelope(5, 2)).unwrap();
+        let twice = body.replacen(r#""version":5"#, r#""version":5,"version":6"#, 1);
+        let refused = Config::from_envelope(twice.as_bytes(), "production").err().unwrap();
+        assert_eq!(refused.status(), 422);
+        assert!(refused.detail().contains("duplicate key `version`"), "{}", refused.detail());
     }
 }

@@ -26,6 +26,7 @@ impl Engine {
     /// module, so such errors give serde_json's line and column instead. Errors found when
     /// compiling (operators, references, ranges, cycles) name their path everywhere.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        crate::json::unique_keys(json)?;
         #[cfg(not(target_arch = "wasm32"))]
         let snapshot: wire::Snapshot =
             serde_json::from_slice(json).map_err(|_| syntax_error_with_path(json))?;

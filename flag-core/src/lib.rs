@@ -25,6 +25,7 @@ mod condition;
 mod context;
 mod error;
 mod eval;
+pub mod json;
 mod keyset;
 pub mod ofrep;
 mod semver;

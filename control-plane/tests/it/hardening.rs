@@ -380,3 +380,42 @@ async fn an_address_guessing_tokens_is_held_up_and_known_tokens_are_not() {
     assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(server.observable_state().await, before);
 }
+
+#[tokio::test]
+async fn a_body_that_names_a_key_twice_is_refused_with_the_path() {
+    let server = start().await;
+    let before = server.observable_state().await;
+    for (method, path, body, at) in [
+        (
+            Method::POST,
+            "/api/v1/flags",
+            r#"{"key": "banner", "type": "boolean", "variants": {"on": true, "on": false, "off": false}, "off_variant": "off"}"#,
+            "variants.on",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/environments/production/flags/checkout-v2/rollout",
+            r#"{"percent": 1000, "percent": 100000, "reason": "x"}"#,
+            "percent",
+        ),
+        (
+            Method::POST,
+            "/api/v1/segments",
+            r#"{"key": "staff", "conditions": [{"attribute": "plan", "attribute": "country", "op": "eq", "values": ["x"]}]}"#,
+            "conditions[0].attribute",
+        ),
+    ] {
+        let response = server
+            .send(method, path, Some(RELEASE))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let problem: Value = response.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(at) && detail.contains("duplicate key"), "{path}: {detail}");
+    }
+    assert_eq!(server.observable_state().await, before);
+}

@@ -238,8 +238,22 @@ fn duplicate_variant_names_are_rejected_not_overwritten() {
     let json = br#"{"schema":1,"environment":"e","version":1,"flags":[{"key":"a","type":"boolean",
         "variants":{"on":true,"on":false},"off_variant":"on","fallthrough":{"variant":"on"}}]}"#;
     let error = Engine::from_json(json).unwrap_err();
-    assert_eq!(error.path, "flags[0].variants");
-    assert!(error.to_string().contains("duplicate variant `on`"), "{error}");
+    assert_eq!(error.path, "flags[0].variants.on");
+    assert!(error.to_string().contains("duplicate key `on`"), "{error}");
+}
+
+#[test]
+fn a_key_named_twice_anywhere_is_rejected_with_its_path() {
+    let json = br#"{"schema":1,"environment":"e","version":1,"flags":[{"key":"a","type":"object",
+        "variants":{"on":{"color":"red","color":"blue"},"off":{}},"off_variant":"off",
+        "fallthrough":{"variant":"on"}}]}"#;
+    let error = Engine::from_json(json).unwrap_err();
+    assert_eq!(
+        (error.path.as_str(), error.problem),
+        ("flags[0].variants.on.color", Problem::DuplicateKey("color".into()))
+    );
+    let twice = br#"{"schema":1,"environment":"e","environment":"f","version":1,"flags":[]}"#;
+    assert_eq!(Engine::from_json(twice).unwrap_err().path, "environment");
 }
 
 #[test]
