@@ -76,7 +76,9 @@ impl IntoResponse for ApiError {
                 (StatusCode::NOT_FOUND, "Not found")
             }
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
-            Self::TooManyFailures(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            Self::TooManyFailures(_) | Self::Refused(Refusal::OverQuota { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "Too many requests")
+            }
             Self::Refused(Refusal::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
             Self::Refused(Refusal::Stale(_)) => {
                 (StatusCode::PRECONDITION_FAILED, "Precondition failed")
@@ -108,8 +110,14 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, "application/problem+json".parse().expect("static"));
-        if let Self::TooManyFailures(wait) = &self {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let retry_after = match &self {
+            Self::TooManyFailures(wait) => {
+                Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
+            Self::Refused(Refusal::OverQuota { retry_after, .. }) => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, seconds.max(1).into());
         }
         if status == StatusCode::UNAUTHORIZED {

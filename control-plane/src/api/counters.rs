@@ -28,7 +28,7 @@ pub(crate) async fn post_metrics(
     AppJson(batch): AppJson<MetricBatch>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.reach(&environment)?;
-    let counted = metrics::record(&state.service, &environment, batch).await?;
+    let counted = metrics::record(&state.service, &environment, &caller.token.name, batch).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { counted })))
 }
 

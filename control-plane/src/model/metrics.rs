@@ -14,6 +14,13 @@ pub const MAX_COUNTERS: usize = 1_000;
 pub const MAX_METRICS: usize = 32;
 pub const MAX_COUNT: u64 = 1_000_000_000;
 
+/// Quotas, so a read token cannot fill the disk: the new rows (flag, variant, metric in a
+/// minute) one token may add in a minute, and the distinct metric names a flag may have in an
+/// environment over the last hour.
+pub const MAX_ROWS_PER_MINUTE: u64 = 10_000;
+pub const MAX_METRIC_NAMES: usize = 32;
+pub const METRIC_NAMES_WINDOW_MINUTES: i64 = 60;
+
 /// Counters reported by an app or an edge.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -37,6 +37,9 @@ pub enum Refusal {
     /// tokens may advance.
     #[error("{0}")]
     Forbidden(String),
+    /// Over a quota: nothing was stored; the same again may pass after `retry_after` seconds.
+    #[error("{detail}")]
+    OverQuota { detail: String, retry_after: u64 },
 }
 
 impl Refusal {

@@ -1,24 +1,79 @@
 //! Metric counts from apps and edges, summed per minute of the control plane's clock, which
 //! guardrails read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use crate::model::Refusal;
 use crate::model::flag::FlagDefinition;
-use crate::model::metrics::{CountRow, MetricBatch};
+use crate::model::metrics::{
+    CountRow, MAX_METRIC_NAMES, MAX_ROWS_PER_MINUTE, METRIC_NAMES_WINDOW_MINUTES, MetricBatch,
+};
 use crate::model::plan::MAX_SECONDS;
+use crate::model::time::Timestamp;
 use crate::service::{Error, Service};
+use crate::store::Tx;
 
-/// Adds a batch of counters to the current minute. The batch is checked whole: every flag and
-/// variant must exist, else nothing is counted. A batch whose id was already counted is not
-/// counted again (`Ok(false)`). Counting wakes the scheduler, so guardrails act on it at once.
+/// The metric rows each token added in the current minute, against `MAX_ROWS_PER_MINUTE`. Kept
+/// in this process's memory and charged after each commit, in commit order.
+#[derive(Default)]
+pub(crate) struct Quotas {
+    /// Token name → (minute, rows added in it).
+    used: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+impl Quotas {
+    /// Refuses `rows` more from `token` in the minute of `now` if they would pass the quota.
+    fn check(&self, token: &str, rows: u64, now: Timestamp) -> Result<(), Refusal> {
+        let used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let added = match used.get(token) {
+            Some((minute, added)) if *minute == now.minute() => *added,
+            _ => 0,
+        };
+        if added + rows > MAX_ROWS_PER_MINUTE {
+            return Err(Refusal::OverQuota {
+                detail: format!(
+                    "token `{token}` may add {MAX_ROWS_PER_MINUTE} metric rows a minute; it added \
+                     {added} this minute, and the batch would add {rows}"
+                ),
+                retry_after: seconds_to_next_minute(now),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn charge(&self, token: &str, minute: i64, rows: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        used.retain(|_, (at, _)| *at >= minute);
+        let (at, added) = used.entry(token.to_owned()).or_insert((minute, 0));
+        if *at < minute {
+            (*at, *added) = (minute, 0);
+        }
+        *added += rows;
+    }
+}
+
+fn seconds_to_next_minute(now: Timestamp) -> u64 {
+    let into_minute = now.millis().rem_euclid(60_000) as u64;
+    (60_000 - into_minute).div_ceil(1000)
+}
+
+/// Adds a batch of counters, reported with `token`, to the current minute. The batch is checked
+/// whole: every flag and variant must exist, and the quotas hold, else nothing is counted. A
+/// batch whose id was already counted is not counted again (`Ok(false)`). Counting wakes the
+/// scheduler, so guardrails act on it at once.
+///
+/// Counts for a row that exists this minute are summed into it and cost no quota, so a fleet of
+/// edges reporting the same flags shares a few rows a minute.
 pub async fn record(
     service: &Service,
     environment: &str,
+    token: &str,
     batch: MetricBatch,
 ) -> Result<bool, Error> {
     batch.check()?;
-    let environment = environment.to_owned();
+    let (environment, token) = (environment.to_owned(), token.to_owned());
+    let quotas = service.clone();
     service
         .change(move |tx, now, effects| {
             Box::pin(async move {
@@ -42,18 +97,52 @@ pub async fn record(
                     }
                 }
                 batch.check_flags(|flag| definitions.get(flag).and_then(Option::as_ref))?;
+                // Written first, then checked: a refusal rolls the whole batch back.
+                let mut new_rows = 0;
+                let mut flags_with_new_rows = BTreeSet::new();
                 for report in batch.counters {
                     for (metric, value) in report.counts {
                         let row =
                             CountRow { variant: report.variant.clone(), metric, minute, value };
-                        tx.add_metric_count(&environment, &report.flag, &row).await?;
+                        if tx.add_metric_count(&environment, &report.flag, &row).await? {
+                            new_rows += 1;
+                            flags_with_new_rows.insert(report.flag.clone());
+                        }
                     }
                 }
+                for flag in &flags_with_new_rows {
+                    check_metric_names(tx, &environment, flag, minute).await?;
+                }
+                quotas.quotas.check(&token, new_rows, now)?;
                 effects.measured = true;
+                effects.metric_rows = Some((token, minute, new_rows));
                 Ok(true)
             })
         })
         .await
+}
+
+/// Refuses a flag more than `MAX_METRIC_NAMES` metric names in the last hour.
+async fn check_metric_names(
+    tx: &mut dyn Tx,
+    environment: &str,
+    flag: &str,
+    minute: i64,
+) -> Result<(), Error> {
+    let since = minute - METRIC_NAMES_WINDOW_MINUTES;
+    let names = tx.metric_names(environment, flag, since).await?;
+    if names.len() > MAX_METRIC_NAMES {
+        return Err(Refusal::OverQuota {
+            detail: format!(
+                "flag `{flag}` may have {MAX_METRIC_NAMES} metric names in an hour; with this \
+                 batch it would have {}",
+                names.len()
+            ),
+            retry_after: 60 * METRIC_NAMES_WINDOW_MINUTES as u64,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// A flag's counters summed over the `window_seconds` ending now, per variant and metric.

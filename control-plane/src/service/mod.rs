@@ -76,6 +76,8 @@ pub struct Inner {
     scheduler: Notify,
     /// Makes the webhook sender look for new notifications now.
     deliveries: Arc<Notify>,
+    /// What each token reported this minute.
+    quotas: metrics::Quotas,
 }
 
 impl Deref for Service {
@@ -99,6 +101,8 @@ pub(crate) struct Effects {
     notified: bool,
     /// Metrics arrived: guardrails may have something to say.
     measured: bool,
+    /// New metric rows, charged to a token's quota: (token, minute, rows).
+    metric_rows: Option<(String, i64, u64)>,
 }
 
 impl Effects {
@@ -135,6 +139,7 @@ impl Service {
             targets,
             scheduler: Notify::new(),
             deliveries: Arc::new(Notify::new()),
+            quotas: metrics::Quotas::default(),
         }));
         environments::create_defaults(&service).await?;
         let (snapshots, stored_tokens, readers_revision, edges) = service
@@ -225,6 +230,7 @@ impl Service {
             edges_removed,
             notified,
             measured,
+            metric_rows,
         } = effects;
         self.publisher.publish_all(published);
         for token in tokens_added {
@@ -250,6 +256,9 @@ impl Service {
         }
         if measured {
             self.scheduler.notify_one();
+        }
+        if let Some((token, minute, rows)) = metric_rows {
+            self.quotas.charge(&token, minute, rows);
         }
     }
 }

@@ -275,13 +275,20 @@ pub trait Tx: Send {
         id: &str,
         minute: i64,
     ) -> Result<bool, StoreError>;
-    /// Adds `value` to a count.
+    /// Adds `value` to a count; `true` if the count is new (a new row).
     async fn add_metric_count(
         &mut self,
         environment: &str,
         flag: &str,
         row: &CountRow,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
+    /// The metric names a flag has counts of in minutes after `after_minute`.
+    async fn metric_names(
+        &mut self,
+        environment: &str,
+        flag: &str,
+        after_minute: i64,
+    ) -> Result<Vec<String>, StoreError>;
     /// A flag's counts in minutes after `after_minute`, up to `until_minute`.
     async fn metric_counts(
         &mut self,

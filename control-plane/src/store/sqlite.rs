@@ -806,22 +806,42 @@ impl Tx for Db {
         environment: &str,
         flag: &str,
         row: &CountRow,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let key =
+            params![environment, flag, row.minute, row.variant, row.metric, signed(row.value)];
+        let summed = self
+            .0
+            .prepare_cached(
+                "UPDATE metric_counts SET value = value + ?6
+                 WHERE environment = ?1 AND flag = ?2 AND minute = ?3 AND variant = ?4
+                   AND metric = ?5",
+            )?
+            .execute(key)?;
+        if summed == 1 {
+            return Ok(false);
+        }
         self.0
             .prepare_cached(
-                "INSERT INTO metric_counts (environment, flag, variant, metric, minute, value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT DO UPDATE SET value = value + excluded.value",
+                "INSERT INTO metric_counts (environment, flag, minute, variant, metric, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![
-                environment,
-                flag,
-                row.variant,
-                row.metric,
-                row.minute,
-                signed(row.value)
-            ])?;
-        Ok(())
+            .execute(key)?;
+        Ok(true)
+    }
+
+    async fn metric_names(
+        &mut self,
+        environment: &str,
+        flag: &str,
+        after_minute: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut statement = self.0.prepare_cached(
+            "SELECT DISTINCT metric FROM metric_counts
+             WHERE environment = ?1 AND flag = ?2 AND minute > ?3 ORDER BY metric",
+        )?;
+        let rows =
+            statement.query_map(params![environment, flag, after_minute], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     async fn metric_counts(

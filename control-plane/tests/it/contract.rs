@@ -557,15 +557,17 @@ pub(crate) async fn metric_counts_add_up_and_are_pruned(store: &dyn Store) {
             let repeated = tx.insert_metric_batch("production", "app-1:1", 101).await?;
             let elsewhere = tx.insert_metric_batch("staging", "app-1:1", 101).await?;
             assert!(elsewhere, "an id counts once per environment");
+            let mut new_rows = Vec::new();
             for (minute, value) in [(99, 5), (100, 7), (100, 3), (101, 1)] {
-                tx.add_metric_count(
-                    "production",
-                    "checkout-v2",
-                    &row("on", "requests", minute, value),
-                )
-                .await?;
+                let added = row("on", "requests", minute, value);
+                new_rows.push(tx.add_metric_count("production", "checkout-v2", &added).await?);
             }
+            assert_eq!(new_rows, [true, true, false, true], "a count in a minute is one row");
             tx.add_metric_count("staging", "checkout-v2", &row("on", "requests", 100, 50)).await?;
+            tx.add_metric_count("production", "checkout-v2", &row("off", "errors", 101, 1)).await?;
+            tx.add_metric_count("production", "search", &row("on", "latency", 100, 1)).await?;
+            let names = tx.metric_names("production", "checkout-v2", 99).await?;
+            assert_eq!(names, ["errors", "requests"], "after the minute given, of the flag only");
             Ok((fresh, repeated, tx.metric_counts("production", "checkout-v2", 99, 100).await?))
         })
     })
@@ -580,7 +582,8 @@ pub(crate) async fn metric_counts_add_up_and_are_pruned(store: &dyn Store) {
         })
     })
     .await;
-    let minutes: BTreeMap<i64, u64> = left.into_iter().map(|row| (row.minute, row.value)).collect();
-    assert_eq!(minutes, BTreeMap::from([(101, 1)]));
+    let minutes: BTreeMap<(String, i64), u64> =
+        left.into_iter().map(|row| ((row.variant, row.minute), row.value)).collect();
+    assert_eq!(minutes, BTreeMap::from([(("off".into(), 101), 1), (("on".into(), 101), 1)]));
     assert!(batch_again, "a pruned batch id may be used again");
 }

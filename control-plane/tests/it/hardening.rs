@@ -1,10 +1,13 @@
 //! Hostile and careless input: each gets a clear refusal, and nothing stored changes (the
 //! served version, the audit log, the metric counts).
 
+use std::sync::Arc;
+
+use control_plane::clock::ManualClock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, READ, RELEASE, Server, start};
+use crate::support::{ADMIN, READ, RELEASE, Server, start, start_with};
 
 const KILL: &str = "/api/v1/environments/production/flags/checkout-v2/kill";
 const ROLLOUT: &str = "/api/v1/environments/production/flags/checkout-v2/rollout";
@@ -418,4 +421,109 @@ async fn a_body_that_names_a_key_twice_is_refused_with_the_path() {
         assert!(detail.contains(at) && detail.contains("duplicate key"), "{path}: {detail}");
     }
     assert_eq!(server.observable_state().await, before);
+}
+
+/// A clock stopped 15 s into a minute, so a minute's quota is not reset mid-test.
+fn stopped_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new("2026-11-22T10:00:15Z".parse().unwrap()))
+}
+
+/// Counts of `value` for each flag's `on` and `off` and each metric name.
+fn counters(flags: &[String], metrics: &[String], value: u64) -> Value {
+    let counts: serde_json::Map<String, Value> =
+        metrics.iter().map(|metric| (metric.clone(), json!(value))).collect();
+    let counters: Vec<Value> = flags
+        .iter()
+        .flat_map(|flag| ["on", "off"].map(|variant| (flag, variant)))
+        .map(|(flag, variant)| json!({"flag": flag, "variant": variant, "counts": counts}))
+        .collect();
+    json!({"counters": counters})
+}
+
+fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// Posts counters to production's metrics: the status, `Retry-After` and the answer.
+async fn report(server: &Server, token: &str, batch: &Value) -> (StatusCode, Option<u64>, Value) {
+    let path = "/api/v1/environments/production/metrics";
+    let response = server.send(Method::POST, path, Some(token)).json(batch).send().await.unwrap();
+    let status = response.status();
+    let retry_after =
+        response.headers().get("retry-after").map(|value| value.to_str().unwrap().parse().unwrap());
+    (status, retry_after, response.json().await.unwrap())
+}
+
+/// A flag's counts in production over the last hour, per variant and metric.
+async fn sums(server: &Server, flag: &str) -> Value {
+    let path = format!("/api/v1/environments/production/metrics?flag={flag}&window_seconds=3600");
+    let (status, sums) = server.call(Method::GET, &path, Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::OK, "{sums}");
+    sums["variants"].clone()
+}
+
+#[tokio::test]
+async fn a_token_adds_at_most_10_000_metric_rows_a_minute() {
+    let clock = stopped_clock();
+    let server = start_with(clock.clone()).await;
+    let flags = names("f", 0..157);
+    for flag in &flags {
+        let body = json!({"key": flag, "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"});
+        let (status, answer) =
+            server.call(Method::POST, "/api/v1/flags", Some(RELEASE), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let metrics = names("m", 0..32);
+    // 156 flags × 2 variants × 32 metrics: 9,984 new rows.
+    let most = counters(&flags[..156], &metrics, 1);
+    let (status, _, answer) = report(&server, READ, &most).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    let more = counters(&flags[156..], &metrics[..9], 1);
+    let (status, retry_after, problem) = report(&server, READ, &more).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "18 rows more pass the quota");
+    assert_eq!(retry_after, Some(45), "the rest of the minute");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("10000 metric rows a minute"), "{detail}");
+    assert_eq!(sums(&server, "f156").await, json!({}), "nothing stored");
+
+    let (status, _, answer) = report(&server, READ, &most).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "counts summed into this minute's rows are free");
+    assert_eq!(sums(&server, "f0").await["on"]["m0"], 2, "{answer}");
+    let other = server.token("other-app", "read", Some("production")).await;
+    let (status, _, answer) = report(&server, &other, &more).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "another token has its own quota: {answer}");
+    clock.advance(chrono::Duration::minutes(1));
+    let (status, _, answer) = report(&server, READ, &counters(&flags[156..], &metrics, 1)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "a new minute, a new quota: {answer}");
+}
+
+#[tokio::test]
+async fn a_flag_has_at_most_32_metric_names_an_hour() {
+    let clock = stopped_clock();
+    let server = start_with(clock.clone()).await;
+    let flag = ["checkout-v2".to_owned()];
+    let (status, _, answer) = report(&server, READ, &counters(&flag, &names("m", 0..32), 1)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let before = sums(&server, "checkout-v2").await;
+
+    let mut one_more = counters(&flag, &names("m", 31..33), 1);
+    one_more["batch"] = json!("app:1");
+    let (status, retry_after, problem) = report(&server, READ, &one_more).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert_eq!(retry_after, Some(3600));
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("32 metric names in an hour; with this batch it would have 33"));
+    assert_eq!(sums(&server, "checkout-v2").await, before, "nothing stored, m31 included");
+
+    clock.advance(chrono::Duration::minutes(1));
+    let (status, _, answer) = report(&server, READ, &counters(&flag, &names("m", 0..32), 1)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "names it has, in new rows: {answer}");
+    clock.advance(chrono::Duration::minutes(60));
+    let (status, _, answer) = report(&server, READ, &one_more).await;
+    assert_eq!(
+        (status, answer["counted"].as_bool()),
+        (StatusCode::ACCEPTED, Some(true)),
+        "an hour later; the refused batch id was not kept"
+    );
 }
