@@ -125,6 +125,7 @@ impl Brake {
     /// Records an unknown token from `address`; `Some(wait)` if the address is braked, for how
     /// long.
     pub fn failed(&self, address: IpAddr) -> Option<Duration> {
+        let address = guesser(address);
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if failures.len() >= BRAKE_ADDRESSES {
@@ -139,6 +140,18 @@ impl Brake {
         }
         *count += 1;
         None
+    }
+}
+
+/// Who is guessing: an IPv4 address, or an IPv6 address's /64, which one host commonly holds
+/// whole.
+fn guesser(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
     }
 }
 
@@ -185,5 +198,16 @@ mod tests {
         let wait = brake.failed(guesser).expect("braked");
         assert!(wait > Duration::ZERO && wait <= BRAKE_WINDOW);
         assert_eq!(brake.failed(other), None, "another address is not braked");
+
+        let (v6, same_64, other_64): (IpAddr, IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::ffff:2".parse().unwrap(),
+            "2001:db8:0:1::1".parse().unwrap(),
+        );
+        for _ in 0..BRAKE_FAILURES {
+            assert_eq!(brake.failed(v6), None);
+        }
+        assert!(brake.failed(same_64).is_some(), "an IPv6 /64 counts as one address");
+        assert_eq!(brake.failed(other_64), None);
     }
 }

@@ -59,9 +59,11 @@ impl Targets {
     }
 
     /// An HTTP client for given URLs: it connects only to addresses `admits` takes (its
-    /// resolver drops the others), follows no redirect, and gives up after `timeout`.
+    /// resolver drops the others), follows no redirect, and gives up after `timeout`. It takes
+    /// no proxy from the environment: a proxy would resolve names where they go unchecked.
     pub fn client(&self, timeout: Duration) -> reqwest::Client {
         reqwest::Client::builder()
+            .no_proxy()
             .timeout(timeout)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
