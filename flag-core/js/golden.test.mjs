@@ -50,6 +50,13 @@ test('a bad snapshot throws with the JSON path', () => {
   assert.throws(() => new Engine(JSON.stringify(snapshot)), /at line 1 column \d+/);
 });
 
+test('a snapshot that names a key twice throws with the JSON path', () => {
+  const snapshot = golden.snapshots[0];
+  const twice = snapshot.replace('"flags":[{', '"flags":[{"key":"twice",');
+  assert.notEqual(twice, snapshot, 'the golden snapshot starts its flags as expected');
+  assert.throws(() => new Engine(twice), /flags\[0\]\.key: duplicate key `key`/);
+});
+
 test('exposes the version and environment', () => {
   const engine = new Engine(golden.snapshots[0]);
   const snapshot = JSON.parse(golden.snapshots[0]);
