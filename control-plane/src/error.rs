@@ -46,6 +46,8 @@ pub enum ApiError {
     NoRoute(String),
     #[error("`{0}` does not take this method; the `Allow` header lists those it takes")]
     MethodNotAllowed(String),
+    #[error("the request's headers are over {} KiB", .0 >> 10)]
+    HeadersTooLarge(usize),
     /// A body that is not the JSON the route takes: malformed, unknown fields, too large.
     #[error("{detail}")]
     Body { status: StatusCode, detail: String },
@@ -76,6 +78,9 @@ impl IntoResponse for ApiError {
                 (StatusCode::NOT_FOUND, "Not found")
             }
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            Self::HeadersTooLarge(_) => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request header fields too large")
+            }
             Self::TooManyFailures(_) | Self::Refused(Refusal::OverQuota { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "Too many requests")
             }

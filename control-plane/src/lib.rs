@@ -179,6 +179,7 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn(api::limit_headers))
         .layer(axum::middleware::from_fn(api::close_after_refusal))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

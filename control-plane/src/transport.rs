@@ -153,9 +153,11 @@ fn problem_for(head: &[u8]) -> Option<Vec<u8>> {
     let (status, title, detail) = match head.get(..13)? {
         b"HTTP/1.1 400 " => (400, "Bad request", "the request is not well-formed HTTP/1.1"),
         b"HTTP/1.1 414 " => (414, "URI too long", "the request's URI is over 64 KiB"),
-        b"HTTP/1.1 431 " => {
-            (431, "Request header fields too large", "the request's headers are over the limit")
-        }
+        b"HTTP/1.1 431 " => (
+            431,
+            "Request header fields too large",
+            "the request has over 100 headers, or they are over 64 KiB",
+        ),
         _ => return None,
     };
     let end = head.windows(4).position(|window| window == b"\r\n\r\n")?;
