@@ -1,7 +1,6 @@
 //! The `rollgate` binary.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use control_plane::model::flag::FlagDefinition;
 use control_plane::model::token::{Scope, Token};
 use control_plane::outbound::Targets;
 use control_plane::service::{self, Service};
-use control_plane::store::sqlite::SqliteStore;
+use control_plane::store;
 use control_plane::{AppState, Settings, cli, webhooks};
 
 #[derive(Parser)]
@@ -30,9 +29,10 @@ struct Cli {
 enum Command {
     /// Runs the control plane.
     Serve {
-        /// The SQLite database file; created on first start.
+        /// The SQLite database file, created on first start, or a PostgreSQL URL
+        /// (`postgres://user:password@host:5432/rollgate`) for several replicas on one database.
         #[arg(long, env = "ROLLGATE_DB", default_value = "rollgate.db")]
-        db: PathBuf,
+        db: String,
         /// Where to listen.
         #[arg(long, env = "ROLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -84,7 +84,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(
-    db: PathBuf,
+    db: String,
     listen: SocketAddr,
     demo: bool,
     push_secret: Option<String>,
@@ -103,11 +103,10 @@ async fn serve(
         );
     }
     let clock = Arc::new(SystemClock);
-    let store =
-        SqliteStore::open(&db).await.with_context(|| format!("opening {}", db.display()))?;
+    let store = store::open(&db).await.with_context(|| format!("opening {}", store::shown(&db)))?;
     let push_secret = push_secret.map(String::into_bytes);
     let settings = Settings { push_secret, targets: targets.clone(), ..Settings::default() };
-    let state = AppState::load(Arc::new(store), clock.clone(), settings).await?;
+    let state = AppState::load(store, clock.clone(), settings).await?;
     let service = &state.service;
     bootstrap_admin_token(service, admin_token).await?;
     if demo {
@@ -118,7 +117,7 @@ async fn serve(
     let (publisher, edges) = (service.publisher.clone(), service.edges.clone());
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(db = %db.display(), address = %listener.local_addr()?, "rollgate serving");
+    tracing::info!(db = %store::shown(&db), address = %listener.local_addr()?, "rollgate serving");
     control_plane::serve(listener, state, async move {
         shutdown_signal().await;
         // Open streams would otherwise hold the shutdown forever.

@@ -4,10 +4,12 @@
 //! are decided above, in `service`, the same for every backend. A backend's whole promise is
 //! in `Store`'s documentation, and `tests/it/contract.rs` checks it.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use flag_core::wire;
 use futures_util::future::BoxFuture;
@@ -20,6 +22,31 @@ use crate::model::plan::{Decision, DecisionQuery, Plan, PlanQuery};
 use crate::model::time::Timestamp;
 use crate::model::token::{StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
+
+/// Opens the backend `db` names: a `postgres://` (or `postgresql://`) URL, or else an SQLite
+/// database file, created if missing.
+pub async fn open(db: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres(db) {
+        Ok(Arc::new(postgres::PostgresStore::open(db).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(db)).await?))
+    }
+}
+
+/// `db` as logs and errors show it: a URL without its user name and password.
+pub fn shown(db: &str) -> String {
+    match db.split_once("://") {
+        Some((scheme, rest)) if is_postgres(db) => match rest.rsplit_once('@') {
+            Some((_, place)) => format!("{scheme}://…@{place}"),
+            None => db.to_owned(),
+        },
+        _ => db.to_owned(),
+    }
+}
+
+fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
 
 /// A storage failure: the database could not do what was asked. Never the caller's fault.
 #[derive(Debug, thiserror::Error)]

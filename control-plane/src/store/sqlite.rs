@@ -32,15 +32,15 @@ use crate::store::{Ended, Erased, Outcome, ReadJob, Store, StoreError, Tx, Write
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
-        M::up(include_str!("../../migrations/0001_initial.sql")),
-        M::up(include_str!("../../migrations/0002_tokens.sql")),
-        M::up(include_str!("../../migrations/0003_audit_reason.sql")),
-        M::up(include_str!("../../migrations/0004_flag_revision.sql")),
-        M::up(include_str!("../../migrations/0005_segments_and_token_environments.sql")),
-        M::up(include_str!("../../migrations/0006_edges.sql")),
-        M::up(include_str!("../../migrations/0007_rollout_plans.sql")),
-        M::up(include_str!("../../migrations/0008_counters.sql")),
-        M::up(include_str!("../../migrations/0009_metric_batches_per_environment.sql")),
+        M::up(include_str!("../../migrations/sqlite/0001_initial.sql")),
+        M::up(include_str!("../../migrations/sqlite/0002_tokens.sql")),
+        M::up(include_str!("../../migrations/sqlite/0003_audit_reason.sql")),
+        M::up(include_str!("../../migrations/sqlite/0004_flag_revision.sql")),
+        M::up(include_str!("../../migrations/sqlite/0005_segments_and_token_environments.sql")),
+        M::up(include_str!("../../migrations/sqlite/0006_edges.sql")),
+        M::up(include_str!("../../migrations/sqlite/0007_rollout_plans.sql")),
+        M::up(include_str!("../../migrations/sqlite/0008_counters.sql")),
+        M::up(include_str!("../../migrations/sqlite/0009_metric_batches_per_environment.sql")),
     ])
 }
 

@@ -58,12 +58,19 @@ macro_rules! backend {
 }
 
 backend!(sqlite, crate::contract::open_sqlite);
+backend!(postgres, crate::contract::open_postgres);
 
 pub(crate) async fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rollgate.db");
     let store = control_plane::store::sqlite::SqliteStore::open(&path).await.unwrap();
     (dir, Arc::new(store))
+}
+
+pub(crate) async fn open_postgres() -> ((), Arc<dyn Store>) {
+    let url = crate::support::postgres_database().await;
+    let store = control_plane::store::postgres::PostgresStore::open(&url).await.unwrap();
+    ((), Arc::new(store))
 }
 
 /// Runs `work` in a write transaction that commits.

@@ -13,7 +13,7 @@ use control_plane::model::flag::FlagDefinition;
 use control_plane::model::token::{Scope, Token};
 use control_plane::outbound::Targets;
 use control_plane::service::{self, Service};
-use control_plane::store::sqlite::SqliteStore;
+use control_plane::store::{self, Store};
 use control_plane::{AppState, Settings};
 use serde_json::json;
 
@@ -97,8 +97,8 @@ pub(crate) async fn reopen_with(
     clock: Arc<dyn Clock>,
     settings: Settings,
 ) -> Server {
-    let store = SqliteStore::open(&dir.path().join("rollgate.db")).await.unwrap();
-    let state = AppState::load(Arc::new(store), clock.clone(), settings).await.unwrap();
+    let store = open_store(dir.path()).await;
+    let state = AppState::load(store, clock.clone(), settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let service = &state.service;
@@ -286,4 +286,46 @@ impl Drop for Rollgate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The store kept in `dir`: an SQLite file, or with `ROLLGATE_TEST_STORE=postgres` a database
+/// in the test cluster whose URL `dir` remembers, so that a reopen finds the same data.
+pub(crate) async fn open_store(dir: &Path) -> Arc<dyn Store> {
+    let db = if std::env::var("ROLLGATE_TEST_STORE").as_deref() == Ok("postgres") {
+        let remembered = dir.join("postgres-url");
+        match std::fs::read_to_string(&remembered) {
+            Ok(url) => url,
+            Err(_) => {
+                let url = postgres_database().await;
+                std::fs::write(&remembered, &url).unwrap();
+                url
+            }
+        }
+    } else {
+        dir.join("rollgate.db").to_str().unwrap().to_owned()
+    };
+    store::open(&db).await.unwrap()
+}
+
+/// A new, empty database in the PostgreSQL cluster `ROLLGATE_TEST_POSTGRES` names, as a URL.
+/// README's test command runs the tests under `tests/with-postgres`, which starts a throwaway
+/// cluster and sets it.
+pub(crate) async fn postgres_database() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CREATED: AtomicU32 = AtomicU32::new(0);
+    let cluster = std::env::var("ROLLGATE_TEST_POSTGRES").expect(
+        "ROLLGATE_TEST_POSTGRES is not set: run the tests as `tests/with-postgres cargo test`, \
+         or point it at a PostgreSQL superuser URL without a database",
+    );
+    let name =
+        format!("rollgate_test_{}_{}", std::process::id(), CREATED.fetch_add(1, Ordering::Relaxed));
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{cluster}/postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {cluster}: {error}"));
+    let connection = tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    drop(client);
+    let _ = connection.await;
+    format!("{cluster}/{name}")
 }
