@@ -58,27 +58,6 @@ impl Tokens {
         self.read().get(&digest).map(|known| known.revoked.subscribe())
     }
 
-    /// Adds a token; one whose stored hash is not SHA-256 hex could never match and is skipped.
-    pub fn insert(&self, token: Token) {
-        let Some(digest) = digest_of(&token) else {
-            tracing::warn!(token = %token.name, "stored token hash is not SHA-256 hex; ignored");
-            return;
-        };
-        let known = Known { token: Arc::new(token), revoked: watch::channel(false).0 };
-        self.write().insert(digest, known);
-    }
-
-    /// Removes a token: it no longer authenticates, and whatever waits on its revocation ends.
-    pub fn remove(&self, name: &str) {
-        self.write().retain(|_, known| {
-            let keep = known.token.name != name;
-            if !keep {
-                known.revoked.send_replace(true);
-            }
-            keep
-        });
-    }
-
     /// The readers revision and the hex SHA-256 of every read token that reaches
     /// `environment`: what an edge of it accepts.
     pub fn readers(&self, environment: &str) -> (u64, Vec<String>) {
@@ -92,8 +71,43 @@ impl Tokens {
         (self.revision.load(Ordering::SeqCst), readers)
     }
 
-    pub fn set_revision(&self, revision: u64) {
-        self.revision.fetch_max(revision, Ordering::SeqCst);
+    /// The readers revision the tokens are at.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::SeqCst)
+    }
+
+    /// Makes the tokens the store's at `revision`, unless a later revision is already applied.
+    /// A token that is gone no longer authenticates, and whatever waits on its revocation
+    /// ends; one that stays keeps its open streams.
+    pub fn replace_all(&self, revision: u64, tokens: Vec<Token>) {
+        let mut by_digest = self.write();
+        if revision < self.revision.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut wanted: HashMap<[u8; 32], Token> = HashMap::new();
+        for token in tokens {
+            match digest_of(&token) {
+                Some(digest) => drop(wanted.insert(digest, token)),
+                None => tracing::warn!(
+                    token = %token.name,
+                    "stored token hash is not SHA-256 hex; ignored"
+                ),
+            }
+        }
+        by_digest.retain(|digest, known| {
+            let keep = wanted.get(digest).is_some_and(|token| *token == *known.token);
+            if !keep {
+                known.revoked.send_replace(true);
+            }
+            keep
+        });
+        for (digest, token) in wanted {
+            by_digest.entry(digest).or_insert_with(|| Known {
+                token: Arc::new(token),
+                revoked: watch::channel(false).0,
+            });
+        }
+        self.revision.store(revision, Ordering::SeqCst);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], Known>> {
@@ -176,15 +190,20 @@ mod tests {
         let stored =
             Token { name: "ci".into(), scope: Scope::Read, environment: None, hash: hash(&a) };
         let tokens = Tokens::default();
-        tokens.insert(stored.clone());
+        tokens.replace_all(1, vec![stored.clone()]);
         assert_eq!(tokens.find(&a).as_deref(), Some(&stored));
         assert_eq!(tokens.find(&b), None);
         let mut revoked = tokens.revocation(&stored).unwrap();
         assert!(!*revoked.borrow_and_update());
-        tokens.remove("ci");
+        tokens.replace_all(2, vec![stored.clone()]);
+        assert!(!*revoked.borrow_and_update(), "a token that stays keeps its streams");
+        tokens.replace_all(3, vec![]);
         assert_eq!(tokens.find(&a), None);
         assert!(*revoked.borrow_and_update(), "whoever held the token learns it is gone");
         assert!(tokens.revocation(&stored).is_none());
+        tokens.replace_all(2, vec![stored.clone()]);
+        assert_eq!(tokens.find(&a), None, "an older revision undoes nothing");
+        assert_eq!(tokens.revision(), 3);
     }
 
     #[test]

@@ -92,9 +92,8 @@ impl Deref for Service {
 #[derive(Default)]
 pub(crate) struct Effects {
     published: Vec<Published>,
-    tokens_added: Vec<Token>,
-    tokens_removed: Vec<String>,
-    readers_revision: Option<u64>,
+    /// Every token at a readers revision, after a token change.
+    tokens: Option<(u64, Vec<Token>)>,
     edges_added: Vec<EdgeRecord>,
     edges_removed: Vec<String>,
     /// The outbox has new notifications.
@@ -108,6 +107,32 @@ pub(crate) struct Effects {
 impl Effects {
     fn publish(&mut self, published: Published) {
         self.published.push(published);
+    }
+
+    /// After a token change: bumps the readers revision, and takes every token as of it.
+    async fn readers(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
+        let revision = tx.bump_readers_revision().await?;
+        let tokens = tx.tokens().await?.into_iter().map(|stored| stored.token).collect();
+        self.tokens = Some((revision, tokens));
+        Ok(())
+    }
+
+    /// What other processes committed that this one has not applied yet: their snapshots,
+    /// to publish before this change's, and their tokens.
+    async fn missed(&mut self, tx: &mut dyn Tx, service: &Service) -> Result<(), Error> {
+        for environment in tx.environments().await? {
+            let known = service.publisher.current(&environment.name).map_or(0, |c| c.version());
+            if environment.version > known {
+                let missed = snapshots::published_after(tx, &environment.name, known).await?;
+                self.published.extend(missed);
+            }
+        }
+        let revision = tx.readers_revision().await?;
+        if revision > service.tokens.revision() {
+            let tokens = tx.tokens().await?.into_iter().map(|stored| stored.token).collect();
+            self.tokens = Some((revision, tokens));
+        }
+        Ok(())
     }
 }
 
@@ -159,14 +184,32 @@ impl Service {
             })
             .await?;
         service.publisher.publish_all(snapshots);
-        for stored in stored_tokens {
-            service.tokens.insert(stored.token);
-        }
-        service.tokens.set_revision(readers_revision);
+        let tokens = stored_tokens.into_iter().map(|stored| stored.token).collect();
+        service.tokens.replace_all(readers_revision, tokens);
         for edge in edges {
             service.edges.start(edge);
         }
+        if let Some(commits) = service.store.commits() {
+            tokio::spawn(follow(Arc::downgrade(&service.0), commits));
+        }
         Ok(service)
+    }
+
+    /// Applies what other processes committed since this one last looked: every snapshot
+    /// version it has not published, in order, and the tokens if they changed.
+    pub async fn catch_up(&self) -> Result<(), Error> {
+        let service = self.clone();
+        let effects = self
+            .read(move |tx| {
+                Box::pin(async move {
+                    let mut effects = Effects::default();
+                    effects.missed(tx, &service).await?;
+                    Ok(effects)
+                })
+            })
+            .await?;
+        self.apply(effects);
+        Ok(())
     }
 
     /// The store answers.
@@ -202,6 +245,8 @@ impl Service {
             Box::pin(async move {
                 let now = service.clock.timestamp();
                 let mut effects = Effects::default();
+                // Writes are serialized across processes: what others committed is all in.
+                effects.missed(tx, &service).await?;
                 let value = work(tx, now, &mut effects).await?;
                 let after = Box::new(move || service.apply(effects));
                 Ok(Committed { value, after })
@@ -223,9 +268,7 @@ impl Service {
     fn apply(&self, effects: Effects) {
         let Effects {
             published,
-            tokens_added,
-            tokens_removed,
-            readers_revision,
+            tokens,
             edges_added,
             edges_removed,
             notified,
@@ -233,15 +276,9 @@ impl Service {
             metric_rows,
         } = effects;
         self.publisher.publish_all(published);
-        for token in tokens_added {
-            self.tokens.insert(token);
-        }
-        for name in tokens_removed {
-            // Also ends every stream opened with it.
-            self.tokens.remove(&name);
-        }
-        if let Some(revision) = readers_revision {
-            self.tokens.set_revision(revision);
+        if let Some((revision, tokens)) = tokens {
+            // Also ends every stream opened with a token now gone.
+            self.tokens.replace_all(revision, tokens);
             // Edges get the new set of readers.
             self.publisher.nudge();
         }
@@ -259,6 +296,20 @@ impl Service {
         }
         if let Some((token, minute, rows)) = metric_rows {
             self.quotas.charge(&token, minute, rows);
+        }
+    }
+}
+
+/// Catches up each time another process commits, for as long as the service lives.
+async fn follow(service: std::sync::Weak<Inner>, commits: Arc<Notify>) {
+    loop {
+        commits.notified().await;
+        let Some(inner) = service.upgrade() else { return };
+        if let Err(error) = Service(inner).catch_up().await {
+            tracing::warn!(%error, "catching up with other processes' commits");
+            // Try again shortly: the permit makes the next `notified` return at once.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            commits.notify_one();
         }
     }
 }

@@ -19,7 +19,25 @@ pub(crate) async fn publish(
 ) -> Result<Published, Error> {
     let version = tx.bump_version(environment).await?;
     let published = compile(assemble(tx, environment, version).await?)?;
+    tx.put_snapshot(environment, version, &published.json).await?;
     effects.publish(published.clone());
+    Ok(published)
+}
+
+/// The snapshots of `environment` published after `version` and still kept, oldest first:
+/// what another process committed that this one has not yet published.
+pub(crate) async fn published_after(
+    tx: &mut dyn Tx,
+    environment: &str,
+    version: u64,
+) -> Result<Vec<Published>, Error> {
+    let mut published = Vec::new();
+    for (version, json) in tx.snapshots_after(environment, version).await? {
+        let snapshot: wire::Snapshot = serde_json::from_slice(&json).map_err(|e| {
+            crate::store::StoreError(format!("stored snapshot {environment} v{version}: {e}"))
+        })?;
+        published.push(compile(snapshot)?);
+    }
     Ok(published)
 }
 

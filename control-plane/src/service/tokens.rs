@@ -37,8 +37,7 @@ pub async fn create(service: &Service, token: Token, actor: &str) -> Result<Stor
                     ..AuditEntry::new(&actor, "token.create")
                 };
                 tx.append_audit(now, &entry).await?;
-                effects.readers_revision = Some(tx.bump_readers_revision().await?);
-                effects.tokens_added.push(token.clone());
+                effects.readers(tx).await?;
                 Ok(StoredToken { token, created_at: now })
             })
         })
@@ -75,8 +74,7 @@ pub async fn delete(service: &Service, name: &str, actor: &str) -> Result<(), Er
                     ..AuditEntry::new(&actor, "token.delete")
                 };
                 tx.append_audit(now, &entry).await?;
-                effects.readers_revision = Some(tx.bump_readers_revision().await?);
-                effects.tokens_removed.push(name);
+                effects.readers(tx).await?;
                 Ok(())
             })
         })

@@ -48,6 +48,10 @@ fn is_postgres(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
+/// How many of an environment's latest snapshots the store keeps: what a process that missed
+/// them (another replica, briefly cut off) can still publish one by one.
+pub const KEPT_SNAPSHOTS: u64 = 256;
+
 /// A storage failure: the database could not do what was asked. Never the caller's fault.
 #[derive(Debug, thiserror::Error)]
 #[error("storage failure: {0}")]
@@ -68,6 +72,13 @@ pub trait Store: Send + Sync + 'static {
     async fn write(&self, job: WriteJob) -> Result<Outcome, StoreError>;
 
     async fn read(&self, job: ReadJob) -> Result<Erased, StoreError>;
+
+    /// For a database other processes write too: woken after each commit that publishes a
+    /// version or changes tokens, whichever process made it, and whenever some may have gone
+    /// unheard (after a reconnection). `None` where this process is the only writer.
+    fn commits(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// A value whose type only the job and its caller know.
@@ -153,6 +164,22 @@ pub trait Tx: Send {
     async fn insert_environment(&mut self, name: &str, at: Timestamp) -> Result<bool, StoreError>;
     /// Adds one to the environment's version and returns it.
     async fn bump_version(&mut self, environment: &str) -> Result<u64, StoreError>;
+
+    // Snapshots, as published.
+    /// Keeps an environment's snapshot at `version`, and forgets those `KEPT_SNAPSHOTS` or
+    /// more versions older.
+    async fn put_snapshot(
+        &mut self,
+        environment: &str,
+        version: u64,
+        json: &[u8],
+    ) -> Result<(), StoreError>;
+    /// An environment's kept snapshots after `version`, oldest first.
+    async fn snapshots_after(
+        &mut self,
+        environment: &str,
+        version: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
     // Flags: definitions shared by every environment, and a state in each.
     /// Every live (not archived) flag, by key.

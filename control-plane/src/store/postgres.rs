@@ -17,10 +17,12 @@ use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use flag_core::wire;
-use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use futures_util::{FutureExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 
 use crate::model::audit::{AuditEntry, AuditQuery, AuditRecord};
 use crate::model::edge::{EdgeRecord, NewEdge, PushOutcome};
@@ -30,15 +32,22 @@ use crate::model::plan::{Decision, DecisionQuery, Plan, PlanQuery};
 use crate::model::time::Timestamp;
 use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
-use crate::store::{Ended, Erased, Outcome, ReadJob, Store, StoreError, Tx, WriteJob};
+use crate::store::{
+    Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob,
+};
 
 /// Versioned migrations, applied in order; `schema_migrations` records those applied.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, include_str!("../../migrations/postgres/0002_snapshots.sql")),
+];
 
 /// Advisory lock keys ("rollgate" in ASCII, then one more per purpose).
 const WRITE_LOCK: i64 = 0x726f_6c6c_6761_7465;
 const MIGRATION_LOCK: i64 = WRITE_LOCK + 1;
+
+/// How long the commit listener waits before connecting again.
+const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Connections per process: the writer's, and reads'.
 const POOL_SIZE: usize = 16;
@@ -47,6 +56,15 @@ pub struct PostgresStore {
     /// To the writer task; dropping the store ends it.
     writes: mpsc::UnboundedSender<WriteRequest>,
     pool: Pool,
+    /// Woken by every commit that publishes a version or changes tokens, from any process.
+    commits: Arc<Notify>,
+    listener: AbortHandle,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 struct WriteRequest {
@@ -61,7 +79,7 @@ impl PostgresStore {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError(format!("the database URL: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
@@ -72,7 +90,9 @@ impl PostgresStore {
         migrate(&pool).await?;
         let (writes, requests) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(pool.clone(), requests));
-        Ok(Self { writes, pool })
+        let commits = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(config, Arc::clone(&commits))).abort_handle();
+        Ok(Self { writes, pool, commits, listener })
     }
 }
 
@@ -101,6 +121,49 @@ impl Store for PostgresStore {
         // A read transaction has nothing to keep: ending it either way is the same.
         transaction.rollback().await?;
         Ok(value)
+    }
+
+    fn commits(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.commits))
+    }
+}
+
+/// Listens for commits on a connection of its own, for as long as the store lives. After each
+/// (re)connection it wakes `commits` once, since commits may have gone unheard meanwhile.
+async fn listen(config: tokio_postgres::Config, commits: Arc<Notify>) {
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let heard = Arc::clone(&commits);
+                // Ends when the connection does, or once `client` is dropped.
+                let messages = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(_)) => heard.notify_one(),
+                            Ok(_) => {}
+                            Err(error) => return Err(StoreError::from(error)),
+                        }
+                    }
+                    Ok(())
+                });
+                match client.batch_execute("LISTEN rollgate_changes").await {
+                    Ok(()) => {
+                        commits.notify_one();
+                        if let Ok(Err(error)) = messages.await {
+                            tracing::warn!(%error, "listening for commits");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %StoreError::from(error), "listening for commits");
+                        messages.abort();
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %StoreError::from(error), "listening for commits"),
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }
 
@@ -232,13 +295,54 @@ impl Tx for Pg<'_, '_> {
     }
 
     async fn bump_version(&mut self, environment: &str) -> Result<u64, StoreError> {
+        // Every replica hears of the new version when the transaction commits.
         let row = self
             .one(
-                "UPDATE environments SET version = version + 1 WHERE name = $1 RETURNING version",
+                "WITH bumped AS (
+                     UPDATE environments SET version = version + 1 WHERE name = $1
+                     RETURNING version
+                 )
+                 SELECT version, pg_notify('rollgate_changes', '')::text FROM bumped",
                 &[&environment],
             )
             .await?;
         Ok(unsigned(row.get(0)))
+    }
+
+    async fn put_snapshot(
+        &mut self,
+        environment: &str,
+        version: u64,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
+        let version = signed(version);
+        self.execute(
+            "INSERT INTO snapshots (environment, version, body) VALUES ($1, $2, $3)
+             ON CONFLICT (environment, version) DO UPDATE SET body = excluded.body",
+            &[&environment, &version, &json],
+        )
+        .await?;
+        self.execute(
+            "DELETE FROM snapshots WHERE environment = $1 AND version <= $2",
+            &[&environment, &(version - signed(KEPT_SNAPSHOTS))],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn snapshots_after(
+        &mut self,
+        environment: &str,
+        version: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT version, body FROM snapshots WHERE environment = $1 AND version > $2
+                 ORDER BY version",
+                &[&environment, &signed(version)],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (unsigned(row.get(0)), row.get(1))).collect())
     }
 
     async fn flags(&mut self) -> Result<Vec<StoredFlag>, StoreError> {
@@ -526,10 +630,17 @@ impl Tx for Pg<'_, '_> {
     }
 
     async fn bump_readers_revision(&mut self) -> Result<u64, StoreError> {
-        let row = self.one(
-            "UPDATE counters SET value = value + 1 WHERE name = 'readers_revision' RETURNING value",
-            &[],
-        ).await?;
+        // As for versions: every replica hears of it at the commit.
+        let row = self
+            .one(
+                "WITH bumped AS (
+                     UPDATE counters SET value = value + 1 WHERE name = 'readers_revision'
+                     RETURNING value
+                 )
+                 SELECT value, pg_notify('rollgate_changes', '')::text FROM bumped",
+                &[],
+            )
+            .await?;
         Ok(unsigned(row.get(0)))
     }
 

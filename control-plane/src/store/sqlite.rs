@@ -28,7 +28,9 @@ use crate::model::plan::{Decision, DecisionQuery, Plan, PlanQuery};
 use crate::model::time::Timestamp;
 use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
-use crate::store::{Ended, Erased, Outcome, ReadJob, Store, StoreError, Tx, WriteJob};
+use crate::store::{
+    Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob,
+};
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -41,6 +43,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0007_rollout_plans.sql")),
         M::up(include_str!("../../migrations/sqlite/0008_counters.sql")),
         M::up(include_str!("../../migrations/sqlite/0009_metric_batches_per_environment.sql")),
+        M::up(include_str!("../../migrations/sqlite/0010_snapshots.sql")),
     ])
 }
 
@@ -199,6 +202,40 @@ impl Tx for Db {
             params![environment],
             |row| unsigned_at(row, 0),
         )?)
+    }
+
+    async fn put_snapshot(
+        &mut self,
+        environment: &str,
+        version: u64,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
+        let version = signed(version);
+        self.0
+            .prepare_cached(
+                "INSERT INTO snapshots (environment, version, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (environment, version) DO UPDATE SET body = excluded.body",
+            )?
+            .execute(params![environment, version, json])?;
+        self.0
+            .prepare_cached("DELETE FROM snapshots WHERE environment = ?1 AND version <= ?2")?
+            .execute(params![environment, version - signed(KEPT_SNAPSHOTS)])?;
+        Ok(())
+    }
+
+    async fn snapshots_after(
+        &mut self,
+        environment: &str,
+        version: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut statement = self.0.prepare_cached(
+            "SELECT version, body FROM snapshots WHERE environment = ?1 AND version > ?2
+             ORDER BY version",
+        )?;
+        let rows = statement.query_map(params![environment, signed(version)], |row| {
+            Ok((unsigned_at(row, 0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     async fn flags(&mut self) -> Result<Vec<StoredFlag>, StoreError> {

@@ -33,6 +33,7 @@ macro_rules! backend {
                 after_runs_when_the_caller_stops_waiting,
                 reads_see_one_committed_state_and_cannot_write,
                 versions_grow_by_one_whoever_writes,
+                the_latest_snapshots_are_kept_by_version,
                 flags_are_live_or_archived_and_their_keys_stay_taken,
                 states_are_per_environment_and_snapshots_see_live_flags,
                 segments_are_live_or_archived_with_revisions,
@@ -201,6 +202,39 @@ pub(crate) async fn versions_grow_by_one_whoever_writes(store: &dyn Store) {
     let environments = read(store, |tx| Box::pin(tx.environments())).await;
     let versions: Vec<_> = environments.iter().map(|e| (e.name.as_str(), e.version)).collect();
     assert_eq!(versions, [("production", 20), ("staging", 0)]);
+}
+
+pub(crate) async fn the_latest_snapshots_are_kept_by_version(store: &dyn Store) {
+    use control_plane::store::KEPT_SNAPSHOTS;
+    let last = KEPT_SNAPSHOTS + 10;
+    write(store, move |tx| {
+        Box::pin(async move {
+            for version in 1..=last {
+                tx.put_snapshot("production", version, format!("{{\"v\":{version}}}").as_bytes())
+                    .await?;
+            }
+            tx.put_snapshot("staging", 1, b"{}").await
+        })
+    })
+    .await;
+    let after = |version| {
+        read(store, move |tx| {
+            Box::pin(async move { tx.snapshots_after("production", version).await })
+        })
+    };
+    let kept = after(0).await;
+    let versions: Vec<u64> = kept.iter().map(|(version, _)| *version).collect();
+    assert_eq!(
+        versions,
+        (last - KEPT_SNAPSHOTS + 1..=last).collect::<Vec<_>>(),
+        "the latest, oldest first"
+    );
+    assert_eq!(kept.last().unwrap().1, format!("{{\"v\":{last}}}").into_bytes());
+    assert_eq!(after(last - 2).await.len(), 2);
+    assert!(after(last).await.is_empty());
+    let staging =
+        read(store, |tx| Box::pin(async move { tx.snapshots_after("staging", 0).await })).await;
+    assert_eq!(staging, [(1, b"{}".to_vec())], "each environment keeps its own");
 }
 
 pub(crate) async fn flags_are_live_or_archived_and_their_keys_stay_taken(store: &dyn Store) {

@@ -14,6 +14,7 @@ mod ofrep;
 mod openapi;
 mod outside;
 mod plans;
+mod replicas;
 mod resources;
 mod server;
 mod sse;

@@ -51,6 +51,24 @@ pub(crate) async fn start_with(clock: Arc<dyn Clock>) -> Server {
 /// `start` with `settings`.
 pub(crate) async fn start_configured(clock: Arc<dyn Clock>, settings: Settings) -> Server {
     let server = reopen_with(Arc::new(tempfile::tempdir().unwrap()), clock, settings).await;
+    seed(server).await
+}
+
+/// `count` servers on one new PostgreSQL database, as replicas behind a load balancer would
+/// be; the first seeded as `start` seeds.
+pub(crate) async fn start_replicas(count: usize) -> Vec<Server> {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::write(dir.path().join(POSTGRES_URL), postgres_database().await).unwrap();
+    let first = reopen(Arc::clone(&dir), Arc::new(SystemClock)).await;
+    let mut replicas = vec![seed(first).await];
+    for _ in 1..count {
+        replicas.push(reopen(Arc::clone(&dir), Arc::new(SystemClock)).await);
+    }
+    replicas
+}
+
+/// One token per scope, the read one bound to production, and the `checkout-v2` flag.
+async fn seed(server: Server) -> Server {
     let service = server.service();
     for (name, scope, token) in [
         ("edge", Scope::Read, READ),
@@ -288,21 +306,22 @@ impl Drop for Rollgate {
     }
 }
 
-/// The store kept in `dir`: an SQLite file, or with `ROLLGATE_TEST_STORE=postgres` a database
-/// in the test cluster whose URL `dir` remembers, so that a reopen finds the same data.
+/// Where a test directory names its PostgreSQL database.
+const POSTGRES_URL: &str = "postgres-url";
+
+/// The store kept in `dir`: the PostgreSQL database `dir` names, if it names one; else with
+/// `ROLLGATE_TEST_STORE=postgres` a new database in the test cluster, named in `dir` so that a
+/// reopen finds the same data; else an SQLite file.
 pub(crate) async fn open_store(dir: &Path) -> Arc<dyn Store> {
-    let db = if std::env::var("ROLLGATE_TEST_STORE").as_deref() == Ok("postgres") {
-        let remembered = dir.join("postgres-url");
-        match std::fs::read_to_string(&remembered) {
-            Ok(url) => url,
-            Err(_) => {
-                let url = postgres_database().await;
-                std::fs::write(&remembered, &url).unwrap();
-                url
-            }
+    let named = dir.join(POSTGRES_URL);
+    let db = match std::fs::read_to_string(&named) {
+        Ok(url) => url,
+        Err(_) if std::env::var("ROLLGATE_TEST_STORE").as_deref() == Ok("postgres") => {
+            let url = postgres_database().await;
+            std::fs::write(&named, &url).unwrap();
+            url
         }
-    } else {
-        dir.join("rollgate.db").to_str().unwrap().to_owned()
+        Err(_) => dir.join("rollgate.db").to_str().unwrap().to_owned(),
     };
     store::open(&db).await.unwrap()
 }

@@ -1,0 +1,110 @@
+//! Several servers on one PostgreSQL database, as replicas behind a load balancer: whichever
+//! replica commits a change, every replica serves it, version by version.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::sse::Events;
+use crate::support::{ADMIN, RELEASE, SNAPSHOT, Server, start_replicas};
+
+const REPLICAS: usize = 3;
+/// Writers per replica, each making `WRITES` changes.
+const WRITERS: usize = 3;
+const WRITES: u64 = 20;
+
+/// Waits until `check` holds, looking every 10 ms; fails the test after 10 s.
+async fn until<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn status(replica: &Server, path: &str, token: &str) -> StatusCode {
+    replica.get(path, Some(token)).send().await.unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_every_replica_reach_every_replicas_subscribers_in_order() {
+    let replicas = Arc::new(start_replicas(REPLICAS).await);
+    let mut subscribers = Vec::new();
+    for replica in replicas.iter() {
+        subscribers.push(Events::open(replica, RELEASE, None).await.ids_only());
+    }
+    let mut first = Vec::new();
+    for events in &mut subscribers {
+        first.push(events.next_version().await);
+    }
+    assert!(first.iter().all(|version| *version == first[0]), "every replica starts alike");
+
+    let writers: Vec<_> = (0..REPLICAS * WRITERS)
+        .map(|i| {
+            let replicas = Arc::clone(&replicas);
+            tokio::spawn(async move {
+                let path = "/api/v1/environments/production/flags/checkout-v2/rollout";
+                for n in 0..WRITES {
+                    let body = json!({"percent": n * 1000 + i as u64, "reason": "replicas"});
+                    let replica = &replicas[i % REPLICAS];
+                    let (status, answer) =
+                        replica.call(Method::PUT, path, Some(RELEASE), Some(body)).await;
+                    assert_eq!(status, StatusCode::OK, "{answer}");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let last = first[0] + (REPLICAS * WRITERS) as u64 * WRITES;
+    for (i, events) in subscribers.iter_mut().enumerate() {
+        let mut version = first[0];
+        let every_version = async {
+            while version < last {
+                let next = events.next_version().await;
+                assert_eq!(next, version + 1, "replica {i}: no gap and no duplicate");
+                version = next;
+            }
+        };
+        // Keep-alives keep the stream busy: bound the wait for the versions themselves.
+        let arrived = tokio::time::timeout(Duration::from_secs(10), every_version).await;
+        assert!(arrived.is_ok(), "replica {i}: every version within 10 s");
+    }
+    for replica in replicas.iter() {
+        let snapshot = replica.get(SNAPSHOT, Some(RELEASE)).send().await.unwrap();
+        assert_eq!(snapshot.headers()["etag"], format!("\"{last}\"").as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_or_deleted_on_one_replica_takes_effect_on_all() {
+    let replicas = start_replicas(REPLICAS).await;
+    let secret = replicas[0].token("app", "read", Some("production")).await;
+    for replica in &replicas {
+        until("the new token works on every replica", async || {
+            status(replica, SNAPSHOT, &secret).await == StatusCode::OK
+        })
+        .await;
+    }
+    let mut stream = Events::open(&replicas[2], &secret, None).await;
+    stream.next_version().await;
+
+    let (deleted, _) =
+        replicas[1].call(Method::DELETE, "/api/v1/tokens/app", Some(ADMIN), None).await;
+    assert_eq!(deleted, StatusCode::NO_CONTENT);
+    // Keep-alives until the stream ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream.try_next().await.is_some() {
+        assert!(Instant::now() < deadline, "the deleted token's stream ends within 10 s");
+    }
+    for replica in &replicas {
+        until("the deleted token fails on every replica", async || {
+            status(replica, SNAPSHOT, &secret).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+}
