@@ -45,7 +45,8 @@ struct Inner {
     publisher: Publisher,
     tokens: Tokens,
     client: reqwest::Client,
-    tasks: Mutex<HashMap<String, AbortHandle>>,
+    /// Every registered edge, and its push task where this process leads.
+    tasks: Mutex<HashMap<String, (EdgeRecord, Option<AbortHandle>)>>,
 }
 
 impl Edges {
@@ -67,27 +68,66 @@ impl Edges {
         self.0.secret.is_some()
     }
 
-    /// Starts (or restarts) pushing to `edge`.
+    /// Starts (or restarts) pushing to `edge`, where this process leads; elsewhere keeps it
+    /// for when it does.
     pub fn start(&self, edge: EdgeRecord) {
-        let name = edge.name.clone();
-        let task = tokio::spawn(push_loop(self.clone(), edge)).abort_handle();
-        if let Some(previous) = self.lock().insert(name, task) {
+        let task = self.leads().then(|| tokio::spawn(push_loop(self.clone(), edge.clone())));
+        let previous =
+            self.lock().insert(edge.name.clone(), (edge, task.map(|t| t.abort_handle())));
+        if let Some((_, Some(previous))) = previous {
             previous.abort();
         }
     }
 
     /// Stops pushing to the edge named `name`.
     pub fn stop(&self, name: &str) {
-        if let Some(task) = self.lock().remove(name) {
+        if let Some((_, Some(task))) = self.lock().remove(name) {
             task.abort();
         }
     }
 
     /// Stops every push task (at shutdown).
     pub fn stop_all(&self) {
-        for (_, task) in self.lock().drain() {
-            task.abort();
+        for (_, (_, task)) in self.lock().drain() {
+            task.inspect(AbortHandle::abort);
         }
+    }
+
+    /// Makes the registered edges `edges`, as another process may have changed them: starts
+    /// the new ones, stops the ones gone, leaves the rest pushing.
+    pub fn sync(&self, edges: Vec<EdgeRecord>) {
+        let known: Vec<String> = self.lock().keys().cloned().collect();
+        for name in &known {
+            if !edges.iter().any(|edge| edge.name == *name) {
+                self.stop(name);
+            }
+        }
+        for edge in edges {
+            if !known.contains(&edge.name) {
+                self.start(edge);
+            }
+        }
+    }
+
+    /// Pushes to every edge from here if `leading`, else from nowhere here.
+    pub fn lead(&self, leading: bool) {
+        let mut tasks = self.lock();
+        for (edge, task) in tasks.values_mut() {
+            match (leading, &task) {
+                (true, None) => {
+                    *task = Some(tokio::spawn(push_loop(self.clone(), edge.clone())).abort_handle())
+                }
+                (false, Some(running)) => {
+                    running.abort();
+                    *task = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn leads(&self) -> bool {
+        self.0.store.leadership().is_none_or(|leading| *leading.borrow())
     }
 
     /// The environment's current envelope, signed; `None` without a secret or environment.
@@ -107,7 +147,9 @@ impl Edges {
         Some(Envelope { body, signature, position: (snapshot.version(), readers_revision) })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (EdgeRecord, Option<AbortHandle>)>> {
         self.0.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

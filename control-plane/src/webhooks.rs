@@ -34,11 +34,21 @@ pub fn spawn(
     wake: Arc<Notify>,
     targets: Targets,
 ) -> tokio::task::JoinHandle<()> {
+    let mut leadership = store.leadership();
     let outbox = Outbox { store, clock };
     tokio::spawn(async move {
         let client = targets.client(TIMEOUT);
         let mut retry_at: HashMap<i64, Instant> = HashMap::new();
         loop {
+            if let Some(leadership) = &mut leadership
+                && !*leadership.borrow_and_update()
+            {
+                // The leading process sends them.
+                if leadership.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let next = match outbox.pending(1000).await {
                 Ok(pending) => deliver(&outbox, &client, &targets, pending, &mut retry_at).await,
                 Err(error) => {

@@ -192,23 +192,35 @@ impl Service {
         if let Some(commits) = service.store.commits() {
             tokio::spawn(follow(Arc::downgrade(&service.0), commits));
         }
+        if let Some(leadership) = service.store.leadership() {
+            tokio::spawn(lead(Arc::downgrade(&service.0), leadership));
+        }
         Ok(service)
+    }
+
+    /// Whether this process runs what must run once: the plan scheduler, edge pushes and
+    /// webhook deliveries. Always, unless other processes serve the same database.
+    pub fn leads(&self) -> bool {
+        self.store.leadership().is_none_or(|leading| *leading.borrow())
     }
 
     /// Applies what other processes committed since this one last looked: every snapshot
     /// version it has not published, in order, and the tokens if they changed.
     pub async fn catch_up(&self) -> Result<(), Error> {
         let service = self.clone();
-        let effects = self
+        let (effects, edges) = self
             .read(move |tx| {
                 Box::pin(async move {
                     let mut effects = Effects::default();
                     effects.missed(tx, &service).await?;
-                    Ok(effects)
+                    Ok((effects, tx.edges().await?))
                 })
             })
             .await?;
         self.apply(effects);
+        self.edges.sync(edges);
+        // Another process may have queued notifications for the leading one to send.
+        self.deliveries.notify_one();
         Ok(())
     }
 
@@ -310,6 +322,20 @@ async fn follow(service: std::sync::Weak<Inner>, commits: Arc<Notify>) {
             // Try again shortly: the permit makes the next `notified` return at once.
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             commits.notify_one();
+        }
+    }
+}
+
+/// Starts and stops the edge pushes as this process gains and loses the lead, for as long as
+/// the service lives.
+async fn lead(service: std::sync::Weak<Inner>, mut leadership: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let leading = *leadership.borrow_and_update();
+        let Some(inner) = service.upgrade() else { return };
+        inner.edges.lead(leading);
+        drop(inner);
+        if leadership.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -196,6 +196,14 @@ pub fn spawn_scheduler(service: Service, every: Duration) -> tokio::task::JoinHa
     tokio::spawn(async move {
         let mut pruned_at: Option<tokio::time::Instant> = None;
         loop {
+            // One scheduler decides, in the leading process.
+            if !service.leads() {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = service.scheduler.notified() => {}
+                }
+                continue;
+            }
             if let Err(error) = tick(&service).await {
                 tracing::error!(%error, "scheduler tick failed");
             }

@@ -74,9 +74,17 @@ pub trait Store: Send + Sync + 'static {
     async fn read(&self, job: ReadJob) -> Result<Erased, StoreError>;
 
     /// For a database other processes write too: woken after each commit that publishes a
-    /// version or changes tokens, whichever process made it, and whenever some may have gone
-    /// unheard (after a reconnection). `None` where this process is the only writer.
+    /// version, changes tokens or edges, or queues a webhook notification, whichever process
+    /// made it, and whenever some may have gone unheard (after a reconnection). `None` where
+    /// this process is the only writer.
     fn commits(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// For a database several processes serve: `true` while this process is the one that
+    /// runs what must run once (the plan scheduler, edge pushes, webhook deliveries). `None`
+    /// where this process is the only one, and so always leads.
+    fn leadership(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None
     }
 }

@@ -19,7 +19,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transacti
 use flag_core::wire;
 use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// Advisory lock keys ("rollgate" in ASCII, then one more per purpose).
 const WRITE_LOCK: i64 = 0x726f_6c6c_6761_7465;
 const MIGRATION_LOCK: i64 = WRITE_LOCK + 1;
+const LEADER_LOCK: i64 = WRITE_LOCK + 2;
+
+/// How often a process that does not lead tries the leader lock.
+const LEADER_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long the commit listener waits before connecting again.
 const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
@@ -58,12 +62,15 @@ pub struct PostgresStore {
     pool: Pool,
     /// Woken by every commit that publishes a version or changes tokens, from any process.
     commits: Arc<Notify>,
-    listener: AbortHandle,
+    /// Whether this process holds the leader lock.
+    leading: watch::Sender<bool>,
+    /// The listener and the leader lock's holder.
+    tasks: [AbortHandle; 2],
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        self.tasks.iter().for_each(AbortHandle::abort);
     }
 }
 
@@ -91,8 +98,10 @@ impl PostgresStore {
         let (writes, requests) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(pool.clone(), requests));
         let commits = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(config, Arc::clone(&commits))).abort_handle();
-        Ok(Self { writes, pool, commits, listener })
+        let listener = tokio::spawn(listen(config.clone(), Arc::clone(&commits))).abort_handle();
+        let leading = watch::Sender::new(false);
+        let leader = tokio::spawn(lead(config, leading.clone())).abort_handle();
+        Ok(Self { writes, pool, commits, leading, tasks: [listener, leader] })
     }
 }
 
@@ -125,6 +134,47 @@ impl Store for PostgresStore {
 
     fn commits(&self) -> Option<Arc<Notify>> {
         Some(Arc::clone(&self.commits))
+    }
+
+    fn leadership(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.leading.subscribe())
+    }
+}
+
+/// Takes the leader lock when it is free and holds it for as long as its connection lives: a
+/// process that dies (even by `kill -9`) closes the connection, and PostgreSQL frees the lock
+/// for the next one to take within `LEADER_RETRY`.
+async fn lead(mut config: tokio_postgres::Config, leading: watch::Sender<bool>) {
+    // Notice a dead server within about a minute rather than the system's two hours.
+    config.keepalives_idle(std::time::Duration::from_secs(30));
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, connection)) => {
+                let connection = tokio::spawn(connection);
+                let won = loop {
+                    match client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK]).await
+                    {
+                        Ok(row) if row.get::<_, bool>(0) => break true,
+                        Ok(_) => tokio::time::sleep(LEADER_RETRY).await,
+                        Err(error) => {
+                            tracing::warn!(error = %StoreError::from(error), "taking the leader lock");
+                            break false;
+                        }
+                    }
+                };
+                if won {
+                    tracing::info!("leading: the scheduler, edge pushes and webhooks run here");
+                    leading.send_replace(true);
+                    let _ = connection.await;
+                    leading.send_replace(false);
+                    tracing::warn!("no longer leading: the leader lock's connection closed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %StoreError::from(error), "taking the leader lock")
+            }
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }
 
@@ -258,6 +308,12 @@ impl Pg<'_, '_> {
     async fn one(&self, sql: &str, parameters: &Parameters<'_>) -> Result<Row, StoreError> {
         let statement = self.0.prepare_cached(sql).await?;
         Ok(self.0.query_one(&statement, parameters).await?)
+    }
+
+    /// Tells every process, once this transaction commits, that there is something to catch
+    /// up with (several in one transaction arrive as one).
+    async fn notify(&self) -> Result<(), StoreError> {
+        self.execute("SELECT pg_notify('rollgate_changes', '')::text", &[]).await.map(drop)
     }
 
     /// The number of rows changed.
@@ -664,6 +720,10 @@ impl Tx for Pg<'_, '_> {
                 &[&edge.name, &edge.url, &edge.environment, &at],
             )
             .await?;
+        if inserted == 1 {
+            // The leading process pushes to it.
+            self.notify().await?;
+        }
         Ok(inserted == 1)
     }
 
@@ -676,6 +736,9 @@ impl Tx for Pg<'_, '_> {
                 &[&name],
             )
             .await?;
+        if row.is_some() {
+            self.notify().await?;
+        }
         Ok(row.as_ref().map(edge_record))
     }
 
@@ -770,7 +833,8 @@ impl Tx for Pg<'_, '_> {
             &[&webhook, &url, &event, &payload, &at],
         )
         .await?;
-        Ok(())
+        // The leading process sends it.
+        self.notify().await
     }
 
     async fn fail_deliveries(

@@ -16,10 +16,12 @@ use crate::support::{ADMIN, PUSH_SECRET, READ, RELEASE, Server, start};
 /// A stand-in edge: verifies each push, answers 503 to the first `failures`, and publishes
 /// the position of each accepted envelope.
 #[derive(Clone)]
-struct FakeEdge {
+pub(crate) struct FakeEdge {
     failures: Arc<Mutex<u32>>,
     accepted: watch::Sender<(u64, u64)>,
     readers: Arc<Mutex<Vec<String>>>,
+    /// The position of every envelope accepted, in order of arrival.
+    pub(crate) pushes: Arc<Mutex<Vec<(u64, u64)>>>,
 }
 
 async fn receive(State(edge): State<FakeEdge>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -42,14 +44,19 @@ async fn receive(State(edge): State<FakeEdge>, headers: HeaderMap, body: Bytes) 
         .iter()
         .map(|r| r.as_str().unwrap().to_owned())
         .collect();
+    edge.pushes.lock().unwrap().push(config.position());
     edge.accepted.send_replace(config.position());
     StatusCode::OK
 }
 
-async fn fake_edge(failures: u32) -> (String, FakeEdge, watch::Receiver<(u64, u64)>) {
+pub(crate) async fn fake_edge(failures: u32) -> (String, FakeEdge, watch::Receiver<(u64, u64)>) {
     let (accepted, seen) = watch::channel((0, 0));
-    let edge =
-        FakeEdge { failures: Arc::new(Mutex::new(failures)), accepted, readers: Arc::default() };
+    let edge = FakeEdge {
+        failures: Arc::new(Mutex::new(failures)),
+        accepted,
+        readers: Arc::default(),
+        pushes: Arc::default(),
+    };
     let app = axum::Router::new()
         .route("/rollgate/v1/push", axum::routing::post(receive))
         .with_state(edge.clone());
@@ -60,7 +67,7 @@ async fn fake_edge(failures: u32) -> (String, FakeEdge, watch::Receiver<(u64, u6
 }
 
 /// Waits until the edge has accepted `position` or later.
-async fn until_accepted(seen: &mut watch::Receiver<(u64, u64)>, position: (u64, u64)) {
+pub(crate) async fn until_accepted(seen: &mut watch::Receiver<(u64, u64)>, position: (u64, u64)) {
     let wait = seen.wait_for(|have| have.0 >= position.0 && have.1 >= position.1);
     tokio::time::timeout(std::time::Duration::from_secs(10), wait)
         .await
@@ -68,14 +75,14 @@ async fn until_accepted(seen: &mut watch::Receiver<(u64, u64)>, position: (u64, 
         .unwrap();
 }
 
-async fn register(server: &Server, url: &str) {
+pub(crate) async fn register(server: &Server, url: &str) {
     let body = json!({"name": "edge-1", "url": url, "environment": "production"});
     let (status, answer) =
         server.call(Method::POST, "/api/v1/edges", Some(ADMIN), Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
 }
 
-async fn kill(server: &Server) -> u64 {
+pub(crate) async fn kill(server: &Server) -> u64 {
     let path = "/api/v1/environments/production/flags/checkout-v2/kill";
     let (status, answer) =
         server.call(Method::POST, path, Some(RELEASE), Some(json!({"reason": "x"}))).await;

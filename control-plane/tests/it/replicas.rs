@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use crate::edges::{fake_edge, kill, register, until_accepted};
 use crate::sse::Events;
 use crate::support::{ADMIN, RELEASE, SNAPSHOT, Server, start_replicas};
 
@@ -107,4 +108,38 @@ async fn a_token_made_or_deleted_on_one_replica_takes_effect_on_all() {
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_another_takes_over_when_it_goes() {
+    let mut replicas = start_replicas(REPLICAS).await;
+    let leaders = |replicas: &[Server]| -> Vec<usize> {
+        (0..replicas.len()).filter(|&i| replicas[i].service().leads()).collect()
+    };
+    until("one replica leads", async || leaders(&replicas).len() == 1).await;
+    let leader = leaders(&replicas)[0];
+    drop(replicas.remove(leader));
+    until("another replica takes the lead", async || leaders(&replicas).len() == 1).await;
+    // Never two at once.
+    for _ in 0..20 {
+        assert!(leaders(&replicas).len() <= 1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_pushes_to_an_edge_registered_on_any_replica() {
+    let replicas = start_replicas(REPLICAS).await;
+    let leads = |i: usize| replicas[i].service().leads();
+    until("one replica leads", async || (0..REPLICAS).filter(|&i| leads(i)).count() == 1).await;
+    let leader = (0..REPLICAS).find(|&i| leads(i)).unwrap();
+    let (url, edge, mut seen) = fake_edge(0).await;
+    register(&replicas[(leader + 1) % REPLICAS], &url).await;
+    until_accepted(&mut seen, (1, 0)).await;
+    let version = kill(&replicas[(leader + 2) % REPLICAS]).await;
+    until_accepted(&mut seen, (version, 0)).await;
+    let pushes = edge.pushes.lock().unwrap().clone();
+    let mut distinct = pushes.clone();
+    distinct.dedup();
+    assert_eq!(pushes, distinct, "each position pushed once, by one replica: {pushes:?}");
 }
