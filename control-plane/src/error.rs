@@ -9,6 +9,9 @@ use crate::model::Refusal;
 use crate::service;
 use crate::store::StoreError;
 
+/// Seconds a client is asked to wait while the database does not answer.
+const UNAVAILABLE_RETRY_AFTER: u64 = 2;
+
 /// RFC 9457 problem details, as every error is answered.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -93,7 +96,12 @@ impl IntoResponse for ApiError {
             Self::Refused(Refusal::Invalid(_) | Refusal::Unprocessable(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Invalid change")
             }
-            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+            Self::Store(StoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
+            }
+            Self::Store(StoreError::Failed(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+            }
         };
         let mut body = Problem {
             kind: "about:blank",
@@ -104,6 +112,12 @@ impl IntoResponse for ApiError {
         };
         match &self {
             // Internal details stay in the log.
+            Self::Store(StoreError::Unavailable(error)) => {
+                tracing::warn!(%error, "the database is unavailable");
+                body.detail = Some(
+                    "the database does not answer; nothing was changed. Try again shortly".into(),
+                );
+            }
             Self::Store(error) => tracing::error!(%error, "internal error"),
             Self::Refused(Refusal::Invalid(error)) => {
                 body.detail = Some(error.to_string());
@@ -120,6 +134,7 @@ impl IntoResponse for ApiError {
                 Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
             }
             Self::Refused(Refusal::OverQuota { retry_after, .. }) => Some(*retry_after),
+            Self::Store(StoreError::Unavailable(_)) => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         };
         if let Some(seconds) = retry_after {

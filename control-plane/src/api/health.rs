@@ -14,9 +14,12 @@ pub(crate) async fn healthz() -> &'static str {
 }
 
 /// The store answers.
-#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "OK", body = String, content_type = "text/plain"), (status = 503, description = "The store does not answer", body = String, content_type = "text/plain"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "OK", body = String, content_type = "text/plain"), (status = 503, description = "The store does not answer, or (on PostgreSQL) this replica does not hear the others' commits", body = String, content_type = "text/plain"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     match state.service.ready().await {
+        Ok(()) if !state.service.store().following() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not hearing other replicas' commits")
+        }
         Ok(()) => (StatusCode::OK, "ready"),
         Err(error) => {
             tracing::error!(%error, "store not ready");

@@ -203,8 +203,8 @@ pub(crate) async fn list_decisions(
     match format.as_deref() {
         None | Some("json") => Ok(Json(decisions).into_response()),
         Some("csv") => {
-            let csv =
-                to_csv(&decisions).map_err(|e| ApiError::Store(StoreError(format!("CSV: {e}"))))?;
+            let csv = to_csv(&decisions)
+                .map_err(|e| ApiError::Store(StoreError::Failed(format!("CSV: {e}"))))?;
             Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
         }
         Some(other) => Err(ApiError::Body {

@@ -71,7 +71,7 @@ pub(crate) async fn post_token(
             detail: "only read tokens are bound to an environment".into(),
         });
     }
-    let secret = auth::generate().map_err(|error| StoreError(error.to_string()))?;
+    let secret = auth::generate().map_err(|error| StoreError::Failed(error.to_string()))?;
     let token = Token {
         name: request.name,
         scope: request.scope,

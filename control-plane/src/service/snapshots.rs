@@ -34,7 +34,9 @@ pub(crate) async fn published_after(
     let mut published = Vec::new();
     for (version, json) in tx.snapshots_after(environment, version).await? {
         let snapshot: wire::Snapshot = serde_json::from_slice(&json).map_err(|e| {
-            crate::store::StoreError(format!("stored snapshot {environment} v{version}: {e}"))
+            crate::store::StoreError::Failed(format!(
+                "stored snapshot {environment} v{version}: {e}"
+            ))
         })?;
         published.push(compile(snapshot)?);
     }
@@ -100,8 +102,8 @@ async fn assemble(
 /// Compiles a snapshot. A rejection names the flag or segment at fault by its key, as in
 /// `flags.checkout-v2.rules[0]`, rather than by its place in the snapshot.
 fn compile(snapshot: wire::Snapshot) -> Result<Published, Error> {
-    let json =
-        serde_json::to_vec(&snapshot).map_err(|e| crate::store::StoreError(e.to_string()))?;
+    let json = serde_json::to_vec(&snapshot)
+        .map_err(|e| crate::store::StoreError::Failed(e.to_string()))?;
     let engine = flag_core::Engine::from_snapshot(snapshot.clone()).map_err(|mut error| {
         error.path = keyed_path(&error.path, &snapshot);
         Refusal::Invalid(error)

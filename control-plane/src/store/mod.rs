@@ -54,8 +54,14 @@ pub const KEPT_SNAPSHOTS: u64 = 256;
 
 /// A storage failure: the database could not do what was asked. Never the caller's fault.
 #[derive(Debug, thiserror::Error)]
-#[error("storage failure: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Failed(String),
+    /// The database cannot be reached (down, restarting, the network): asking again shortly
+    /// may work.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
 
 /// A backend.
 ///
@@ -86,6 +92,12 @@ pub trait Store: Send + Sync + 'static {
     /// where this process is the only one, and so always leads.
     fn leadership(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None
+    }
+
+    /// Whether `commits` is hearing other processes' commits right now (always, where there
+    /// are none).
+    fn following(&self) -> bool {
+        true
     }
 }
 

@@ -19,6 +19,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transacti
 use flag_core::wire;
 use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -53,6 +54,9 @@ const LEADER_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long the commit listener waits before connecting again.
 const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long a request waits for a connection to the database.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connections per process: the writer's, and reads'.
 const POOL_SIZE: usize = 16;
 
@@ -62,6 +66,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// Woken by every commit that publishes a version or changes tokens, from any process.
     commits: Arc<Notify>,
+    /// Whether the listener is listening.
+    listening: Arc<AtomicBool>,
     /// Whether this process holds the leader lock.
     leading: watch::Sender<bool>,
     /// The listener and the leader lock's holder.
@@ -84,7 +90,7 @@ impl PostgresStore {
     /// Call it inside a tokio runtime: the writer task and after-commit actions run there.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config =
-            url.parse().map_err(|e| StoreError(format!("the database URL: {e}")))?;
+            url.parse().map_err(|e| StoreError::Failed(format!("the database URL: {e}")))?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -92,16 +98,23 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            // While the database is down, a request fails in seconds rather than waiting.
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| StoreError(format!("the connection pool: {e}")))?;
+            .map_err(|e| StoreError::Failed(format!("the connection pool: {e}")))?;
         migrate(&pool).await?;
         let (writes, requests) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(pool.clone(), requests));
         let commits = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(config.clone(), Arc::clone(&commits))).abort_handle();
+        let listening = Arc::new(AtomicBool::new(false));
+        let listener =
+            tokio::spawn(listen(config.clone(), Arc::clone(&commits), Arc::clone(&listening)))
+                .abort_handle();
         let leading = watch::Sender::new(false);
         let leader = tokio::spawn(lead(config, leading.clone())).abort_handle();
-        Ok(Self { writes, pool, commits, leading, tasks: [listener, leader] })
+        Ok(Self { writes, pool, commits, listening, leading, tasks: [listener, leader] })
     }
 }
 
@@ -111,8 +124,8 @@ impl Store for PostgresStore {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteRequest { job, reply })
-            .map_err(|_| StoreError("the writer task has stopped".into()))?;
-        answer.await.map_err(|_| StoreError("the writer task has stopped".into()))?
+            .map_err(|_| StoreError::Failed("the writer task has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Failed("the writer task has stopped".into()))?
     }
 
     async fn read(&self, job: ReadJob) -> Result<Erased, StoreError> {
@@ -126,7 +139,7 @@ impl Store for PostgresStore {
         let value = AssertUnwindSafe(job(&mut Pg(&transaction)))
             .catch_unwind()
             .await
-            .map_err(|_| StoreError("a transaction's work panicked".into()))?;
+            .map_err(|_| StoreError::Failed("a transaction's work panicked".into()))?;
         // A read transaction has nothing to keep: ending it either way is the same.
         transaction.rollback().await?;
         Ok(value)
@@ -138,6 +151,10 @@ impl Store for PostgresStore {
 
     fn leadership(&self) -> Option<watch::Receiver<bool>> {
         Some(self.leading.subscribe())
+    }
+
+    fn following(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
     }
 }
 
@@ -180,7 +197,7 @@ async fn lead(mut config: tokio_postgres::Config, leading: watch::Sender<bool>) 
 
 /// Listens for commits on a connection of its own, for as long as the store lives. After each
 /// (re)connection it wakes `commits` once, since commits may have gone unheard meanwhile.
-async fn listen(config: tokio_postgres::Config, commits: Arc<Notify>) {
+async fn listen(config: tokio_postgres::Config, commits: Arc<Notify>, listening: Arc<AtomicBool>) {
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -200,10 +217,12 @@ async fn listen(config: tokio_postgres::Config, commits: Arc<Notify>) {
                 });
                 match client.batch_execute("LISTEN rollgate_changes").await {
                     Ok(()) => {
+                        listening.store(true, Ordering::SeqCst);
                         commits.notify_one();
                         if let Ok(Err(error)) = messages.await {
                             tracing::warn!(%error, "listening for commits");
                         }
+                        listening.store(false, Ordering::SeqCst);
                     }
                     Err(error) => {
                         tracing::warn!(error = %StoreError::from(error), "listening for commits");
@@ -237,7 +256,7 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         .get(0);
     let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
     if applied > known {
-        return Err(StoreError(format!(
+        return Err(StoreError::Failed(format!(
             "the database is at schema version {applied}, newer than this rollgate's {known}: \
              run a newer rollgate"
         )));
@@ -269,7 +288,7 @@ async fn write_one(pool: &Pool, job: WriteJob) -> Result<Outcome, StoreError> {
     let ended = AssertUnwindSafe(job(&mut Pg(&transaction)))
         .catch_unwind()
         .await
-        .map_err(|_| StoreError("a transaction's work panicked".into()))?;
+        .map_err(|_| StoreError::Failed("a transaction's work panicked".into()))?;
     let (value, after) = match ended {
         Ended::Commit { value, after } => (value, after),
         Ended::Rollback(error) => {
@@ -1113,7 +1132,7 @@ fn edge_record(row: &Row) -> EdgeRecord {
 }
 
 fn scope(stored: &str) -> Result<Scope, StoreError> {
-    Scope::parse(stored).ok_or_else(|| StoreError(format!("stored scope `{stored}`")))
+    Scope::parse(stored).ok_or_else(|| StoreError::Failed(format!("stored scope `{stored}`")))
 }
 
 /// A counter as PostgreSQL's `bigint`; counters never come near `i64::MAX`.
@@ -1127,11 +1146,12 @@ fn unsigned(stored: i64) -> u64 {
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError(e.to_string()))
+    serde_json::to_string(value).map_err(|e| StoreError::Failed(e.to_string()))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError(format!("stored JSON is unreadable: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Failed(format!("stored JSON is unreadable: {e}")))
 }
 
 /// Times are `timestamptz`, which keeps microseconds: a `Timestamp`'s milliseconds come back
@@ -1167,22 +1187,32 @@ impl<'a> FromSql<'a> for Timestamp {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
         // The server's own message says more than the driver's summary.
-        match error.as_db_error() {
-            Some(server) => Self(format!("PostgreSQL: {server}")),
-            None => match error.source() {
-                Some(cause) => Self(format!("PostgreSQL: {error}: {cause}")),
-                None => Self(format!("PostgreSQL: {error}")),
-            },
-        }
+        let Some(server) = error.as_db_error() else {
+            // No answer from the server: the connection failed or closed.
+            return match error.source() {
+                Some(cause) => Self::Unavailable(format!("PostgreSQL: {error}: {cause}")),
+                None => Self::Unavailable(format!("PostgreSQL: {error}")),
+            };
+        };
+        let code = server.code();
+        let unreachable = code.code().starts_with("08")
+            || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW]
+                .contains(code);
+        let message = format!("PostgreSQL: {server}");
+        if unreachable { Self::Unavailable(message) } else { Self::Failed(message) }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         match error {
-            deadpool_postgres::PoolError::Backend(error) => error.into(),
-            other => Self(format!("PostgreSQL connection pool: {other}")),
+            // A new connection could not be made, whatever the server said.
+            deadpool_postgres::PoolError::Backend(error) => match Self::from(error) {
+                Self::Failed(message) | Self::Unavailable(message) => Self::Unavailable(message),
+            },
+            other => Self::Unavailable(format!("PostgreSQL connection pool: {other}")),
         }
     }
 }

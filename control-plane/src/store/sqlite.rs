@@ -69,12 +69,12 @@ impl SqliteStore {
             let mode: String =
                 writer.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(StoreError(format!("SQLite refused WAL mode (got {mode})")));
+                return Err(StoreError::Failed(format!("SQLite refused WAL mode (got {mode})")));
             }
             writer.pragma_update(None, "synchronous", "FULL")?;
             writer.pragma_update(None, "foreign_keys", "ON")?;
             writer.busy_timeout(Duration::from_secs(5))?;
-            migrations().to_latest(&mut writer).map_err(|e| StoreError(e.to_string()))?;
+            migrations().to_latest(&mut writer).map_err(|e| StoreError::Failed(e.to_string()))?;
             let reader = Connection::open_with_flags(
                 &path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -83,7 +83,7 @@ impl SqliteStore {
             Ok((writer, reader))
         })
         .await
-        .map_err(|e| StoreError(e.to_string()))??;
+        .map_err(|e| StoreError::Failed(e.to_string()))??;
         let (writes, requests) = mpsc::channel();
         std::thread::Builder::new()
             .name("rollgate-sqlite-writer".into())
@@ -91,7 +91,7 @@ impl SqliteStore {
                 let _runtime = runtime.enter();
                 run_writer(Db(writer), requests);
             })
-            .map_err(|e| StoreError(format!("starting the writer thread: {e}")))?;
+            .map_err(|e| StoreError::Failed(format!("starting the writer thread: {e}")))?;
         Ok(Self { writes, reads: Arc::new(Mutex::new(Db(reader))) })
     }
 }
@@ -102,8 +102,8 @@ impl Store for SqliteStore {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteRequest { job, reply })
-            .map_err(|_| StoreError("the writer thread has stopped".into()))?;
-        answer.await.map_err(|_| StoreError("the writer thread has stopped".into()))?
+            .map_err(|_| StoreError::Failed("the writer thread has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Failed("the writer thread has stopped".into()))?
     }
 
     async fn read(&self, job: ReadJob) -> Result<Erased, StoreError> {
@@ -117,7 +117,7 @@ impl Store for SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError(e.to_string()))?
+        .map_err(|e| StoreError::Failed(e.to_string()))?
     }
 }
 
@@ -159,8 +159,8 @@ fn write_one(db: &mut Db, job: WriteJob) -> Result<Outcome, StoreError> {
 fn run_job<T>(job: futures_util::future::BoxFuture<'_, T>) -> Result<T, StoreError> {
     match catch_unwind(AssertUnwindSafe(|| job.now_or_never())) {
         Ok(Some(result)) => Ok(result),
-        Ok(None) => Err(StoreError("a transaction's work waited on something else".into())),
-        Err(_) => Err(StoreError("a transaction's work panicked".into())),
+        Ok(None) => Err(StoreError::Failed("a transaction's work waited on something else".into())),
+        Err(_) => Err(StoreError::Failed("a transaction's work panicked".into())),
     }
 }
 
@@ -497,7 +497,7 @@ impl Tx for Db {
         rows.map(|row| {
             let (name, scope, environment, hash, created_at) = row?;
             let scope = Scope::parse(&scope)
-                .ok_or_else(|| StoreError(format!("stored scope `{scope}`")))?;
+                .ok_or_else(|| StoreError::Failed(format!("stored scope `{scope}`")))?;
             Ok(StoredToken { token: Token { name, scope, environment, hash }, created_at })
         })
         .collect()
@@ -523,7 +523,7 @@ impl Tx for Db {
             .optional()?;
         row.map(|(scope, environment, hash)| {
             let scope = Scope::parse(&scope)
-                .ok_or_else(|| StoreError(format!("stored scope `{scope}`")))?;
+                .ok_or_else(|| StoreError::Failed(format!("stored scope `{scope}`")))?;
             Ok(Token { name: name.to_owned(), scope, environment, hash })
         })
         .transpose()
@@ -955,15 +955,16 @@ fn unsigned_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError(e.to_string()))
+    serde_json::to_string(value).map_err(|e| StoreError::Failed(e.to_string()))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError(format!("stored JSON is unreadable: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Failed(format!("stored JSON is unreadable: {e}")))
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        Self(error.to_string())
+        Self::Failed(error.to_string())
     }
 }

@@ -117,7 +117,7 @@ pub(crate) async fn a_job_that_fails_leaves_nothing(store: &dyn Store) {
             assert!(tx.insert_environment("qa", at(T0)).await?);
             assert!(tx.insert_flag(&flag("banner"), at(T0)).await?);
             tx.append_audit(at(T0), &AuditEntry::new("ana", "flag.create")).await?;
-            Err(StoreError("refused".into()))
+            Err(StoreError::Failed("refused".into()))
         })
     })
     .await;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::edges::{fake_edge, kill, register, until_accepted};
 use crate::sse::Events;
-use crate::support::{ADMIN, RELEASE, SNAPSHOT, Server, start_replicas};
+use crate::support::{ADMIN, READ, RELEASE, SNAPSHOT, Server, postgres_admin, start_replicas};
 
 const REPLICAS: usize = 3;
 /// Writers per replica, each making `WRITES` changes.
@@ -142,4 +142,55 @@ async fn only_the_leader_pushes_to_an_edge_registered_on_any_replica() {
     let mut distinct = pushes.clone();
     distinct.dedup();
     assert_eq!(pushes, distinct, "each position pushed once, by one replica: {pushes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_replicas_serve_reads_refuse_writes_then_catch_up() {
+    let replicas = start_replicas(2).await;
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let mut events = Events::open(b, RELEASE, None).await.ids_only();
+    let before = events.next_version().await;
+    let database = a.postgres_database();
+    // The outage: no new connections to this test's database, and every open one cut.
+    postgres_admin(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    ))
+    .await;
+
+    let kill = "/api/v1/environments/production/flags/checkout-v2/kill";
+    let refused = a.send(Method::POST, kill, Some(RELEASE)).json(&json!({"reason": "x"}));
+    let refused = refused.send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    for replica in &replicas {
+        assert_eq!(status(replica, SNAPSHOT, READ).await, StatusCode::OK, "served from memory");
+        let ofrep = replica
+            .send(Method::POST, "/ofrep/v1/evaluate/flags/checkout-v2", Some(READ))
+            .json(&json!({"context": {"targetingKey": "u1"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ofrep.status(), StatusCode::OK);
+        until("/readyz says the database is away", async || {
+            status(replica, "/readyz", READ).await == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+    }
+
+    postgres_admin(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true")).await;
+    for replica in &replicas {
+        until("/readyz says ready again", async || {
+            status(replica, "/readyz", READ).await == StatusCode::OK
+        })
+        .await;
+    }
+    let (killed, answer) =
+        a.call(Method::POST, kill, Some(RELEASE), Some(json!({"reason": "x"}))).await;
+    assert_eq!(killed, StatusCode::OK, "{answer}");
+    let version = answer["version"].as_u64().unwrap();
+    assert_eq!(version, before + 1, "the refused kill changed nothing");
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next_version()).await;
+    assert_eq!(next.ok(), Some(version), "the other replica's subscribers get it");
 }

@@ -326,6 +326,27 @@ pub(crate) async fn open_store(dir: &Path) -> Arc<dyn Store> {
     store::open(&db).await.unwrap()
 }
 
+/// Runs `sql` as the test cluster's superuser, in its `postgres` database.
+pub(crate) async fn postgres_admin(sql: &str) {
+    let cluster = std::env::var("ROLLGATE_TEST_POSTGRES").unwrap();
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{cluster}/postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap_or_else(|error| panic!("{sql}: {error}"));
+    drop(client);
+    let _ = connection.await;
+}
+
+impl Server {
+    /// The PostgreSQL database this server's store is in.
+    pub(crate) fn postgres_database(&self) -> String {
+        let url = std::fs::read_to_string(self.dir.path().join(POSTGRES_URL)).unwrap();
+        url.rsplit('/').next().unwrap().to_owned()
+    }
+}
+
 /// A new, empty database in the PostgreSQL cluster `ROLLGATE_TEST_POSTGRES` names, as a URL.
 /// README's test command runs the tests under `tests/with-postgres`, which starts a throwaway
 /// cluster and sets it.
