@@ -159,7 +159,12 @@ async fn bootstrap_admin_token(service: &Service, given: Option<String>) -> anyh
         environment: None,
         hash: auth::hash(&token),
     };
-    service::tokens::create(service, record, service::environments::SYSTEM_ACTOR).await?;
+    match service::tokens::create(service, record, service::environments::SYSTEM_ACTOR).await {
+        Ok(_) => {}
+        // Another replica starting at the same moment made the first admin token.
+        Err(service::Error::Refused(Refusal::Conflict(_))) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
     if generated {
         eprintln!(
             "\nrollgate: created the admin token. It is shown this once; keep it safe:\n\n    {token}\n"

@@ -1,6 +1,7 @@
 //! control-plane's integration tests: a real SQLite file in a temporary directory, and the
 //! service on a real loopback listener.
 
+mod balanced;
 mod changes;
 mod cli;
 mod contract;
