@@ -5,7 +5,8 @@
 //! request being sent, which is what an on-call engineer waits for end to end.
 //!
 //! Usage: stream_propagation <base-url> <release-token> [subscribers=1000] [cycles=20]
-//! (`benches/http/run` starts a server and calls it.)
+//! (`benches/http/run` starts a server and calls it.) With `SUBSCRIBE_AT=host:port,…`, the
+//! subscribers are spread over those servers (other replicas) while the kills go to the base.
 
 use std::time::{Duration, Instant};
 
@@ -33,10 +34,15 @@ async fn main() {
     let subscribers: usize = args.get(3).map_or(1000, |n| n.parse().expect("subscribers"));
     let cycles: usize = args.get(4).map_or(20, |n| n.parse().expect("cycles"));
     let authority = base.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let authorities: Vec<String> = match std::env::var("SUBSCRIBE_AT") {
+        Ok(list) => list.split(',').map(str::to_owned).collect(),
+        Err(_) => vec![authority],
+    };
 
     let (seen_sender, mut seen) = mpsc::unbounded_channel();
     for subscriber in 0..subscribers {
-        let (authority, token, sender) = (authority.clone(), token.clone(), seen_sender.clone());
+        let authority = authorities[subscriber % authorities.len()].clone();
+        let (token, sender) = (token.clone(), seen_sender.clone());
         tokio::spawn(async move { subscribe(subscriber, &authority, &token, sender).await });
     }
     drop(seen_sender);

@@ -36,6 +36,14 @@ pub(crate) async fn get_stream(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse().ok());
     let service = &state.service;
+    // A client resuming from a version this process has not published yet had it from another
+    // replica: catch up first, so that it gets no version twice.
+    let current = service.publisher.current(&environment).map(|current| current.version());
+    if let (Some(seen), Some(current)) = (seen, current)
+        && seen > current
+    {
+        service.catch_up().await?;
+    }
     let subscription = service
         .publisher
         .subscribe(&environment, seen)

@@ -170,8 +170,12 @@ impl Service {
         let (snapshots, stored_tokens, readers_revision, edges) = service
             .read(|tx| {
                 Box::pin(async move {
+                    // The kept versions too, so that a subscriber coming from another
+                    // replica (or from before a restart) resumes here without a gap.
                     let mut snapshots = Vec::new();
                     for environment in tx.environments().await? {
+                        snapshots
+                            .extend(snapshots::published_after(tx, &environment.name, 0).await?);
                         snapshots.push(snapshots::current(tx, &environment.name).await?);
                     }
                     Ok((

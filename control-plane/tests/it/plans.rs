@@ -17,11 +17,11 @@ use tokio::sync::mpsc;
 
 use crate::support::{ADMIN, READ, RELEASE, Server, reopen, start_with};
 
-fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     "2026-11-22T10:00:00Z".parse().unwrap()
 }
 
-fn minutes(n: i64) -> chrono::Duration {
+pub(crate) fn minutes(n: i64) -> chrono::Duration {
     chrono::Duration::minutes(n)
 }
 
@@ -66,7 +66,7 @@ async fn add_webhook(server: &Server, name: &str, url: &str) {
 }
 
 /// Reports `requests` and `errors` for `on` and a healthy `off` in the current minute.
-async fn report(server: &Server, requests: u64, errors: u64) {
+pub(crate) async fn report(server: &Server, requests: u64, errors: u64) {
     let body = json!({"counters": [
         {"flag": "checkout-v2", "variant": "on", "counts": {"requests": requests, "errors": errors}},
         {"flag": "checkout-v2", "variant": "off", "counts": {"requests": requests, "errors": errors / 2}},
@@ -76,7 +76,7 @@ async fn report(server: &Server, requests: u64, errors: u64) {
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
 }
 
-async fn start_canary(server: &Server) -> Value {
+pub(crate) async fn start_canary(server: &Server) -> Value {
     let body = json!({
         "flag": "checkout-v2", "environment": "production", "template": "canary",
         "rationale": "checkout v2 passed QA"
@@ -87,18 +87,18 @@ async fn start_canary(server: &Server) -> Value {
     answer
 }
 
-async fn plan(server: &Server, id: i64) -> Value {
+pub(crate) async fn plan(server: &Server, id: i64) -> Value {
     let (status, plan) =
         server.call(Method::GET, &format!("/api/v1/plans/{id}"), Some(RELEASE), None).await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     plan
 }
 
-fn stage_name(plan: &Value) -> &str {
+pub(crate) fn stage_name(plan: &Value) -> &str {
     plan["stages"][plan["stage"].as_u64().unwrap() as usize]["name"].as_str().unwrap()
 }
 
-async fn decisions(server: &Server) -> Vec<Value> {
+pub(crate) async fn decisions(server: &Server) -> Vec<Value> {
     let path = "/api/v1/decisions?flag=checkout-v2&env=production";
     let (status, decisions) = server.call(Method::GET, path, Some(RELEASE), None).await;
     assert_eq!(status, StatusCode::OK);

@@ -8,8 +8,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::edges::{fake_edge, kill, register, until_accepted};
+use crate::plans::{decisions, minutes, plan, report, stage_name, start_canary, t0};
 use crate::sse::Events;
-use crate::support::{ADMIN, READ, RELEASE, SNAPSHOT, Server, postgres_admin, start_replicas};
+use crate::support::{
+    ADMIN, READ, RELEASE, SNAPSHOT, Server, postgres_admin, start_replicas, start_replicas_with,
+};
 
 const REPLICAS: usize = 3;
 /// Writers per replica, each making `WRITES` changes.
@@ -193,4 +196,55 @@ async fn while_the_database_is_away_replicas_serve_reads_refuse_writes_then_catc
     assert_eq!(version, before + 1, "the refused kill changed nothing");
     let next = tokio::time::timeout(Duration::from_secs(10), events.next_version()).await;
     assert_eq!(next.ok(), Some(version), "the other replica's subscribers get it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_goes_mid_plan_another_replica_takes_each_step_once() {
+    let clock = Arc::new(control_plane::clock::ManualClock::new(t0()));
+    let mut replicas = start_replicas_with(REPLICAS, clock.clone()).await;
+    // Every replica runs its scheduler, as `rollgate serve` does; only the leader's ticks act.
+    let every = Duration::from_millis(20);
+    let mut schedulers: Vec<_> = replicas
+        .iter()
+        .map(|replica| {
+            control_plane::service::plans::spawn_scheduler(replica.service().clone(), every)
+        })
+        .collect();
+    let id = start_canary(&replicas[1]).await["plan"]["id"].as_i64().unwrap();
+    let stage_at = async |replica: &Server, at: i64, expected: &str| {
+        clock.set(t0() + minutes(at));
+        report(replica, 2000, 10).await;
+        until(&format!("the plan reaches {expected} at +{at} min"), async || {
+            stage_name(&plan(replica, id).await) == expected
+        })
+        .await;
+    };
+    stage_at(&replicas[0], 60, "assessed").await;
+
+    let leads = |replicas: &[Server]| replicas.iter().position(|r| r.service().leads());
+    let leader = leads(&replicas).expect("a replica leads");
+    schedulers.remove(leader).abort();
+    drop(replicas.remove(leader));
+    stage_at(&replicas[0], 24 * 60, "expanded").await;
+    stage_at(&replicas[1], 3 * 24 * 60, "ga").await;
+    until("the plan completes", async || plan(&replicas[0], id).await["status"] == "completed")
+        .await;
+
+    let log = decisions(&replicas[0]).await;
+    let steps: Vec<(&str, &str)> = log
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap(), d["to_stage"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("start", "canary"),
+            ("advance", "assessed"),
+            ("advance", "expanded"),
+            ("advance", "ga"),
+            ("complete", "-")
+        ],
+        "each step once"
+    );
+    schedulers.iter().for_each(tokio::task::JoinHandle::abort);
 }

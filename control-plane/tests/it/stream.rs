@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control_plane::clock::SystemClock;
+use control_plane::store::KEPT_SNAPSHOTS;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -77,15 +78,26 @@ async fn an_up_to_date_subscriber_gets_keep_alives_until_the_next_version() {
 }
 
 #[tokio::test]
-async fn a_subscriber_far_behind_or_from_the_future_gets_the_current_snapshot() {
+async fn a_subscriber_resumes_across_a_restart_unless_far_behind_or_from_the_future() {
     let server = start().await;
-    let mut last = 0;
-    for step in 1..=5 {
+    let first = bump(&server, 1_000).await;
+    let mut last = first;
+    for step in 2..=5 {
         last = bump(&server, step * 1_000).await;
     }
-    // A new process keeps only the current version: what came before is not resumable there.
+    // A new process publishes the versions the store keeps: resuming there leaves no gap.
     let server = reopen(Arc::clone(&server.dir), Arc::new(SystemClock)).await;
-    for claimed in [1, last + 100] {
+    let mut events = Events::open(&server, READ, Some(first)).await;
+    for version in first + 1..=last {
+        assert_eq!(events.next_version().await, version, "resumed after a restart");
+    }
+    // The store keeps the latest `KEPT_SNAPSHOTS`: from before them, or from a version not
+    // made yet, a subscriber starts again from the current one.
+    for step in 0..KEPT_SNAPSHOTS as u32 {
+        last = bump(&server, 10_000 + step).await;
+    }
+    let server = reopen(Arc::clone(&server.dir), Arc::new(SystemClock)).await;
+    for claimed in [first, last + 100] {
         let mut events = Events::open(&server, READ, Some(claimed)).await;
         assert_eq!(events.next_version().await, last, "claimed {claimed}");
         last = bump(&server, 50_000 + claimed as u32).await;

@@ -57,12 +57,17 @@ pub(crate) async fn start_configured(clock: Arc<dyn Clock>, settings: Settings) 
 /// `count` servers on one new PostgreSQL database, as replicas behind a load balancer would
 /// be; the first seeded as `start` seeds.
 pub(crate) async fn start_replicas(count: usize) -> Vec<Server> {
+    start_replicas_with(count, Arc::new(SystemClock)).await
+}
+
+/// `start_replicas` on `clock`.
+pub(crate) async fn start_replicas_with(count: usize, clock: Arc<dyn Clock>) -> Vec<Server> {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     std::fs::write(dir.path().join(POSTGRES_URL), postgres_database().await).unwrap();
-    let first = reopen(Arc::clone(&dir), Arc::new(SystemClock)).await;
+    let first = reopen(Arc::clone(&dir), Arc::clone(&clock)).await;
     let mut replicas = vec![seed(first).await];
     for _ in 1..count {
-        replicas.push(reopen(Arc::clone(&dir), Arc::new(SystemClock)).await);
+        replicas.push(reopen(Arc::clone(&dir), Arc::clone(&clock)).await);
     }
     replicas
 }
