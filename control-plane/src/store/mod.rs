@@ -379,3 +379,18 @@ pub trait Tx: Send {
         batches_before: i64,
     ) -> Result<(), StoreError>;
 }
+
+/// A counter as the databases' signed 64-bit integer; counters never come near `i64::MAX`.
+fn signed(counter: u64) -> i64 {
+    i64::try_from(counter).unwrap_or(i64::MAX)
+}
+
+/// Definitions, states, plans: stored as the JSON the service reads back.
+fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Failed(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Failed(format!("stored JSON is unreadable: {e}")))
+}

@@ -12,14 +12,15 @@
 use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use flag_core::wire;
 use futures_util::{FutureExt, StreamExt};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -34,7 +35,8 @@ use crate::model::time::Timestamp;
 use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
 use crate::store::{
-    Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob,
+    Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob, from_json,
+    signed, to_json,
 };
 
 /// Versioned migrations, applied in order; `schema_migrations` records those applied.
@@ -49,13 +51,13 @@ const MIGRATION_LOCK: i64 = WRITE_LOCK + 1;
 const LEADER_LOCK: i64 = WRITE_LOCK + 2;
 
 /// How often a process that does not lead tries the leader lock.
-const LEADER_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+const LEADER_RETRY: Duration = Duration::from_millis(250);
 
 /// How long the commit listener waits before connecting again.
-const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
 /// How long a request waits for a connection to the database.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections per process: the writer's, and reads'.
 const POOL_SIZE: usize = 16;
@@ -64,7 +66,7 @@ pub struct PostgresStore {
     /// To the writer task; dropping the store ends it.
     writes: mpsc::UnboundedSender<WriteRequest>,
     pool: Pool,
-    /// Woken by every commit that publishes a version or changes tokens, from any process.
+    /// Woken by every commit other processes may need to follow (`Store::commits`).
     commits: Arc<Notify>,
     /// Whether the listener is listening.
     listening: Arc<AtomicBool>,
@@ -163,7 +165,7 @@ impl Store for PostgresStore {
 /// for the next one to take within `LEADER_RETRY`.
 async fn lead(mut config: tokio_postgres::Config, leading: watch::Sender<bool>) {
     // Notice a dead server within about a minute rather than the system's two hours.
-    config.keepalives_idle(std::time::Duration::from_secs(30));
+    config.keepalives_idle(Duration::from_secs(30));
     loop {
         match config.connect(NoTls).await {
             Ok((client, connection)) => {
@@ -1135,23 +1137,9 @@ fn scope(stored: &str) -> Result<Scope, StoreError> {
     Scope::parse(stored).ok_or_else(|| StoreError::Failed(format!("stored scope `{stored}`")))
 }
 
-/// A counter as PostgreSQL's `bigint`; counters never come near `i64::MAX`.
-fn signed(counter: u64) -> i64 {
-    i64::try_from(counter).unwrap_or(i64::MAX)
-}
-
 /// Versions, revisions and counts: `bigint`s the schema keeps from going negative.
 fn unsigned(stored: i64) -> u64 {
     stored.unsigned_abs()
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Failed(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Failed(format!("stored JSON is unreadable: {e}")))
 }
 
 /// Times are `timestamptz`, which keeps microseconds: a `Timestamp`'s milliseconds come back

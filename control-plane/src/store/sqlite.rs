@@ -29,7 +29,8 @@ use crate::model::time::Timestamp;
 use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
 use crate::store::{
-    Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob,
+    Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob, from_json,
+    signed, to_json,
 };
 
 fn migrations() -> Migrations<'static> {
@@ -944,23 +945,9 @@ impl FromSql for Timestamp {
     }
 }
 
-/// A counter as SQLite's signed integer; counters never come near `i64::MAX`.
-fn signed(counter: u64) -> i64 {
-    i64::try_from(counter).unwrap_or(i64::MAX)
-}
-
 /// Versions and counts: SQLite integers that are never negative (the schema checks versions).
 fn unsigned_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
     row.get::<_, i64>(index).map(|version| version.unsigned_abs())
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Failed(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Failed(format!("stored JSON is unreadable: {e}")))
 }
 
 impl From<rusqlite::Error> for StoreError {
