@@ -50,6 +50,7 @@ struct Inner {
     latency: Family<RouteLabels, Latency>,
     subscribers: Gauge,
     versions: Family<EnvironmentLabels, Gauge>,
+    leading: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,8 +72,21 @@ impl Default for Metrics {
             "Each environment's current version",
             versions.clone(),
         );
-        let inner =
-            Inner { routes: OnceLock::new(), registry, requests, latency, subscribers, versions };
+        let leading = Gauge::default();
+        registry.register(
+            "leading",
+            "1 where this replica runs the scheduler, edge pushes and webhooks; else 0",
+            leading.clone(),
+        );
+        let inner = Inner {
+            routes: OnceLock::new(),
+            registry,
+            requests,
+            latency,
+            subscribers,
+            versions,
+            leading,
+        };
         Self { inner: Arc::new(inner) }
     }
 }
@@ -179,9 +193,11 @@ fn static_method(method: &Method) -> &'static str {
 }
 
 impl Metrics {
-    /// Every metric in OpenMetrics text, with each environment's current version.
-    pub fn encode(&self, publisher: &Publisher) -> String {
+    /// Every metric in OpenMetrics text, with each environment's current version and whether
+    /// this process `leads`.
+    pub fn encode(&self, publisher: &Publisher, leads: bool) -> String {
         let metrics = &self.inner;
+        metrics.leading.set(i64::from(leads));
         for environment in publisher.environments() {
             if let Some(current) = publisher.current(&environment) {
                 let version = i64::try_from(current.version()).unwrap_or(i64::MAX);

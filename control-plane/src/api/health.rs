@@ -31,7 +31,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'stat
 /// `GET /metrics`.
 #[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.encode(&state.service.publisher);
+    let text = state.metrics.encode(&state.service.publisher, state.service.leads());
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response()
 }

@@ -206,3 +206,108 @@ async fn replicas_killed_in_a_loop_lose_no_acknowledged_write_and_streams_resume
         seen.len()
     );
 }
+
+/// Which replicas say they lead, from their `/metrics`.
+async fn leaders(client: &reqwest::Client, replicas: &[Option<Rollgate>]) -> Vec<usize> {
+    let mut leading = Vec::new();
+    for (i, replica) in replicas.iter().enumerate() {
+        let Some(replica) = replica else { continue };
+        let metrics = client.get(format!("{}/metrics", replica.base)).send().await;
+        if let Ok(metrics) = metrics
+            && metrics.text().await.unwrap_or_default().contains("\nrollgate_leading 1\n")
+        {
+            leading.push(i);
+        }
+    }
+    leading
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedulers_leader_killed_mid_plan_hands_over_and_each_step_is_taken_once() {
+    let database = postgres_database().await;
+    let db = Path::new(&database);
+    let client = reqwest::Client::new();
+    let mut replicas = Vec::new();
+    for _ in 0..REPLICAS {
+        replicas.push(Some(Rollgate::start(db, free_address(), &client).await));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        if let [leader] = leaders(&client, &replicas).await[..] {
+            break leader;
+        }
+        assert!(std::time::Instant::now() < deadline, "one replica leads within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let other = replicas[(leader + 1) % REPLICAS].as_ref().unwrap().base.clone();
+    let plan = json!({
+        "flag": "checkout-v2", "environment": "production", "rationale": "leader test",
+        "stages": [
+            {"name": "one", "percent": 10000, "hold_seconds": 2},
+            {"name": "two", "percent": 50000, "hold_seconds": 1},
+            {"name": "all", "percent": 100000}
+        ]
+    });
+    let started = client
+        .post(format!("{other}/api/v1/plans"))
+        .bearer_auth(BINARY_ADMIN)
+        .json(&plan)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::CREATED);
+    let id = started.json::<Value>().await.unwrap()["plan"]["id"].as_i64().unwrap();
+
+    // Mid-plan, before its first step is due: the leader dies.
+    let killed = std::time::Instant::now();
+    drop(replicas[leader].take());
+    let deadline = killed + Duration::from_secs(10);
+    let successor = loop {
+        if let [successor] = leaders(&client, &replicas).await[..] {
+            break successor;
+        }
+        assert!(std::time::Instant::now() < deadline, "another replica leads within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let takeover = killed.elapsed();
+
+    let plan_url = format!("{other}/api/v1/plans/{id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let plan: Value = client
+            .get(&plan_url)
+            .bearer_auth(BINARY_ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if plan["status"] == "completed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the plan completes within 20 s: {plan}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let decisions: Value = client
+        .get(format!("{other}/api/v1/decisions?plan={id}"))
+        .bearer_auth(BINARY_ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let steps: Vec<(&str, &str)> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap(), d["to_stage"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        steps,
+        [("start", "one"), ("advance", "two"), ("advance", "all"), ("complete", "-")],
+        "each step once, after the leader changed"
+    );
+    eprintln!("leader {leader} killed; replica {successor} led after {takeover:?}");
+}
