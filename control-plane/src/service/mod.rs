@@ -112,8 +112,7 @@ impl Effects {
     /// After a token change: bumps the readers revision, and takes every token as of it.
     async fn readers(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
         let revision = tx.bump_readers_revision().await?;
-        let tokens = tx.tokens().await?.into_iter().map(|stored| stored.token).collect();
-        self.tokens = Some((revision, tokens));
+        self.tokens = Some((revision, every_token(tx).await?));
         Ok(())
     }
 
@@ -129,8 +128,7 @@ impl Effects {
         }
         let revision = tx.readers_revision().await?;
         if revision > service.tokens.revision() {
-            let tokens = tx.tokens().await?.into_iter().map(|stored| stored.token).collect();
-            self.tokens = Some((revision, tokens));
+            self.tokens = Some((revision, every_token(tx).await?));
         }
         Ok(())
     }
@@ -167,20 +165,24 @@ impl Service {
             quotas: metrics::Quotas::default(),
         }));
         environments::create_defaults(&service).await?;
-        let (snapshots, stored_tokens, readers_revision, edges) = service
+        let (snapshots, tokens, readers_revision, edges) = service
             .read(|tx| {
                 Box::pin(async move {
                     // The kept versions too, so that a subscriber coming from another
                     // replica (or from before a restart) resumes here without a gap.
                     let mut snapshots = Vec::new();
                     for environment in tx.environments().await? {
-                        snapshots
-                            .extend(snapshots::published_after(tx, &environment.name, 0).await?);
-                        snapshots.push(snapshots::current(tx, &environment.name).await?);
+                        let kept = snapshots::published_after(tx, &environment.name, 0).await?;
+                        let newest = kept.last().map(|published| published.version);
+                        snapshots.extend(kept);
+                        // A store from before snapshots were kept has none of them.
+                        if newest != Some(environment.version) {
+                            snapshots.push(snapshots::current(tx, &environment.name).await?);
+                        }
                     }
                     Ok((
                         snapshots,
-                        tx.tokens().await?,
+                        every_token(tx).await?,
                         tx.readers_revision().await?,
                         tx.edges().await?,
                     ))
@@ -188,7 +190,6 @@ impl Service {
             })
             .await?;
         service.publisher.publish_all(snapshots);
-        let tokens = stored_tokens.into_iter().map(|stored| stored.token).collect();
         service.tokens.replace_all(readers_revision, tokens);
         for edge in edges {
             service.edges.start(edge);
@@ -262,7 +263,10 @@ impl Service {
                 let now = service.clock.timestamp();
                 let mut effects = Effects::default();
                 // Writes are serialized across processes: what others committed is all in.
-                effects.missed(tx, &service).await?;
+                // A store no other process writes has nothing to miss.
+                if service.store.commits().is_some() {
+                    effects.missed(tx, &service).await?;
+                }
                 let value = work(tx, now, &mut effects).await?;
                 let after = Box::new(move || service.apply(effects));
                 Ok(Committed { value, after })
@@ -314,6 +318,11 @@ impl Service {
             self.quotas.charge(&token, minute, rows);
         }
     }
+}
+
+/// Every token, as stored.
+async fn every_token(tx: &mut dyn Tx) -> Result<Vec<Token>, Error> {
+    Ok(tx.tokens().await?.into_iter().map(|stored| stored.token).collect())
 }
 
 /// Catches up each time another process commits, for as long as the service lives.

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::support::{BINARY_ADMIN, Rollgate, free_address, postgres_database};
+use crate::support::{BINARY_ADMIN, Rollgate, admin_get, free_address, postgres_database, until};
 
 const REPLICAS: usize = 3;
 const KILLS: usize = 100;
@@ -175,15 +175,8 @@ async fn replicas_killed_in_a_loop_lose_no_acknowledged_write_and_streams_resume
         .unwrap();
     let last: u64 = snapshot.headers()["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
     assert!(versions.last().is_some_and(|version| *version <= last));
-    let audit: Value = client
-        .get(format!("{}/api/v1/audit?flag=checkout-v2&env=production&limit=10000", nginx.base))
-        .bearer_auth(BINARY_ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let path = "/api/v1/audit?flag=checkout-v2&env=production&limit=10000";
+    let audit = admin_get(&client, &nginx.base, path).await;
     let reasons: BTreeSet<&str> =
         audit.as_array().unwrap().iter().filter_map(|record| record["reason"].as_str()).collect();
     for (n, version) in &acknowledged {
@@ -231,14 +224,8 @@ async fn the_schedulers_leader_killed_mid_plan_hands_over_and_each_step_is_taken
     for _ in 0..REPLICAS {
         replicas.push(Some(Rollgate::start(db, free_address(), &client).await));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let leader = loop {
-        if let [leader] = leaders(&client, &replicas).await[..] {
-            break leader;
-        }
-        assert!(std::time::Instant::now() < deadline, "one replica leads within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    until("one replica leads", async || leaders(&client, &replicas).await.len() == 1).await;
+    let leader = leaders(&client, &replicas).await[0];
     let other = replicas[(leader + 1) % REPLICAS].as_ref().unwrap().base.clone();
     let plan = json!({
         "flag": "checkout-v2", "environment": "production", "rationale": "leader test",
@@ -261,43 +248,20 @@ async fn the_schedulers_leader_killed_mid_plan_hands_over_and_each_step_is_taken
     // Mid-plan, before its first step is due: the leader dies.
     let killed = std::time::Instant::now();
     drop(replicas[leader].take());
-    let deadline = killed + Duration::from_secs(10);
-    let successor = loop {
-        if let [successor] = leaders(&client, &replicas).await[..] {
-            break successor;
-        }
-        assert!(std::time::Instant::now() < deadline, "another replica leads within 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    until("another replica leads", async || leaders(&client, &replicas).await.len() == 1).await;
     let takeover = killed.elapsed();
+    let successor = leaders(&client, &replicas).await[0];
 
-    let plan_url = format!("{other}/api/v1/plans/{id}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let plan: Value = client
-            .get(&plan_url)
-            .bearer_auth(BINARY_ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let plan = admin_get(&client, &other, &format!("/api/v1/plans/{id}")).await;
         if plan["status"] == "completed" {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the plan completes within 20 s: {plan}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let decisions: Value = client
-        .get(format!("{other}/api/v1/decisions?plan={id}"))
-        .bearer_auth(BINARY_ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decisions = admin_get(&client, &other, &format!("/api/v1/decisions?plan={id}")).await;
     let steps: Vec<(&str, &str)> = decisions
         .as_array()
         .unwrap()

@@ -12,21 +12,13 @@ use crate::plans::{decisions, minutes, plan, report, stage_name, start_canary, t
 use crate::sse::Events;
 use crate::support::{
     ADMIN, READ, RELEASE, SNAPSHOT, Server, postgres_admin, start_replicas, start_replicas_with,
+    until,
 };
 
 const REPLICAS: usize = 3;
 /// Writers per replica, each making `WRITES` changes.
 const WRITERS: usize = 3;
 const WRITES: u64 = 20;
-
-/// Waits until `check` holds, looking every 10 ms; fails the test after 10 s.
-async fn until<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn status(replica: &Server, path: &str, token: &str) -> StatusCode {
     replica.get(path, Some(token)).send().await.unwrap().status()

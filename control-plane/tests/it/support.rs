@@ -293,13 +293,30 @@ impl Rollgate {
 
     /// A GET as the admin, as JSON.
     pub(crate) async fn get(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
-        let url = format!("{}{path}", self.base);
-        let response = client.get(url).bearer_auth(BINARY_ADMIN).send().await;
-        response.unwrap().json().await.unwrap()
+        admin_get(client, &self.base, path).await
     }
 
     pub(crate) fn kill(self) {
         drop(self);
+    }
+}
+
+/// A GET of `base` + `path` as `BINARY_ADMIN`, as JSON.
+pub(crate) async fn admin_get(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> serde_json::Value {
+    let response = client.get(format!("{base}{path}")).bearer_auth(BINARY_ADMIN).send().await;
+    response.unwrap().json().await.unwrap()
+}
+
+/// Waits until `check` holds, looking every 10 ms; fails the test after 10 s.
+pub(crate) async fn until<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "{what} within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
