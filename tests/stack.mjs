@@ -38,35 +38,52 @@ export async function until(check, ms = 10000, what = "condition") {
 }
 
 /**
- * Starts the control plane and one production edge. Options: `db` (default: a new temporary
- * file), `controlPort`, `edgePort`, `persist` (the edge's Durable Object folder), and `secrets`
- * ({adminToken, pushSecret, appToken, pullToken}) from an earlier start on the same `db`.
- * Returns { controlPlane, edge, secrets, api, stop }.
+ * Starts one `rollgate serve` on `db` (a SQLite file or a postgres:// URL) and waits until it
+ * is ready. Options: `port` (default: a free one), `demo` (create the demo flag), `adminToken`
+ * and `pushSecret` (replicas of one control plane share both).
+ * Returns { url, kill(signal), exited }: `exited` resolves when the process has ended.
  */
-export async function startStack({ db, controlPort, edgePort = 0, persist, secrets = {}, edgeBindings = {} } = {}) {
-  const dir = mkdtempSync(join(tmpdir(), "rollgate-stack-"));
-  const adminToken = secrets.adminToken ?? `rg_admin_${randomBytes(16).toString("hex")}`;
-  const pushSecret = secrets.pushSecret ?? randomBytes(24).toString("hex");
-  const port = controlPort ?? (await freePort());
+export async function startControlPlane({ db, port, demo = false, adminToken, pushSecret }) {
+  port = port ?? (await freePort());
   const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
   const child = spawn(
     join(target, "release", "rollgate"),
     // The edge and the tests' webhook receivers listen on loopback, a private target.
-    ["serve", "--demo", "--db", db ?? join(dir, "rollgate.db"), "--listen", `127.0.0.1:${port}`,
+    ["serve", ...(demo ? ["--demo"] : []), "--db", db, "--listen", `127.0.0.1:${port}`,
       "--allow-targets", "127.0.0.0/8,::1/128"],
     {
       env: { ...process.env, ROLLGATE_ADMIN_TOKEN: adminToken, ROLLGATE_PUSH_SECRET: pushSecret, RUST_LOG: process.env.RUST_LOG ?? "warn" },
       stdio: ["ignore", "inherit", "inherit"],
     },
   );
-  const controlPlane = `http://127.0.0.1:${port}`;
+  const url = `http://127.0.0.1:${port}`;
   const exited = new Promise((resolve) => child.once("exit", resolve));
   // However this process ends (Miniflare, for one, exits on SIGTERM by itself), the control
   // plane does not outlive it.
   const killOnExit = () => child.kill("SIGTERM");
   process.once("exit", killOnExit);
   child.once("exit", () => process.off("exit", killOnExit));
-  await until(async () => (await fetch(`${controlPlane}/readyz`)).ok, 15000, "the control plane");
+  await until(async () => (await fetch(`${url}/readyz`)).ok, 15000, "the control plane");
+  const kill = async (signal = "SIGTERM") => {
+    child.kill(signal);
+    await exited;
+  };
+  return { url, kill, exited };
+}
+
+/**
+ * Starts the control plane and one production edge. Options: `db` (default: a new temporary
+ * SQLite file; a postgres:// URL works too), `controlPort`, `edgePort`, `persist` (the edge's
+ * Durable Object folder), and `secrets` ({adminToken, pushSecret, appToken, pullToken}) from an
+ * earlier start on the same `db`.
+ * Returns { controlPlane, edge, secrets, api, stop, ... }.
+ */
+export async function startStack({ db, controlPort, edgePort = 0, persist, secrets = {}, edgeBindings = {} } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "rollgate-stack-"));
+  const adminToken = secrets.adminToken ?? `rg_admin_${randomBytes(16).toString("hex")}`;
+  const pushSecret = secrets.pushSecret ?? randomBytes(24).toString("hex");
+  const server = await startControlPlane({ db: db ?? join(dir, "rollgate.db"), port: controlPort, demo: true, adminToken, pushSecret });
+  const controlPlane = server.url;
 
   const api = async (method, path, body, token = adminToken) => {
     const response = await fetch(`${controlPlane}${path}`, {
@@ -108,15 +125,11 @@ export async function startStack({ db, controlPort, edgePort = 0, persist, secre
     try {
       await currentEdge.dispose();
     } finally {
-      child.kill("SIGTERM");
-      await exited;
+      await server.kill("SIGTERM");
     }
   };
   // For failure tests: the control plane dies at once, as in a crash.
-  const killControlPlane = async () => {
-    child.kill("SIGKILL");
-    await exited;
-  };
+  const killControlPlane = () => server.kill("SIGKILL");
   // For durability tests: a new edge process on the same Durable Object state and port.
   const restartEdge = async () => {
     await currentEdge.dispose();

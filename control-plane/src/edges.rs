@@ -217,14 +217,16 @@ async fn push(edges: &Edges, edge: &EdgeRecord, envelope: &Envelope) -> PushOutc
     if status.is_success() {
         return PushOutcome::Acknowledged { version, readers_revision };
     }
+    let answer = outbound::read_limited(response, ANSWER_LIMIT).await;
+    let refusal = serde_json::from_slice::<RefusalAnswer>(&answer);
+    // The edge already has this or something newer (as after a leader change): nothing to retry.
+    if matches!(&refusal, Ok(refusal) if refusal.refusal == RefusalKind::Stale) {
+        tracing::debug!(edge = %edge.name, "the edge has this version already");
+        return PushOutcome::Acknowledged { version, readers_revision };
+    }
     // Its status is logged; what it says is kept (an excerpt), never logged.
     tracing::warn!(edge = %edge.name, %status, "the edge refused a push");
-    let answer = outbound::read_limited(response, ANSWER_LIMIT).await;
-    match serde_json::from_slice::<RefusalAnswer>(&answer) {
-        // The edge already has this or something newer: nothing to retry.
-        Ok(refusal) if refusal.refusal == RefusalKind::Stale => {
-            PushOutcome::Acknowledged { version, readers_revision }
-        }
+    match refusal {
         Ok(refusal) => PushOutcome::Failed(format!(
             "the edge answered {status}: {:?}, {}",
             refusal.refusal,

@@ -2,7 +2,6 @@
 //! guardrails read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
 
 use crate::model::Refusal;
 use crate::model::flag::FlagDefinition;
@@ -13,45 +12,6 @@ use crate::model::plan::MAX_SECONDS;
 use crate::model::time::Timestamp;
 use crate::service::{Error, Service};
 use crate::store::Tx;
-
-/// The metric rows each token added in the current minute, against `MAX_ROWS_PER_MINUTE`. Kept
-/// in this process's memory and charged after each commit, in commit order.
-#[derive(Default)]
-pub(crate) struct Quotas {
-    /// Token name → (minute, rows added in it).
-    used: Mutex<HashMap<String, (i64, u64)>>,
-}
-
-impl Quotas {
-    /// Refuses `rows` more from `token` in the minute of `now` if they would pass the quota.
-    fn check(&self, token: &str, rows: u64, now: Timestamp) -> Result<(), Refusal> {
-        let used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let added = match used.get(token) {
-            Some((minute, added)) if *minute == now.minute() => *added,
-            _ => 0,
-        };
-        if added + rows > MAX_ROWS_PER_MINUTE {
-            return Err(Refusal::OverQuota {
-                detail: format!(
-                    "token `{token}` may add {MAX_ROWS_PER_MINUTE} metric rows a minute; it added \
-                     {added} this minute, and the batch would add {rows}"
-                ),
-                retry_after: seconds_to_next_minute(now),
-            });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn charge(&self, token: &str, minute: i64, rows: u64) {
-        let mut used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        used.retain(|_, (at, _)| *at >= minute);
-        let (at, added) = used.entry(token.to_owned()).or_insert((minute, 0));
-        if *at < minute {
-            (*at, *added) = (minute, 0);
-        }
-        *added += rows;
-    }
-}
 
 fn seconds_to_next_minute(now: Timestamp) -> u64 {
     let into_minute = now.millis().rem_euclid(60_000) as u64;
@@ -73,7 +33,6 @@ pub async fn record(
 ) -> Result<bool, Error> {
     batch.check()?;
     let (environment, token) = (environment.to_owned(), token.to_owned());
-    let quotas = service.clone();
     service
         .change(move |tx, now, effects| {
             Box::pin(async move {
@@ -113,9 +72,21 @@ pub async fn record(
                 for flag in &flags_with_new_rows {
                     check_metric_names(tx, &environment, flag, minute).await?;
                 }
-                quotas.quotas.check(&token, new_rows, now)?;
+                // Charged in the database, so the quota holds across replicas; a refusal rolls
+                // the charge back with the rest.
+                let added = tx.charge_metric_rows(&token, minute, new_rows).await?;
+                if added > MAX_ROWS_PER_MINUTE {
+                    return Err(Refusal::OverQuota {
+                        detail: format!(
+                            "token `{token}` may add {MAX_ROWS_PER_MINUTE} metric rows a minute; \
+                             it added {} this minute, and the batch would add {new_rows}",
+                            added - new_rows
+                        ),
+                        retry_after: seconds_to_next_minute(now),
+                    }
+                    .into());
+                }
                 effects.measured = true;
-                effects.metric_rows = Some((token, minute, new_rows));
                 Ok(true)
             })
         })

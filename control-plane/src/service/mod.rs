@@ -76,8 +76,6 @@ pub struct Inner {
     scheduler: Notify,
     /// Makes the webhook sender look for new notifications now.
     deliveries: Arc<Notify>,
-    /// What each token reported this minute.
-    quotas: metrics::Quotas,
 }
 
 impl Deref for Service {
@@ -100,8 +98,6 @@ pub(crate) struct Effects {
     notified: bool,
     /// Metrics arrived: guardrails may have something to say.
     measured: bool,
-    /// New metric rows, charged to a token's quota: (token, minute, rows).
-    metric_rows: Option<(String, i64, u64)>,
 }
 
 impl Effects {
@@ -162,7 +158,6 @@ impl Service {
             targets,
             scheduler: Notify::new(),
             deliveries: Arc::new(Notify::new()),
-            quotas: metrics::Quotas::default(),
         }));
         environments::create_defaults(&service).await?;
         let (snapshots, tokens, readers_revision, edges) = service
@@ -286,15 +281,7 @@ impl Service {
 
     /// Brings the in-memory copies up to a commit. Runs right after it, in commit order.
     fn apply(&self, effects: Effects) {
-        let Effects {
-            published,
-            tokens,
-            edges_added,
-            edges_removed,
-            notified,
-            measured,
-            metric_rows,
-        } = effects;
+        let Effects { published, tokens, edges_added, edges_removed, notified, measured } = effects;
         self.publisher.publish_all(published);
         if let Some((revision, tokens)) = tokens {
             // Also ends every stream opened with a token now gone.
@@ -313,9 +300,6 @@ impl Service {
         }
         if measured {
             self.scheduler.notify_one();
-        }
-        if let Some((token, minute, rows)) = metric_rows {
-            self.quotas.charge(&token, minute, rows);
         }
     }
 }

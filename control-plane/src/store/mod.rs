@@ -356,6 +356,14 @@ pub trait Tx: Send {
         flag: &str,
         row: &CountRow,
     ) -> Result<bool, StoreError>;
+    /// Adds `rows` to the metric rows `token` added in `minute`, forgets earlier minutes', and
+    /// returns the minute's total.
+    async fn charge_metric_rows(
+        &mut self,
+        token: &str,
+        minute: i64,
+        rows: u64,
+    ) -> Result<u64, StoreError>;
     /// The metric names a flag has counts of in minutes after `after_minute`.
     async fn metric_names(
         &mut self,

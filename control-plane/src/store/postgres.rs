@@ -43,6 +43,7 @@ use crate::store::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../../migrations/postgres/0002_snapshots.sql")),
+    (3, include_str!("../../migrations/postgres/0003_metric_quota.sql")),
 ];
 
 /// Advisory lock keys ("rollgate" in ASCII, then one more per purpose).
@@ -93,6 +94,13 @@ impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Failed(format!("the database URL: {e}")))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StoreError::Failed(
+                "sslmode=require: TLS to PostgreSQL is not supported yet; reach the database \
+                 over a private network or a local TLS proxy (docs/deploy.md)"
+                    .into(),
+            ));
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -1058,6 +1066,25 @@ impl Tx for Pg<'_, '_> {
             )
             .await?;
         Ok(inserted.get(0))
+    }
+
+    async fn charge_metric_rows(
+        &mut self,
+        token: &str,
+        minute: i64,
+        rows: u64,
+    ) -> Result<u64, StoreError> {
+        self.execute("DELETE FROM metric_quota WHERE minute < $1", &[&minute]).await?;
+        let total = self
+            .one(
+                "INSERT INTO metric_quota (token, minute, added) VALUES ($1, $2, $3)
+                 ON CONFLICT (token, minute)
+                 DO UPDATE SET added = metric_quota.added + excluded.added
+                 RETURNING added",
+                &[&token, &minute, &signed(rows)],
+            )
+            .await?;
+        Ok(total.get::<_, i64>(0).unsigned_abs())
     }
 
     async fn metric_names(

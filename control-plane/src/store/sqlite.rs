@@ -45,6 +45,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0008_counters.sql")),
         M::up(include_str!("../../migrations/sqlite/0009_metric_batches_per_environment.sql")),
         M::up(include_str!("../../migrations/sqlite/0010_snapshots.sql")),
+        M::up(include_str!("../../migrations/sqlite/0011_metric_quota.sql")),
     ])
 }
 
@@ -865,6 +866,24 @@ impl Tx for Db {
             )?
             .execute(key)?;
         Ok(true)
+    }
+
+    async fn charge_metric_rows(
+        &mut self,
+        token: &str,
+        minute: i64,
+        rows: u64,
+    ) -> Result<u64, StoreError> {
+        self.0.prepare_cached("DELETE FROM metric_quota WHERE minute < ?1")?.execute([minute])?;
+        let total: i64 = self
+            .0
+            .prepare_cached(
+                "INSERT INTO metric_quota (token, minute, added) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (token, minute) DO UPDATE SET added = added + excluded.added
+                 RETURNING added",
+            )?
+            .query_row(params![token, minute, signed(rows)], |row| row.get(0))?;
+        Ok(total.unsigned_abs())
     }
 
     async fn metric_names(

@@ -43,7 +43,8 @@ macro_rules! backend {
                 webhooks_queue_deliveries_until_delivered_or_given_up,
                 a_flag_has_one_active_plan_per_environment,
                 decisions_are_appended_and_filtered,
-                metric_counts_add_up_and_are_pruned
+                metric_counts_add_up_and_are_pruned,
+                metric_quota_charges_add_up_per_token_and_minute
             );
         }
     };
@@ -627,4 +628,40 @@ pub(crate) async fn metric_counts_add_up_and_are_pruned(store: &dyn Store) {
         left.into_iter().map(|row| ((row.variant, row.minute), row.value)).collect();
     assert_eq!(minutes, BTreeMap::from([(("off".into(), 101), 1), (("on".into(), 101), 1)]));
     assert!(batch_again, "a pruned batch id may be used again");
+}
+
+pub(crate) async fn metric_quota_charges_add_up_per_token_and_minute(store: &dyn Store) {
+    let totals = write(store, |tx| {
+        Box::pin(async move {
+            Ok([
+                tx.charge_metric_rows("app", 100, 40).await?,
+                tx.charge_metric_rows("app", 100, 2).await?,
+                tx.charge_metric_rows("other-app", 100, 5).await?,
+            ])
+        })
+    })
+    .await;
+    assert_eq!(totals, [40, 42, 5], "per token and minute");
+    let refused: Result<(), StoreError> = store::write(store, |tx| {
+        Box::pin(async move {
+            tx.charge_metric_rows("app", 100, 1000).await?;
+            Err(StoreError::Failed("over the quota".into()))
+        })
+    })
+    .await;
+    assert!(refused.is_err());
+    let totals = write(store, |tx| {
+        Box::pin(async move {
+            Ok([
+                tx.charge_metric_rows("app", 100, 0).await?,
+                tx.charge_metric_rows("app", 101, 3).await?,
+            ])
+        })
+    })
+    .await;
+    assert_eq!(totals, [42, 3], "a refused charge rolls back; a new minute starts at 0");
+    let forgotten =
+        write(store, |tx| Box::pin(async move { tx.charge_metric_rows("app", 100, 0).await }))
+            .await;
+    assert_eq!(forgotten, 0, "a charge forgets earlier minutes");
 }

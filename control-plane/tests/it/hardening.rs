@@ -439,12 +439,12 @@ async fn a_body_that_names_a_key_twice_is_refused_with_the_path() {
 }
 
 /// A clock stopped 15 s into a minute, so a minute's quota is not reset mid-test.
-fn stopped_clock() -> Arc<ManualClock> {
+pub(crate) fn stopped_clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new("2026-11-22T10:00:15Z".parse().unwrap()))
 }
 
 /// Counts of `value` for each flag's `on` and `off` and each metric name.
-fn counters(flags: &[String], metrics: &[String], value: u64) -> Value {
+pub(crate) fn counters(flags: &[String], metrics: &[String], value: u64) -> Value {
     let counts: serde_json::Map<String, Value> =
         metrics.iter().map(|metric| (metric.clone(), json!(value))).collect();
     let counters: Vec<Value> = flags
@@ -455,12 +455,16 @@ fn counters(flags: &[String], metrics: &[String], value: u64) -> Value {
     json!({"counters": counters})
 }
 
-fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+pub(crate) fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|n| format!("{prefix}{n}")).collect()
 }
 
 /// Posts counters to production's metrics: the status, `Retry-After` and the answer.
-async fn report(server: &Server, token: &str, batch: &Value) -> (StatusCode, Option<u64>, Value) {
+pub(crate) async fn report(
+    server: &Server,
+    token: &str,
+    batch: &Value,
+) -> (StatusCode, Option<u64>, Value) {
     let path = "/api/v1/environments/production/metrics";
     let response = server.send(Method::POST, path, Some(token)).json(batch).send().await.unwrap();
     let status = response.status();

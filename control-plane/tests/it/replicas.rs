@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::edges::{fake_edge, kill, register, until_accepted};
+use crate::hardening;
 use crate::plans::{decisions, minutes, plan, report, stage_name, start_canary, t0};
 use crate::sse::Events;
 use crate::support::{
@@ -239,4 +240,29 @@ async fn when_the_leader_goes_mid_plan_another_replica_takes_each_step_once() {
         "each step once"
     );
     schedulers.iter().for_each(tokio::task::JoinHandle::abort);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_metric_quota_holds_across_replicas() {
+    let replicas = start_replicas_with(2, hardening::stopped_clock()).await;
+    let flags = hardening::names("f", 0..157);
+    for flag in &flags {
+        let body = json!({"key": flag, "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"});
+        let (status, answer) =
+            replicas[0].call(Method::POST, "/api/v1/flags", Some(RELEASE), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let metrics = hardening::names("m", 0..32);
+    // 156 flags × 2 variants × 32 metrics: 9,984 new rows through the first replica.
+    let most = hardening::counters(&flags[..156], &metrics, 1);
+    let (status, _, answer) = hardening::report(&replicas[0], READ, &most).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    // 18 more through the second pass the quota the first one charged.
+    let more = hardening::counters(&flags[156..], &metrics[..9], 1);
+    let (status, _, problem) = hardening::report(&replicas[1], READ, &more).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("it added 9984 this minute"), "{problem}");
+    let fewer = hardening::counters(&flags[156..], &metrics[..8], 1);
+    let (status, _, answer) = hardening::report(&replicas[1], READ, &fewer).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "16 rows fill the quota exactly: {answer}");
 }
