@@ -1,6 +1,6 @@
 // A private, throwaway PostgreSQL cluster on loopback for one test file, through
 // tests/postgres-cluster. Private, because failure tests stop and start it.
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -20,6 +20,9 @@ export async function startPostgres() {
   const dir = mkdtempSync(join(tmpdir(), "rollgate-postgres-"));
   const port = await freePort();
   const url = `postgres://rollgate@127.0.0.1:${port}`;
+  // However this process ends, the cluster does not outlive it.
+  const removeOnExit = () => execFileSync(cluster, ["remove", dir]);
+  process.once("exit", removeOnExit);
   await run(cluster, ["init", dir]);
   const start = () => run(cluster, ["start", dir, String(port)]);
   await start();
@@ -30,6 +33,9 @@ export async function startPostgres() {
     },
     stop: () => run(cluster, ["stop", dir]),
     start,
-    remove: () => run(cluster, ["remove", dir]),
+    async remove() {
+      process.off("exit", removeOnExit);
+      await run(cluster, ["remove", dir]);
+    },
   };
 }

@@ -186,7 +186,7 @@ Evaluate at the edge, as an app does:
 
 Roll it out to 50% of production, then kill it:
   curl -X PUT -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \\
-       -d '{"percent": 50000, "stage": "beta", "reason": "healthy at 5%"}' \\
+       -d '{"percent": 50, "stage": "beta", "reason": "healthy at 5%"}' \\
        ${controlPlane}/api/v1/environments/production/flags/checkout-v2/rollout
   curl -X POST -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \\
        -d '{"reason": "errors"}' ${controlPlane}/api/v1/environments/production/flags/checkout-v2/kill

@@ -73,6 +73,9 @@ function logOut() {
 
 async function switchEnvironment(environment) {
   state.environment = environment;
+  // Production looks different, so nobody changes it thinking it is staging.
+  document.body.classList.toggle("production", environment === "production");
+  document.body.dataset.environment = environment;
   state.stream?.abort();
   watch(environment);
   await refresh();
@@ -127,7 +130,7 @@ async function refresh() {
   renderFlags(snapshot.flags, planOf);
   renderPlans(views);
   renderDecisions(decisions.slice(-50).reverse());
-  renderEdges(edges);
+  renderEdges(edges.filter((edge) => edge.environment === environment));
 }
 
 // ---- Rendering -----------------------------------------------------------------------------
@@ -147,7 +150,7 @@ function health(flag, plan) {
   if (!plan) return `<span class="muted">no plan</span>`;
   const verdicts = plan.readings.map((r) => r.verdict);
   if (verdicts.includes("fail")) return `<span class="breach">guardrail breached</span>`;
-  if (verdicts.includes("insufficient")) return `<span class="waiting">waiting for data</span>`;
+  if (verdicts.includes("insufficient")) return `<span class="waiting">insufficient data</span>`;
   return `<span class="healthy">healthy</span>`;
 }
 
@@ -179,21 +182,38 @@ function renderFlags(flags, planOf) {
   }).join("") || `<tr><td colspan="6" class="muted">No flags in this environment.</td></tr>`;
 }
 
+/** A UTC timestamp in the reader's local time, with UTC on hover. */
+function time(iso) {
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return escape(iso);
+  return `<time datetime="${escape(iso)}" title="${escape(iso)}">${escape(at.toLocaleString())}</time>`;
+}
+
+/** A verdict in the words the CLI and the notifications use. */
+const VERDICTS = { pass: "pass", fail: "fail", insufficient: "insufficient data" };
+
+/** `2d`, `1d 12h`, `45m`: as the CLI and the notifications write durations. */
+function duration(seconds) {
+  const parts = [[Math.floor(seconds / 86400), "d"], [Math.floor(seconds % 86400 / 3600), "h"], [Math.floor(seconds % 3600 / 60), "m"]]
+    .filter(([n]) => n > 0).map(([n, unit]) => `${n}${unit}`);
+  return parts.length ? parts.join(" ") : `${seconds}s`;
+}
+
 function renderPlans(views) {
   $("#plans").innerHTML = views.map((plan) => {
     const stages = plan.stages.map((stage, index) => {
       const place = index < plan.stage ? "done" : index === plan.stage ? "current" : "";
-      const audience = [...(stage.segments ?? []), `${stage.percent / 1000}%`].join(" + ");
+      const audience = [...(stage.segments ?? []), `${stage.percent}%`].join(" + ");
       return `<div class="stage ${place}"><strong>${escape(stage.name)}</strong><small>${escape(audience)}</small>
-        <small>hold ${Math.round(stage.hold_seconds / 3600 * 10) / 10} h</small></div>`;
+        <small>hold ${duration(stage.hold_seconds)}</small></div>`;
     }).join("");
     const readings = plan.readings.map((r) => {
       const rate = r.variant.per ? `${(100 * r.variant.metric / r.variant.per).toFixed(2)}%` : "—";
-      return `<li>${escape(r.criterion)}: ${rate} (${r.variant.metric} of ${r.variant.per}) <span class="${r.verdict}">${escape(r.verdict)}</span></li>`;
+      return `<li>${escape(r.criterion)}: ${rate} (${r.variant.metric} of ${r.variant.per}) <span class="${r.verdict}">${escape(VERDICTS[r.verdict] ?? r.verdict)}</span></li>`;
     }).join("");
     return `<div class="plan" data-plan="${plan.id}">
       <div><strong>${escape(plan.flag)}</strong> plan ${plan.id}, <span class="${plan.status}">${escape(plan.status)}</span>,
-        ${plan.auto_advance ? "advances on its own" : "advances by hand"}; hold until ${escape(plan.hold_until ?? "—")}</div>
+        ${plan.auto_advance ? "advances on its own" : "advances by hand"}; hold until ${plan.hold_until ? time(plan.hold_until) : "—"}</div>
       <div class="timeline">${stages}</div>
       <ul>${readings || "<li class=muted>no guardrails</li>"}</ul></div>`;
   }).join("") || `<p class="muted">No active plan in this environment.</p>`;
@@ -203,7 +223,7 @@ function renderDecisions(decisions) {
   $("#decisions tbody").innerHTML = decisions.map((d) => {
     const stage = d.from_stage && d.to_stage && d.from_stage !== d.to_stage ? `${d.from_stage}→${d.to_stage}` : (d.to_stage ?? d.from_stage ?? "");
     const decision = { proceed: "pass", hold: "held", rollback: "fail" }[d.decision] ?? "";
-    return `<tr><td>${escape(d.at)}</td><td>${escape(d.flag)}</td><td>${escape(stage)}</td>
+    return `<tr><td>${time(d.at)}</td><td>${escape(d.flag)}</td><td>${escape(stage)}</td>
       <td class="${decision}">${escape(d.decision)}</td><td>${escape(d.decided_by)}</td><td>${escape(d.rationale)}</td></tr>`;
   }).join("") || `<tr><td colspan="6" class="muted">No decisions yet.</td></tr>`;
 }
@@ -213,7 +233,7 @@ function renderEdges(edges) {
     const lag = e.lag === null ? `<span class="waiting">never synced</span>` : e.lag === 0 ? `<span class="healthy">0</span>` : `<span class="waiting">${e.lag}</span>`;
     return `<tr><td>${escape(e.name)}</td><td>${escape(e.environment)}</td><td>${escape(e.applied_version ?? "—")}</td>
       <td>${lag}</td><td>${escape(e.acked_at ?? "—")}</td><td class="error">${escape(e.last_error ?? "")}</td></tr>`;
-  }).join("") || `<tr><td colspan="6" class="muted">No edges registered.</td></tr>`;
+  }).join("") || `<tr><td colspan="6" class="muted">No edges in this environment.</td></tr>`;
 }
 
 // ---- Actions -------------------------------------------------------------------------------
@@ -247,8 +267,8 @@ document.addEventListener("click", async (event) => {
   const flag = button.dataset.flag ?? change?.dataset.flag;
   const reason = change?.querySelector(".reason").value.trim();
   if (button.classList.contains("apply")) {
-    const percent = Number(change.querySelector(".slider").value) * 1000;
-    await act(() => api("PUT", flagPath(flag, "rollout"), { percent, reason }), `${flag} is at ${percent / 1000}% in ${state.environment}`);
+    const percent = Number(change.querySelector(".slider").value);
+    await act(() => api("PUT", flagPath(flag, "rollout"), { percent, reason }), `${flag} is at ${percent}% in ${state.environment}`);
   } else if (button.classList.contains("advance")) {
     await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/advance`, { rationale: reason }), `${flag}: advance recorded`);
   } else if (button.classList.contains("rollback")) {

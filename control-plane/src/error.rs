@@ -87,7 +87,9 @@ impl IntoResponse for ApiError {
             Self::TooManyFailures(_) | Self::Refused(Refusal::OverQuota { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "Too many requests")
             }
-            Self::Refused(Refusal::Conflict(_)) => (StatusCode::CONFLICT, "Conflict"),
+            Self::Refused(Refusal::Conflict(_) | Refusal::Blocked(_)) => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
             Self::Refused(Refusal::Stale(_)) => {
                 (StatusCode::PRECONDITION_FAILED, "Precondition failed")
             }
@@ -159,15 +161,22 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         use axum::extract::rejection::JsonRejection;
-        if !is_json(request.headers()) {
-            return Err(ApiError::Body {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                detail: "Expected request with `Content-Type: application/json`".into(),
-            });
+        let json = is_json(request.headers());
+        let mut body =
+            axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+                ApiError::Body { status: rejection.status(), detail: rejection.body_text() }
+            })?;
+        if !json {
+            // No body at all, as from `curl -X POST …/kill`: say which fields are missing, as
+            // for `{}`, rather than talk about its type.
+            if !body.iter().all(u8::is_ascii_whitespace) {
+                return Err(ApiError::Body {
+                    status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    detail: "Expected request with `Content-Type: application/json`".into(),
+                });
+            }
+            body = axum::body::Bytes::from_static(b"{}");
         }
-        let body = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
-            ApiError::Body { status: rejection.status(), detail: rejection.body_text() }
-        })?;
         if let Err(duplicate) = flag_core::json::unique_keys(&body) {
             return Err(ApiError::Body {
                 status: StatusCode::BAD_REQUEST,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use control_plane::auth;
 use control_plane::clock::SystemClock;
 use control_plane::model::Refusal;
@@ -25,44 +25,65 @@ struct Cli {
     command: Command,
 }
 
+/// `rollgate serve` alone: the server's options, without the client's (`--url`, `--token`).
+#[derive(Parser)]
+#[command(name = "rollgate serve", bin_name = "rollgate serve", about = "Runs the control plane")]
+struct ServeCli {
+    #[command(flatten)]
+    options: ServeOptions,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Runs the control plane.
-    Serve {
-        /// The SQLite database file, created on first start, or a PostgreSQL URL
-        /// (`postgres://user:password@host:5432/rollgate`) for several replicas on one database.
-        #[arg(long, env = "ROLLGATE_DB", default_value = "rollgate.db")]
-        db: String,
-        /// Where to listen.
-        #[arg(long, env = "ROLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Creates the demo flag `checkout-v2` (boolean, serving `off`) unless it exists.
-        #[arg(long)]
-        demo: bool,
-        /// The key edge configurations are signed with (HMAC-SHA256); each edge worker holds
-        /// the same one as its PUSH_SECRET. Without it, no edges can be registered.
-        #[arg(long, env = "ROLLGATE_PUSH_SECRET", hide_env_values = true)]
-        push_secret: Option<String>,
-        /// Private address ranges (CIDR, comma-separated) that edges and webhooks may be at,
-        /// e.g. `10.0.0.0/8,127.0.0.1/32`. Without them, only public addresses are reached:
-        /// not loopback, link-local (cloud metadata), private or unique-local ones.
-        #[arg(long, env = "ROLLGATE_ALLOW_TARGETS", value_delimiter = ',')]
-        allow_targets: Vec<ipnet::IpNet>,
-        /// How often the plan scheduler looks at every active plan, in milliseconds. Metrics
-        /// arriving also wake it.
-        #[arg(long, env = "ROLLGATE_SCHEDULER_TICK_MS", default_value_t = 1000,
-              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
-        scheduler_tick_ms: u64,
-    },
+    Serve(ServeOptions),
     #[command(flatten)]
     Client(cli::Command),
 }
 
+#[derive(Args)]
+struct ServeOptions {
+    /// The SQLite database file, created on first start, or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/rollgate`) for several replicas on one database.
+    #[arg(long, env = "ROLLGATE_DB", hide_env_values = true, default_value = "rollgate.db")]
+    db: String,
+    /// Where to listen.
+    #[arg(long, env = "ROLLGATE_LISTEN", hide_env_values = true, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Creates the demo flag `checkout-v2` (boolean, serving `off`) unless it exists.
+    #[arg(long)]
+    demo: bool,
+    /// The key edge configurations are signed with (HMAC-SHA256); each edge worker holds
+    /// the same one as its PUSH_SECRET. Without it, no edges can be registered.
+    #[arg(long, env = "ROLLGATE_PUSH_SECRET", hide_env_values = true)]
+    push_secret: Option<String>,
+    /// Private address ranges (CIDR, comma-separated) that edges and webhooks may be at,
+    /// e.g. `10.0.0.0/8,127.0.0.1/32`. Without them, only public addresses are reached:
+    /// not loopback, link-local (cloud metadata), private or unique-local ones.
+    #[arg(long, env = "ROLLGATE_ALLOW_TARGETS", hide_env_values = true, value_delimiter = ',')]
+    allow_targets: Vec<ipnet::IpNet>,
+    /// How often the plan scheduler looks at every active plan, in milliseconds. Metrics
+    /// arriving also wake it.
+    #[arg(long, env = "ROLLGATE_SCHEDULER_TICK_MS", hide_env_values = true, default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    scheduler_tick_ms: u64,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let Cli { global, command } = Cli::parse();
-    match command {
-        Command::Serve { db, listen, demo, push_secret, allow_targets, scheduler_tick_ms } => {
+    // `serve` parses on its own, so its help and errors know only the server's options.
+    let arguments: Vec<_> = std::env::args_os().collect();
+    let (global, command) = if arguments.get(1).is_some_and(|first| first == "serve") {
+        let ServeCli { options } = ServeCli::parse_from(arguments.into_iter().skip(1));
+        (None, Command::Serve(options))
+    } else {
+        let Cli { global, command } = Cli::parse_from(arguments);
+        (Some(global), command)
+    };
+    match (global, command) {
+        (_, Command::Serve(options)) => {
+            let ServeOptions { db, listen, demo, push_secret, allow_targets, scheduler_tick_ms } =
+                options;
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -79,7 +100,10 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
-        Command::Client(command) => cli::run(global, command).await,
+        (Some(global), Command::Client(command)) => cli::run(global, command).await,
+        (None, Command::Client(_)) => {
+            unreachable!("only `serve` parses without the client's options")
+        }
     }
 }
 
@@ -180,9 +204,51 @@ async fn create_demo_flag(service: &Service) -> anyhow::Result<()> {
         variants: [("on".into(), true.into()), ("off".into(), false.into())].into(),
         off_variant: "off".into(),
         salt: None,
+        description: "The new checkout: the demo flag.".into(),
+        owner: "payments".into(),
+        tags: vec!["checkout".into(), "demo".into()],
     };
     match service::flags::create(service, flag, service::environments::SYSTEM_ACTOR).await {
         Ok(_) | Err(service::Error::Refused(Refusal::Conflict(_))) => Ok(()),
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, ServeCli};
+
+    /// Every command and argument says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && command.get_name() != "help" {
+                missing.push(path.clone());
+            }
+            for argument in command.get_arguments() {
+                let id = argument.get_id().as_str();
+                if argument.get_help().is_none() && !["help", "version"].contains(&id) {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "", &mut missing);
+        check(&ServeCli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
+
+    #[test]
+    fn serve_takes_only_the_servers_options() {
+        let help = ServeCli::command().render_long_help().to_string();
+        assert!(help.contains("--db") && !help.contains("--url") && !help.contains("--token"));
+        assert!(!help.contains("ROLLGATE_DB="), "no dangling `=`: {help}");
+        assert!(ServeCli::try_parse_from(["rollgate serve", "--url", "x"]).is_err());
     }
 }

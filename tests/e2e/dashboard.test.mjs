@@ -79,6 +79,24 @@ test("a release manager logs in, bumps a rollout and kills a flag from the dashb
     // Live: a change made elsewhere appears without a reload.
     await stack.api("POST", "/api/v1/environments/production/flags/checkout-v2/unkill", { reason: "fixed, from the API" });
     await row.locator("button.kill").waitFor({ timeout: 5000 });
+
+    // Production looks unlike staging, and each lists only its own edges; the plan's hold is
+    // written as the CLI writes it, and its times in local time with UTC on hover.
+    assert.equal(await page.evaluate(() => document.body.classList.contains("production")), true);
+    await page.locator("#edges tbody td", { hasText: "production" }).first().waitFor();
+    assert.match(await page.locator("#plans .stage").first().textContent(), /hold 1h/);
+    assert.match(await page.locator("#plans time").first().getAttribute("title"), /Z$/);
+    await page.selectOption("#environment", "staging");
+    await page.locator("#edges tbody td", { hasText: "No edges in this environment." }).waitFor();
+    assert.equal(await page.evaluate(() => document.body.classList.contains("production")), false);
+
+    // From 420 px wide, nothing spills out of the page.
+    await page.selectOption("#environment", "production");
+    await row.waitFor();
+    await page.setViewportSize({ width: 420, height: 900 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow} px wider than a 420 px screen`);
+    await page.screenshot({ path: join(artifacts, "dashboard-4-narrow.png"), fullPage: true });
     assert.deepEqual(problems, [], "no script errors");
   } finally {
     await browser.close();

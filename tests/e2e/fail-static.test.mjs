@@ -14,7 +14,7 @@ test("with the control plane down, the edge serves the last known good configura
   const stack = await startStack({ persist });
   try {
     const rollout = await stack.api("PUT", "/api/v1/environments/production/flags/checkout-v2/rollout",
-      { percent: 50000, reason: "fail-static test" });
+      { percent: 50, reason: "fail-static test" });
     await until(async () => (await checkoutAtEdge(stack, "user-1")).reason === "SPLIT", 5000, "the rollout at the edge");
     const users = Array.from({ length: 50 }, (_, i) => `user-${i}`);
     const before = await Promise.all(users.map((user) => checkoutAtEdge(stack, user)));

@@ -19,7 +19,7 @@ export async function createFlags(api) {
     ["POST", "/api/v1/flags", { key: "new-checkout-theme", type: "object", variants: { plain: { color: "gray" }, bright: { color: "orange", rounded: true } }, off_variant: "plain" }],
     ["PUT", "/api/v1/environments/production/flags/new-checkout-theme", { enabled: true,
       prerequisites: [{ flag: "banner", variant: "new" }], fallthrough: { variant: "bright" } }],
-    ["PUT", "/api/v1/environments/production/flags/checkout-v2/rollout", { percent: 25000, stage: "beta", reason: "e2e" }],
+    ["PUT", "/api/v1/environments/production/flags/checkout-v2/rollout", { percent: 25, stage: "beta", reason: "e2e" }],
   ];
   for (const [method, path, body] of calls) {
     const { status, body: answer } = await api(method, path, body);

@@ -1,4 +1,5 @@
-//! `GET /api/v1/audit?flag=&segment=&env=&since=&limit=`: who changed what, when, and why.
+//! `GET /api/v1/audit?flag=&segment=&env=&since=&limit=&order=`: who changed what, when, and
+//! why.
 
 use axum::Json;
 use axum::extract::State;
@@ -29,8 +30,49 @@ pub(crate) struct AuditParams {
     environment: Option<String>,
     /// An RFC 3339 timestamp: records at or after it.
     since: Option<String>,
-    /// At most this many, the oldest matching first.
+    /// At most this many (default 1,000, at most 10,000).
     limit: Option<u32>,
+    /// `oldest` (the default) or `newest`: which end of the log comes first, and what `limit`
+    /// keeps.
+    order: Option<String>,
+}
+
+/// Where a log's page starts and how long it is, as `since`, `limit` and `order` give them.
+pub(crate) struct Window {
+    pub(crate) since: Option<Timestamp>,
+    pub(crate) limit: u32,
+    pub(crate) newest_first: bool,
+}
+
+impl Window {
+    pub(crate) fn parse(
+        since: Option<String>,
+        limit: Option<u32>,
+        order: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let bad = |detail: String| ApiError::Body { status: StatusCode::BAD_REQUEST, detail };
+        let since = since
+            .map(|since| {
+                Timestamp::parse(&since).ok_or_else(|| {
+                    bad(format!("`since` must be an RFC 3339 timestamp, not `{since}`"))
+                })
+            })
+            .transpose()?;
+        let limit = match limit {
+            Some(limit) if limit > MAX_LIMIT => {
+                return Err(bad(format!("`limit` is at most {MAX_LIMIT}")));
+            }
+            limit => limit.unwrap_or(DEFAULT_LIMIT),
+        };
+        let newest_first = match order.as_deref() {
+            None | Some("oldest") => false,
+            Some("newest") => true,
+            Some(other) => {
+                return Err(bad(format!("`order` is `oldest` or `newest`, not `{other}`")));
+            }
+        };
+        Ok(Self { since, limit, newest_first })
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams), responses((status = 200, description = "OK", body = Vec<AuditRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -39,22 +81,9 @@ pub(crate) async fn get_audit(
     State(state): State<AppState>,
     AppQuery(params): AppQuery<AuditParams>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
-    let bad = |detail: String| ApiError::Body { status: StatusCode::BAD_REQUEST, detail };
-    let since = params
-        .since
-        .map(|since| {
-            Timestamp::parse(&since)
-                .ok_or_else(|| bad(format!("`since` must be an RFC 3339 timestamp, not `{since}`")))
-        })
-        .transpose()?;
-    let limit = match params.limit {
-        Some(limit) if limit > MAX_LIMIT => {
-            return Err(bad(format!("`limit` is at most {MAX_LIMIT}")));
-        }
-        limit => limit.unwrap_or(DEFAULT_LIMIT),
-    };
-    let AuditParams { flag, segment, environment, .. } = params;
-    let query = AuditQuery { flag, segment, environment, since, limit: Some(limit) };
+    let AuditParams { flag, segment, environment, since, limit, order } = params;
+    let Window { since, limit, newest_first } = Window::parse(since, limit, order)?;
+    let query = AuditQuery { flag, segment, environment, since, limit: Some(limit), newest_first };
     let mut records = audit::list(&state.service, query).await?;
     // Only admins see webhooks' whole URLs, here as anywhere.
     if caller.token.scope < Scope::Admin {

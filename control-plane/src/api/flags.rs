@@ -13,13 +13,16 @@ use crate::AppState;
 use crate::api::{Authorized, Release, etag, if_match_revisions, required_reason};
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::model::flag::{FlagDefinition, FlagRecord, FlagState};
+use crate::model::percent::Percent;
 use crate::service::flags::{self, Note, Rollout, StateChanged};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RolloutRequest {
-    /// Exposure in thousandths of a percent (25% is 25000).
-    percent: u32,
+    /// Exposure, a percentage from 0 to 100 with at most three decimals (25 is 25%; 2.5 or
+    /// "2.5%" also work).
+    #[schema(value_type = f64, minimum = 0, maximum = 100)]
+    percent: Percent,
     stage: Option<String>,
     /// The variant to expose; needed only when the flag has no rollout yet and more than two
     /// variants.
@@ -168,13 +171,34 @@ pub(crate) async fn post_flag(
     Ok((StatusCode::CREATED, [(ETAG, etag(record.revision))], Json(record)).into_response())
 }
 
-/// `GET /api/v1/flags`: every flag's definition, by key.
-#[utoipa::path(get, path = "/api/v1/flags", tag = "flags", responses((status = 200, description = "OK", body = Vec<FlagDefinition>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+/// Which flags to list. Empty fields match every flag.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FlagParams {
+    /// Text found in the key or the description, ignoring case.
+    q: Option<String>,
+    /// A tag the flag has.
+    tag: Option<String>,
+    /// The flag's owner.
+    owner: Option<String>,
+    /// A rollout stage label, e.g. `beta`: flags whose fallthrough is a rollout at that stage,
+    /// in `env` if given, else in any environment.
+    stage: Option<String>,
+    #[serde(rename = "env")]
+    environment: Option<String>,
+}
+
+/// `GET /api/v1/flags`: every flag with its metadata and its state in each environment, by key.
+#[utoipa::path(get, path = "/api/v1/flags", tag = "flags", params(FlagParams), responses((status = 200, description = "OK", body = Vec<FlagRecord>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_flags(
     _: Authorized<Release>,
     State(state): State<AppState>,
-) -> Result<Json<Vec<FlagDefinition>>, ApiError> {
-    Ok(Json(flags::list(&state.service).await?))
+    AppQuery(params): AppQuery<FlagParams>,
+) -> Result<Json<Vec<FlagRecord>>, ApiError> {
+    let FlagParams { q, tag, owner, stage, environment } = params;
+    let query = flags::FlagQuery { text: q, tag, owner, stage, environment };
+    Ok(Json(flags::list(&state.service, query).await?))
 }
 
 /// `GET /api/v1/flags/{flag}`: a flag's definition and its state in each environment.

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::api::audit::Window;
 use crate::api::{Authorized, Release, required_text};
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::model::Refusal;
@@ -66,6 +67,13 @@ pub(crate) struct DecisionParams {
     #[serde(rename = "env")]
     environment: Option<String>,
     plan: Option<i64>,
+    /// An RFC 3339 timestamp: decisions at or after it.
+    since: Option<String>,
+    /// At most this many (default 1,000, at most 10,000).
+    limit: Option<u32>,
+    /// `oldest` (the default) or `newest`: which end of the log comes first, and what `limit`
+    /// keeps.
+    order: Option<String>,
     /// `json` (the default) or `csv`.
     format: Option<String>,
 }
@@ -197,9 +205,10 @@ pub(crate) async fn list_decisions(
     State(state): State<AppState>,
     AppQuery(params): AppQuery<DecisionParams>,
 ) -> Result<Response, ApiError> {
-    let DecisionParams { flag, environment, plan, format } = params;
-    let decisions =
-        plans::decisions(&state.service, DecisionQuery { flag, environment, plan }).await?;
+    let DecisionParams { flag, environment, plan, since, limit, order, format } = params;
+    let Window { since, limit, newest_first } = Window::parse(since, limit, order)?;
+    let query = DecisionQuery { flag, environment, plan, since, limit: Some(limit), newest_first };
+    let decisions = plans::decisions(&state.service, query).await?;
     match format.as_deref() {
         None | Some("json") => Ok(Json(decisions).into_response()),
         Some("csv") => {

@@ -156,6 +156,52 @@ impl Client {
         })
     }
 
+    /// GETs `path`: the JSON answer and its ETag, to send back as `If-Match`.
+    pub async fn get_with_etag(&self, path: &str) -> Result<(Value, String), Failure> {
+        let response =
+            self.request(Method::GET, path).send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.map_err(|error| self.unreachable(&error))?;
+        if !status.is_success() {
+            return Err(self.refused(status, &text));
+        }
+        let value = serde_json::from_str(&text).map_err(|error| Failure {
+            code: exit::FAILED,
+            message: format!("the server's answer is not JSON: {error}"),
+        })?;
+        Ok((value, etag.unwrap_or_else(|| "*".into())))
+    }
+
+    /// Sends `body` only if the resource is still at `etag` (`If-Match`): a change made by
+    /// someone else in between gets 412, and is reported rather than overwritten.
+    pub async fn call_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        etag: &str,
+    ) -> Result<Value, Failure> {
+        let request = self.request(method, path).header(reqwest::header::IF_MATCH, etag).json(body);
+        let response = request.send().await.map_err(|error| self.unreachable(&error))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|error| self.unreachable(&error))?;
+        if !status.is_success() {
+            return Err(self.refused(status, &text));
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|error| Failure {
+            code: exit::FAILED,
+            message: format!("the server's answer is not JSON: {error}"),
+        })
+    }
+
     /// Like `call`, returning the body as text (for CSV).
     pub async fn text(
         &self,
@@ -211,10 +257,7 @@ impl Client {
             StatusCode::FORBIDDEN => {
                 (exit::DENIED, "Ask an admin for a token with the scope this needs.")
             }
-            StatusCode::NOT_FOUND => (
-                exit::NOT_FOUND,
-                "`rollgate flags list` and `rollgate plan status` show what exists.",
-            ),
+            StatusCode::NOT_FOUND => (exit::NOT_FOUND, what_exists(&detail)),
             StatusCode::PRECONDITION_FAILED => {
                 (exit::REFUSED, "It changed meanwhile: look again, then retry.")
             }
@@ -228,5 +271,24 @@ impl Client {
             message.push_str(hint);
         }
         Failure { code, message }
+    }
+}
+
+/// For a 404, the command that lists what does exist of the kind the server did not find.
+fn what_exists(detail: &str) -> &'static str {
+    if detail.starts_with("environment `") {
+        "`rollgate environments list` shows the environments."
+    } else if detail.starts_with("segment `") {
+        "`rollgate segments list` shows the segments."
+    } else if detail.starts_with("token `") {
+        "`rollgate tokens list` shows the tokens."
+    } else if detail.starts_with("webhook `") {
+        "`rollgate webhooks list` shows the webhooks."
+    } else if detail.starts_with("edge `") {
+        "`rollgate edges list` shows the edges."
+    } else if detail.contains("plan") {
+        "`rollgate plan status <flag>` shows a flag's plan."
+    } else {
+        "`rollgate flags list` shows the flags."
     }
 }

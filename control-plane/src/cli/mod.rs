@@ -15,11 +15,14 @@ use serde_json::{Value, json};
 use client::exit;
 pub use client::{Client, Failure, Settings};
 
+use crate::clock::Clock as _;
+use crate::model::percent::Percent;
+
 /// Options every client command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// The control plane, e.g. http://127.0.0.1:8080.
-    #[arg(long, global = true, env = "ROLLGATE_URL")]
+    #[arg(long, global = true, env = "ROLLGATE_URL", hide_env_values = true)]
     pub url: Option<String>,
     /// An API token.
     #[arg(long, global = true, env = "ROLLGATE_TOKEN", hide_env_values = true)]
@@ -39,7 +42,7 @@ pub enum Output {
 #[derive(Debug, Clone, Args)]
 pub struct Env {
     /// The environment, e.g. production.
-    #[arg(long, env = "ROLLGATE_ENV")]
+    #[arg(long, env = "ROLLGATE_ENV", hide_env_values = true)]
     pub env: Option<String>,
 }
 
@@ -53,11 +56,13 @@ pub enum Command {
     Flags(FlagsCommand),
     /// Sets a flag's exposure in an environment, e.g. `rollgate rollout checkout-v2 25% --env production --reason "healthy at 5%"`.
     Rollout {
+        /// The flag's key, e.g. checkout-v2.
         flag: String,
         /// 0% to 100%, e.g. 25% or 2.5%.
         percent: String,
         #[command(flatten)]
         env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
         /// The variant to expose, if the flag has more than two.
@@ -69,59 +74,216 @@ pub enum Command {
     },
     /// Serves the flag's off variant to everyone in an environment, at once.
     Kill {
+        /// The flag's key, e.g. checkout-v2.
         flag: String,
         #[command(flatten)]
         env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Evaluates the flag's rules again after a kill.
     Unkill {
+        /// The flag's key, e.g. checkout-v2.
         flag: String,
         #[command(flatten)]
         env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Starts, moves and shows rollout plans.
     #[command(subcommand)]
     Plan(PlanCommand),
-    /// The audit log: who changed what, when and why.
+    /// The audit log, newest first: who changed what, when and why.
     Audit {
+        /// Only this flag's records.
         #[arg(long)]
         flag: Option<String>,
+        /// Only this segment's records.
         #[arg(long)]
         segment: Option<String>,
-        #[arg(long, env = "ROLLGATE_ENV")]
+        /// Only this environment's records.
+        #[arg(long, env = "ROLLGATE_ENV", hide_env_values = true)]
         env: Option<String>,
-        /// At most this many records, oldest first.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
+        #[command(flatten)]
+        window: Window,
     },
-    /// The decision log of rollout plans.
+    /// The decision log of rollout plans, newest first.
     Decisions {
+        /// Only this flag's decisions.
         #[arg(long)]
         flag: Option<String>,
-        #[arg(long, env = "ROLLGATE_ENV")]
+        /// Only this environment's decisions.
+        #[arg(long, env = "ROLLGATE_ENV", hide_env_values = true)]
         env: Option<String>,
+        /// Only this plan's decisions.
         #[arg(long)]
         plan: Option<i64>,
-        /// As CSV, for a spreadsheet or the release record.
+        #[command(flatten)]
+        window: Window,
+        /// As CSV, for a spreadsheet or the release record: every matching decision (up to
+        /// 1,000), oldest first; --limit does not apply.
         #[arg(long)]
         csv: bool,
     },
-    /// Edge deployments: the configuration version each applied and how far behind it is.
-    Edges,
+    /// Edge deployments: the configuration version each applied and how far behind it is;
+    /// registering and removing them.
+    Edges {
+        #[command(subcommand)]
+        command: Option<EdgesCommand>,
+    },
+    /// Environments and their snapshot versions; adding one.
+    #[command(subcommand)]
+    Environments(EnvironmentsCommand),
+    /// Segments: named sets of users that rules target.
+    #[command(subcommand)]
+    Segments(SegmentsCommand),
+    /// API tokens for apps, edges, release managers and admins.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Webhooks that receive rollout plans' notifications.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum EdgesCommand {
+    /// Every edge, with what it applied (the default).
+    List,
+    /// Registers an edge worker: every new configuration of its environment is pushed to it.
+    Register {
+        /// A name for it, e.g. edge-eu.
+        name: String,
+        /// Where it listens, e.g. https://flags.example.com.
+        #[arg(value_name = "URL")]
+        address: String,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Stops pushing to an edge.
+    Delete {
+        /// The edge's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum EnvironmentsCommand {
+    /// Every environment and its snapshot version.
+    List,
+    /// Adds an environment; every flag starts there serving its off variant.
+    Create {
+        /// Its name, e.g. qa.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SegmentsCommand {
+    /// Every segment, with how many keys and conditions it has.
+    List,
+    /// A segment's keys and conditions.
+    Get {
+        /// The segment's key, e.g. staff.
+        segment: String,
+    },
+    /// Creates a segment, or with --replace replaces one (keys from options and a file).
+    Create {
+        /// The segment's key, e.g. staff.
+        segment: String,
+        /// Keys that are members, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
+        /// Keys that are never members, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
+        /// A file of member keys, one per line (or separated by commas or spaces), as pasted
+        /// from a spreadsheet; `-` reads standard input.
+        #[arg(long)]
+        keys_file: Option<std::path::PathBuf>,
+        /// Conditions as JSON, e.g. '[{"attribute": "plan", "op": "eq", "values": ["pro"]}]'.
+        #[arg(long)]
+        conditions: Option<String>,
+        /// Replace the existing segment of this key (refused if it changed meanwhile).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Archives a segment no rule targets.
+    Delete {
+        /// The segment's key.
+        segment: String,
+        /// Why: kept in the audit log and shown to whoever looks next.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokensCommand {
+    /// Every token's name, scope and environment; never secrets.
+    List,
+    /// Makes a token and prints its secret, the only time it is shown.
+    Create {
+        /// A name for it, e.g. shop-production.
+        name: String,
+        /// read (apps and edges), release (release managers) or admin.
+        #[arg(long)]
+        scope: String,
+        /// For a read token: the one environment it reads.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Revokes a token at once: its next request gets 401, its open streams end.
+    Delete {
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WebhooksCommand {
+    /// Every webhook, with pending and failed deliveries (URLs masked unless admin).
+    List,
+    /// Sends an environment's plan notifications to a URL (e.g. a Slack incoming webhook).
+    Create {
+        /// A name for it, e.g. releases.
+        name: String,
+        /// Where to post, e.g. https://hooks.slack.com/services/….
+        #[arg(value_name = "URL")]
+        address: String,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Stops sending to a webhook.
+    Delete {
+        /// The webhook's name.
+        name: String,
+    },
+}
+
+/// Which part of a log to show.
+#[derive(Debug, Clone, Args)]
+pub struct Window {
+    /// Only entries at or after this: an age such as 30m, 12h or 7d, or an RFC 3339 time.
+    #[arg(long, value_name = "AGE|TIME")]
+    since: Option<String>,
+    /// At most this many entries, the newest.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ConfigCommand {
     /// Sets values in the config file; the others stay.
     Set {
+        /// The control plane's URL, e.g. https://rollgate.internal.
         #[arg(long)]
         url: Option<String>,
+        /// The API token to use (the file is written readable by you only).
         #[arg(long)]
         token: Option<String>,
+        /// The environment commands act on by default, e.g. production.
         #[arg(long)]
         env: Option<String>,
     },
@@ -131,13 +293,32 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum FlagsCommand {
-    List,
+    /// Flags with their owner, tags and state, filtered by the options given.
+    List {
+        /// Text in the key or the description, ignoring case.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only flags with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only this owner's flags.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only flags rolled out at this stage label, e.g. beta (in --env if given).
+        #[arg(long)]
+        stage: Option<String>,
+        /// The environment --stage looks at.
+        #[arg(long)]
+        env: Option<String>,
+    },
     /// A flag's definition and its state in each environment.
     Get {
+        /// The flag's key, e.g. checkout-v2.
         flag: String,
     },
     /// A new flag in every environment, serving its off variant.
     Create {
+        /// The new flag's key: letters, digits, `-`, `_` and `.`.
         key: String,
         /// Variants as name=JSON, e.g. `--variant on=true --variant off=false` (default: a
         /// boolean flag with `on` and `off`).
@@ -149,13 +330,67 @@ pub enum FlagsCommand {
         /// boolean, string, number or object (default: from the variants' values).
         #[arg(long = "type")]
         kind: Option<String>,
+        #[command(flatten)]
+        metadata: Metadata,
     },
+    /// Changes a flag's description, owner or tags; the rest stays.
+    Describe {
+        /// The flag's key, e.g. checkout-v2.
+        flag: String,
+        #[command(flatten)]
+        metadata: Metadata,
+    },
+    /// Replaces a flag's rules, prerequisites and fallthrough in an environment with a JSON
+    /// file's (docs/api.md, "Flag state"); refused if the flag changed since it was read.
+    SetState {
+        /// The flag's key, e.g. checkout-v2.
+        flag: String,
+        /// A JSON file: {"enabled": …, "rules": […], "fallthrough": …}.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// A flag's metadata, as options.
+#[derive(Debug, Clone, Args)]
+pub struct Metadata {
+    /// What the flag is for.
+    #[arg(long)]
+    description: Option<String>,
+    /// Who answers for it: a person or a team.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Labels to find it by, comma-separated, e.g. checkout,experiment (replaces the tags).
+    #[arg(long, value_delimiter = ',')]
+    tags: Option<Vec<String>>,
+}
+
+impl Metadata {
+    /// Sets the fields given on `definition`.
+    fn apply(self, definition: &mut Value) {
+        if let Some(description) = self.description {
+            definition["description"] = json!(description);
+        }
+        if let Some(owner) = self.owner {
+            definition["owner"] = json!(owner);
+        }
+        if let Some(tags) = self.tags {
+            definition["tags"] =
+                json!(tags.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum PlanCommand {
     /// Starts a plan from a template, or from a JSON file of stages.
     Start {
+        /// The flag's key, e.g. checkout-v2.
         flag: String,
         #[command(flatten)]
         env: Env,
@@ -166,10 +401,10 @@ pub enum PlanCommand {
         #[arg(long)]
         stages: Option<std::path::PathBuf>,
         /// Four-stage: the staff segment.
-        #[arg(long)]
+        #[arg(long, required_if_eq("template", "four-stage"))]
         internal_segment: Option<String>,
         /// Four-stage: the friendly customers' segment.
-        #[arg(long)]
+        #[arg(long, required_if_eq("template", "four-stage"))]
         alpha_segment: Option<String>,
         /// Four-stage: beta exposure, 10% to 25%.
         #[arg(long)]
@@ -177,56 +412,74 @@ pub enum PlanCommand {
         /// Advance only by hand.
         #[arg(long)]
         manual: bool,
+        /// Start at this stage rather than the first: a plan never lowers exposure, so a flag
+        /// already rolled out further starts at the stage that matches.
+        #[arg(long, value_name = "STAGE")]
+        start_at: Option<String>,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Approves moving a plan into its next stage (a plan id, or a flag with an active plan).
     Advance {
+        /// A plan id, or a flag key with an active plan in the environment.
         plan: String,
         #[command(flatten)]
         env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Rolls a plan back one stage (held there), or with --kill kills the flag and ends it.
     Rollback {
+        /// A plan id, or a flag key with an active plan in the environment.
         plan: String,
         #[command(flatten)]
         env: Env,
+        /// Kill the flag and end the plan, rather than step back one stage.
         #[arg(long)]
         kill: bool,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Stops a plan advancing on its own.
     Hold {
+        /// A plan id, or a flag key with an active plan in the environment.
         plan: String,
         #[command(flatten)]
         env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Continues a held plan.
     Resume {
+        /// A plan id, or a flag key with an active plan in the environment.
         plan: String,
         #[command(flatten)]
         env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Ends a plan at its last stage.
     Complete {
+        /// A plan id, or a flag key with an active plan in the environment.
         plan: String,
         #[command(flatten)]
         env: Env,
+        /// Why: kept in the audit log and shown to whoever looks next.
         #[arg(long)]
         reason: String,
     },
     /// Draws a plan's stages, exposure and guardrails; --watch follows it live.
     Status {
+        /// A plan id, or a flag key with an active plan in the environment.
         plan: String,
         #[command(flatten)]
         env: Env,
+        /// Redraw every few seconds until the plan ends or Ctrl-C.
         #[arg(long)]
         watch: bool,
     },
@@ -266,8 +519,12 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
     };
     match command {
         Command::Config(_) => unreachable!("handled above"),
-        Command::Flags(FlagsCommand::List) => {
-            let flags = client.call(Method::GET, "/api/v1/flags", None).await?;
+        Command::Flags(FlagsCommand::List { search, tag, owner, stage, env }) => {
+            let parameters =
+                [("q", search), ("tag", tag), ("owner", owner), ("stage", stage), ("env", env)];
+            let flags = client
+                .call(Method::GET, &format!("/api/v1/flags{}", query(&parameters)), None)
+                .await?;
             out.print(&flags, render::flags)
         }
         Command::Flags(FlagsCommand::Get { flag }) => {
@@ -276,10 +533,42 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
                 .await?;
             out.print(&record, render::flag)
         }
-        Command::Flags(FlagsCommand::Create { key, variants, off, kind }) => {
-            let body = new_flag(key, variants, off, kind)?;
+        Command::Flags(FlagsCommand::Create { key, variants, off, kind, metadata }) => {
+            let mut body = new_flag(key, variants, off, kind)?;
+            metadata.apply(&mut body);
             let record = client.call(Method::POST, "/api/v1/flags", Some(&body)).await?;
             out.print(&record, render::flag)
+        }
+        Command::Flags(FlagsCommand::Describe { flag, metadata }) => {
+            let path = format!("/api/v1/flags/{}", segment(&flag));
+            let (mut record, revision) = client.get_with_etag(&path).await?;
+            let mut definition = json!({});
+            for field in
+                ["key", "type", "variants", "off_variant", "salt", "description", "owner", "tags"]
+            {
+                if let Some(value) = record.get_mut(field).map(Value::take) {
+                    definition[field] = value;
+                }
+            }
+            metadata.apply(&mut definition);
+            let record = client.call_if_match(Method::PUT, &path, &definition, &revision).await?;
+            out.print(&record, render::flag)
+        }
+        Command::Flags(FlagsCommand::SetState { flag, file, env, reason }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|error| Failure::usage(format!("reading {}: {error}", file.display())))?;
+            let mut state: Value = serde_json::from_str(&text).map_err(|error| {
+                Failure::usage(format!("{} is not JSON: {error}", file.display()))
+            })?;
+            if !state.is_object() {
+                return Err(Failure::usage(format!("{} holds no JSON object", file.display())));
+            }
+            state["reason"] = json!(reason);
+            let (_, revision) =
+                client.get_with_etag(&format!("/api/v1/flags/{}", segment(&flag))).await?;
+            let path = flag_path(&environment(env)?, &flag, "");
+            let changed = client.call_if_match(Method::PUT, &path, &state, &revision).await?;
+            out.print(&changed, render::state_change)
         }
         Command::Rollout { flag, percent, env, reason, variant, stage } => {
             let percent = parse_percent(&percent)?;
@@ -302,34 +591,118 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
             out.print(&changed, render::state_change)
         }
         Command::Plan(plan) => plans(&client, &out, plan, environment).await,
-        Command::Audit { flag, segment: seg, env, limit } => {
-            let query = query(&[
-                ("flag", flag),
-                ("segment", seg),
-                ("env", env),
-                ("limit", Some(limit.to_string())),
-            ]);
-            let records = client.call(Method::GET, &format!("/api/v1/audit{query}"), None).await?;
+        Command::Audit { flag, segment: seg, env, window } => {
+            let parameters = vec![("flag", flag), ("segment", seg), ("env", env)];
+            let records = newest(&client, "/api/v1/audit", parameters, &window, "records").await?;
             out.print(&records, render::audit)
         }
-        Command::Decisions { flag, env, plan, csv } => {
+        Command::Decisions { flag, env, plan, window, csv } => {
             let mut parameters =
                 vec![("flag", flag), ("env", env), ("plan", plan.map(|p| p.to_string()))];
             if csv {
+                parameters.push(("since", window.since.as_deref().map(since).transpose()?));
                 parameters.push(("format", Some("csv".into())));
                 let text = client
                     .text(Method::GET, &format!("/api/v1/decisions{}", query(&parameters)), None)
                     .await?;
                 return out.raw(&text);
             }
-            let decisions = client
-                .call(Method::GET, &format!("/api/v1/decisions{}", query(&parameters)), None)
-                .await?;
+            let decisions =
+                newest(&client, "/api/v1/decisions", parameters, &window, "decisions").await?;
             out.print(&decisions, render::decisions)
         }
-        Command::Edges => {
+        Command::Edges { command: None | Some(EdgesCommand::List) } => {
             let edges = client.call(Method::GET, "/api/v1/edges", None).await?;
             out.print(&edges, render::edges)
+        }
+        Command::Edges { command: Some(EdgesCommand::Register { name, address, env }) } => {
+            let body = json!({"name": name, "url": address, "environment": environment(env)?});
+            let edge = client.call(Method::POST, "/api/v1/edges", Some(&body)).await?;
+            out.print(&json!([edge]), render::edges)
+        }
+        Command::Edges { command: Some(EdgesCommand::Delete { name }) } => {
+            client.call(Method::DELETE, &format!("/api/v1/edges/{}", segment(&name)), None).await?;
+            out.print(&json!(format!("edge `{name}` deleted")), render::done)
+        }
+        Command::Environments(EnvironmentsCommand::List) => {
+            let environments = client.call(Method::GET, "/api/v1/environments", None).await?;
+            out.print(&environments, render::environments)
+        }
+        Command::Environments(EnvironmentsCommand::Create { name }) => {
+            let body = json!({"name": name});
+            let created = client.call(Method::POST, "/api/v1/environments", Some(&body)).await?;
+            out.print(&json!([created]), render::environments)
+        }
+        Command::Segments(SegmentsCommand::List) => {
+            let segments = client.call(Method::GET, "/api/v1/segments", None).await?;
+            out.print(&segments, render::segments)
+        }
+        Command::Segments(SegmentsCommand::Get { segment: key }) => {
+            let path = format!("/api/v1/segments/{}", segment(&key));
+            let found = client.call(Method::GET, &path, None).await?;
+            out.print(&found, render::segment)
+        }
+        Command::Segments(SegmentsCommand::Create {
+            segment: key,
+            include,
+            exclude,
+            keys_file,
+            conditions,
+            replace,
+        }) => {
+            let mut included: Vec<String> = include.into_iter().filter(|k| !k.is_empty()).collect();
+            if let Some(file) = keys_file {
+                included.extend(read_keys(&file)?);
+            }
+            let mut body = json!({"key": key, "included": included, "excluded": exclude});
+            if let Some(conditions) = conditions {
+                body["conditions"] = serde_json::from_str(&conditions).map_err(|error| {
+                    Failure::usage(format!("--conditions is not JSON: {error}"))
+                })?;
+            }
+            let saved = if replace {
+                let path = format!("/api/v1/segments/{}", segment(&key));
+                let (_, revision) = client.get_with_etag(&path).await?;
+                client.call_if_match(Method::PUT, &path, &body, &revision).await?
+            } else {
+                client.call(Method::POST, "/api/v1/segments", Some(&body)).await?
+            };
+            out.print(&saved, render::segment)
+        }
+        Command::Segments(SegmentsCommand::Delete { segment: key, reason }) => {
+            let path =
+                format!("/api/v1/segments/{}{}", segment(&key), query(&[("reason", Some(reason))]));
+            client.call(Method::DELETE, &path, None).await?;
+            out.print(&json!(format!("segment `{key}` archived")), render::done)
+        }
+        Command::Tokens(TokensCommand::List) => {
+            let tokens = client.call(Method::GET, "/api/v1/tokens", None).await?;
+            out.print(&tokens, render::tokens)
+        }
+        Command::Tokens(TokensCommand::Create { name, scope, env }) => {
+            let body = json!({"name": name, "scope": scope, "environment": env});
+            let created = client.call(Method::POST, "/api/v1/tokens", Some(&body)).await?;
+            out.print(&created, render::new_token)
+        }
+        Command::Tokens(TokensCommand::Delete { name }) => {
+            client
+                .call(Method::DELETE, &format!("/api/v1/tokens/{}", segment(&name)), None)
+                .await?;
+            out.print(&json!(format!("token `{name}` deleted")), render::done)
+        }
+        Command::Webhooks(WebhooksCommand::List) => {
+            let webhooks = client.call(Method::GET, "/api/v1/webhooks", None).await?;
+            out.print(&webhooks, render::webhooks)
+        }
+        Command::Webhooks(WebhooksCommand::Create { name, address, env }) => {
+            let body = json!({"name": name, "url": address, "environment": environment(env)?});
+            let created = client.call(Method::POST, "/api/v1/webhooks", Some(&body)).await?;
+            out.print(&json!([created]), render::webhooks)
+        }
+        Command::Webhooks(WebhooksCommand::Delete { name }) => {
+            let path = format!("/api/v1/webhooks/{}", segment(&name));
+            client.call(Method::DELETE, &path, None).await?;
+            out.print(&json!(format!("webhook `{name}` deleted")), render::done)
         }
     }
 }
@@ -421,10 +794,11 @@ async fn plans(
             alpha_segment,
             beta,
             manual,
+            start_at,
             reason,
         } => {
-            let mut body =
-                json!({"flag": flag, "environment": environment(env)?, "rationale": reason});
+            let mut body = json!({"flag": flag, "environment": environment(env)?,
+                "rationale": reason, "start_at": start_at});
             if let Some(template) = template {
                 body["template"] = json!(template);
                 let mut parameters = serde_json::Map::new();
@@ -540,23 +914,90 @@ async fn resolve_plan(
     })
 }
 
-/// `25%`, `25` or `2.5%` as thousandths of a percent.
-pub fn parse_percent(text: &str) -> Result<u32, Failure> {
-    let number = text.trim().trim_end_matches('%').trim();
+/// The newest entries of a log within `window`, newest first; says on stderr when more exist.
+async fn newest(
+    client: &Client,
+    path: &str,
+    mut parameters: Vec<(&'static str, Option<String>)>,
+    window: &Window,
+    entries: &str,
+) -> Result<Value, Failure> {
+    parameters.push(("since", window.since.as_deref().map(since).transpose()?));
+    // One more than shown, to know whether there are more.
+    parameters.push(("limit", Some((window.limit + 1).to_string())));
+    parameters.push(("order", Some("newest".into())));
+    let mut answer =
+        client.call(Method::GET, &format!("{path}{}", query(&parameters)), None).await?;
+    if let Some(list) = answer.as_array_mut()
+        && list.len() > window.limit as usize
+    {
+        list.truncate(window.limit as usize);
+        eprintln!(
+            "The newest {} {entries} are shown and there are more: raise --limit, or narrow with \
+             --since or --flag.",
+            window.limit
+        );
+    }
+    Ok(answer)
+}
+
+/// `--since`: an age (`30m`, `12h`, `7d`, `1d12h`) before now, or an RFC 3339 time, as RFC 3339.
+fn since(text: &str) -> Result<String, Failure> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
     let bad = || {
-        Failure::usage(format!("`{text}` is not a percentage from 0% to 100%, e.g. 25% or 2.5%"))
+        Failure::usage(format!(
+            "`--since {text}`: give an age such as 30m, 12h or 7d, or an RFC 3339 time such as \
+             2026-11-22T09:00:00Z"
+        ))
     };
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    if !(0.0..=100.0).contains(&value) {
+    let mut seconds: i64 = 0;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let count: i64 = number.parse().map_err(|_| bad())?;
+        seconds = count.checked_mul(unit).and_then(|s| s.checked_add(seconds)).ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || seconds == 0 {
         return Err(bad());
     }
-    let thousandths = (value * 1000.0).round();
-    if (thousandths - value * 1000.0).abs() > 1e-6 {
-        return Err(Failure::usage(format!(
-            "`{text}`: at most three decimals (thousandths of a percent)"
-        )));
+    let now = crate::clock::SystemClock.now();
+    let at = now - chrono::Duration::try_seconds(seconds).ok_or_else(bad)?;
+    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// Keys from a file (or `-`, standard input), one per line or separated by commas, tabs or
+/// spaces, as pasted from a spreadsheet.
+fn read_keys(file: &std::path::Path) -> Result<Vec<String>, Failure> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
     }
-    Ok(thousandths as u32)
+    .map_err(|error| Failure::usage(format!("reading {}: {error}", file.display())))?;
+    Ok(text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `25%`, `25` or `2.5%`.
+pub fn parse_percent(text: &str) -> Result<Percent, Failure> {
+    Percent::parse(text).map_err(Failure::usage)
 }
 
 fn new_flag(
@@ -616,12 +1057,23 @@ mod tests {
 
     #[test]
     fn percentages() {
-        assert_eq!(parse_percent("25%").unwrap(), 25_000);
-        assert_eq!(parse_percent("2.5%").unwrap(), 2_500);
-        assert_eq!(parse_percent("100").unwrap(), 100_000);
-        assert_eq!(parse_percent("0.001%").unwrap(), 1);
+        assert_eq!(parse_percent("25%").unwrap().thousandths(), 25_000);
+        assert_eq!(parse_percent("2.5%").unwrap().thousandths(), 2_500);
+        assert_eq!(parse_percent("100").unwrap().thousandths(), 100_000);
+        assert_eq!(parse_percent("0.001%").unwrap().thousandths(), 1);
         for bad in ["101%", "-1%", "half", "0.0001%", ""] {
             assert_eq!(parse_percent(bad).unwrap_err().code, exit::USAGE, "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_takes_ages_and_times() {
+        assert_eq!(since("2026-11-22T09:00:00+01:00").unwrap(), "2026-11-22T08:00:00.000Z");
+        let day_and_a_half = crate::clock::SystemClock.now() - chrono::Duration::hours(36);
+        let parsed: chrono::DateTime<chrono::Utc> = since("1d12h").unwrap().parse().unwrap();
+        assert!((parsed - day_and_a_half).num_seconds().abs() < 5, "{parsed}");
+        for bad in ["", "7", "d", "7x", "yesterday", "0m", "99999999999999999999d"] {
+            assert_eq!(since(bad).unwrap_err().code, exit::USAGE, "{bad}");
         }
     }
 

@@ -87,11 +87,18 @@ pub(super) fn flags(value: &Value) -> String {
                 text(&flag["key"]),
                 text(&flag["type"]),
                 variants.join(", "),
-                text(&flag["off_variant"]),
+                text(&flag["owner"]),
+                tags(flag),
+                text(&flag["updated_at"]),
             ]
         })
         .collect();
-    table(&["FLAG", "TYPE", "VARIANTS", "OFF"], rows)
+    table(&["FLAG", "TYPE", "VARIANTS", "OWNER", "TAGS", "CHANGED"], rows)
+}
+
+fn tags(flag: &Value) -> String {
+    let tags: Vec<&str> = list(&flag["tags"]).iter().filter_map(Value::as_str).collect();
+    if tags.is_empty() { "-".into() } else { tags.join(", ") }
 }
 
 pub(super) fn flag(value: &Value) -> String {
@@ -101,6 +108,16 @@ pub(super) fn flag(value: &Value) -> String {
         text(&value["type"]),
         text(&value["off_variant"])
     );
+    if let Some(description) = value["description"].as_str() {
+        out.push_str(&format!("{description}\n"));
+    }
+    out.push_str(&format!(
+        "owner: {}  tags: {}  created {}, changed {}\n\n",
+        text(&value["owner"]),
+        tags(value),
+        text(&value["created_at"]),
+        text(&value["updated_at"])
+    ));
     let rows = value["environments"]
         .as_object()
         .map(|environments| {
@@ -202,10 +219,21 @@ pub(super) fn settings(value: &Value) -> String {
 /// A plan action's answer: the decision, then the plan.
 pub(super) fn action(value: &Value) -> String {
     let d = &value["decision"];
+    let (action, verdict) = (text(&d["action"]), text(&d["decision"]));
+    let (done, usual) = match action.as_str() {
+        "start" => ("Started", "proceed"),
+        "advance" => ("Advanced", "proceed"),
+        "hold" => ("Held", "hold"),
+        "resume" => ("Resumed", "proceed"),
+        "rollback" => ("Rolled back", "rollback"),
+        "complete" => ("Completed", "proceed"),
+        _ => (action.as_str(), verdict.as_str()),
+    };
+    // The decision only when it is not what the action says, e.g. an advance awaiting approvals.
+    let unusual = if verdict == usual { String::new() } else { format!(" ({verdict})") };
     let mut out = format!(
-        "{} {} by {}: {}\n\n",
-        decision(&text(&d["decision"])),
-        text(&d["action"]),
+        "{}{unusual} by {}: {}\n\n",
+        paint(if verdict == "proceed" { GREEN } else { YELLOW }, done),
         text(&d["decided_by"]),
         text(&d["rationale"])
     );
@@ -253,7 +281,7 @@ pub(super) fn plan(value: &Value) -> String {
                 std::cmp::Ordering::Equal => paint(GREEN, "✓"),
                 std::cmp::Ordering::Greater => " ".into(),
             };
-            let percent = stage["percent"].as_u64().unwrap_or(0) as f64 / 1000.0;
+            let percent = stage["percent"].as_f64().unwrap_or(0.0);
             let segments: Vec<&str> =
                 list(&stage["segments"]).iter().filter_map(Value::as_str).collect();
             let audience = if segments.is_empty() {
@@ -289,7 +317,7 @@ pub(super) fn plan(value: &Value) -> String {
                 let verdict = match r["verdict"].as_str() {
                     Some("pass") => paint(GREEN, "pass"),
                     Some("fail") => paint(RED, &format!("FAIL {}", text(&r["detail"]))),
-                    _ => paint(YELLOW, "not enough data"),
+                    _ => paint(YELLOW, "insufficient data"),
                 };
                 vec![text(&r["criterion"]), rate, format!("{metric} of {per}"), verdict]
             })
@@ -297,4 +325,96 @@ pub(super) fn plan(value: &Value) -> String {
         out.push_str(&table(&["CRITERION", "NOW", "COUNTS", "VERDICT"], rows));
     }
     out
+}
+
+pub(super) fn environments(value: &Value) -> String {
+    let rows = list(value).iter().map(|e| vec![text(&e["name"]), text(&e["version"])]).collect();
+    table(&["ENVIRONMENT", "VERSION"], rows)
+}
+
+pub(super) fn segments(value: &Value) -> String {
+    let count = |s: &Value, field: &str| list(&s[field]).len().to_string();
+    let rows = list(value)
+        .iter()
+        .map(|s| {
+            vec![
+                text(&s["key"]),
+                count(s, "included"),
+                count(s, "excluded"),
+                count(s, "conditions"),
+            ]
+        })
+        .collect();
+    table(&["SEGMENT", "INCLUDED", "EXCLUDED", "CONDITIONS"], rows)
+}
+
+pub(super) fn segment(value: &Value) -> String {
+    let keys = |field: &str| {
+        let keys: Vec<&str> = list(&value[field]).iter().filter_map(Value::as_str).collect();
+        if keys.is_empty() { "-".to_owned() } else { keys.join(", ") }
+    };
+    let mut out = format!("{}\n", paint(BOLD, &text(&value["key"])));
+    out.push_str(&format!("included: {}\nexcluded: {}\n", keys("included"), keys("excluded")));
+    for condition in list(&value["conditions"]) {
+        out.push_str(&format!(
+            "condition: {} {} {}\n",
+            text(&condition["attribute"]),
+            text(&condition["op"]),
+            text(&condition["values"])
+        ));
+    }
+    out
+}
+
+pub(super) fn tokens(value: &Value) -> String {
+    let rows = list(value)
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["name"]),
+                text(&t["scope"]),
+                text(&t["environment"]),
+                text(&t["created_at"]),
+            ]
+        })
+        .collect();
+    table(&["TOKEN", "SCOPE", "ENVIRONMENT", "CREATED"], rows)
+}
+
+/// A new token: its secret, the only time it is shown.
+pub(super) fn new_token(value: &Value) -> String {
+    format!(
+        "{}\n{}\n",
+        text(&value["token"]),
+        paint(
+            DIM,
+            &format!(
+                "token `{}` ({}{}): shown once, keep it now",
+                text(&value["name"]),
+                text(&value["scope"]),
+                value["environment"].as_str().map(|e| format!(", {e}")).unwrap_or_default()
+            )
+        )
+    )
+}
+
+pub(super) fn webhooks(value: &Value) -> String {
+    let rows = list(value)
+        .iter()
+        .map(|w| {
+            vec![
+                text(&w["name"]),
+                text(&w["environment"]),
+                text(&w["url"]),
+                text(&w["pending"]),
+                text(&w["failed"]),
+                text(&w["last_error"]),
+            ]
+        })
+        .collect();
+    table(&["WEBHOOK", "ENVIRONMENT", "URL", "PENDING", "FAILED", "LAST ERROR"], rows)
+}
+
+pub(super) fn done(value: &Value) -> String {
+    format!("{}\n", text(value))
 }

@@ -49,6 +49,7 @@ pub struct AuditQuery {
     pub environment: Option<String>,
     /// Records at or after it.
     pub since: Option<Timestamp>,
-    /// At most this many, the oldest matching first.
+    /// At most this many, from the oldest matching, or from the newest if `newest_first`.
     pub limit: Option<u32>,
+    pub newest_first: bool,
 }

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flag_core::Engine;
 use flag_core::wire::{self, Rollout, Serve};
-use flag_core::{Engine, bucketing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Refusal, check_label};
+use crate::model::percent::Percent;
+use crate::model::time::Timestamp;
+use crate::model::{Refusal, check_key, check_label};
 
 /// What a flag is, the same in every environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -23,9 +25,49 @@ pub struct FlagDefinition {
     pub off_variant: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
+    /// What the flag is for, in a sentence or two.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Who answers for it: a person or a team.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// Labels to find it by, e.g. `checkout` or `experiment`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
+/// The longest description, and the most tags a flag may have.
+pub const MAX_DESCRIPTION: usize = 2_000;
+pub const MAX_TAGS: usize = 20;
+
 impl FlagDefinition {
+    /// Refuses metadata that would not display or search well: control characters, an
+    /// overlong description, a tag or owner that is not a label.
+    pub fn check_metadata(&self) -> Result<(), Refusal> {
+        if self.description.chars().count() > MAX_DESCRIPTION {
+            return Err(Refusal::Unprocessable(format!(
+                "`description`: at most {MAX_DESCRIPTION} characters"
+            )));
+        }
+        if self.description.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(Refusal::Unprocessable(
+                "`description`: no control characters but line breaks".into(),
+            ));
+        }
+        if !self.owner.is_empty() {
+            check_label("owner", &self.owner)?;
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(Refusal::Unprocessable(format!("`tags`: at most {MAX_TAGS}")));
+        }
+        for (index, tag) in self.tags.iter().enumerate() {
+            // Key-like, so a tag fits a URL's query and a command line as it is.
+            check_key("tag", tag)
+                .map_err(|refusal| Refusal::Unprocessable(format!("`tags[{index}]`: {refusal}")))?;
+        }
+        Ok(())
+    }
+
     /// For a flag of two variants, the one that is not `off_variant`: what a rollout exposes
     /// unless told otherwise.
     pub fn sole_other_variant(&self) -> Option<String> {
@@ -42,6 +84,9 @@ impl FlagDefinition {
 pub struct StoredFlag {
     pub definition: FlagDefinition,
     pub revision: u64,
+    pub created_at: Timestamp,
+    /// Its last change: to the definition, or to its state in any environment.
+    pub updated_at: Timestamp,
 }
 
 /// How a flag behaves in one environment.
@@ -84,6 +129,13 @@ impl FlagState {
         Ok(())
     }
 
+    /// Drops the fallthrough rollout's stage label.
+    pub fn clear_stage_label(&mut self) {
+        if let Serve::Rollout(rollout) = &mut self.fallthrough {
+            rollout.stage = None;
+        }
+    }
+
     /// Makes the fallthrough a percent rollout. The exposed variant is `variant`, else the
     /// existing rollout's, else, for a flag of two variants, the one that is not `off_variant`.
     /// The stage label, the bucketing attribute and the variant everyone else gets stay unless
@@ -91,16 +143,10 @@ impl FlagState {
     pub fn roll_out(
         &mut self,
         definition: &FlagDefinition,
-        percent: u32,
+        percent: Percent,
         stage: Option<String>,
         variant: Option<String>,
     ) -> Result<(), Refusal> {
-        if percent > bucketing::BUCKETS {
-            return Err(Refusal::Unprocessable(format!(
-                "`percent` is in thousandths of a percent, 0 to {} (100%); got {percent}",
-                bucketing::BUCKETS
-            )));
-        }
         let existing = match &self.fallthrough {
             Serve::Rollout(rollout) if rollout.percent.is_some() => Some(rollout.clone()),
             _ => None,
@@ -115,7 +161,7 @@ impl FlagState {
             .unwrap_or_else(|| definition.off_variant.clone());
         self.fallthrough = Serve::Rollout(Rollout {
             bucket_by: existing.as_ref().and_then(|r| r.bucket_by.clone()),
-            percent: Some(percent),
+            percent: Some(percent.thousandths()),
             inside: Some(inside),
             outside: Some(outside),
             weights: None,
@@ -136,6 +182,17 @@ pub struct FlagRecord {
     pub off_variant: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[schema(value_type = String)]
+    pub created_at: Timestamp,
+    /// Its last change: to the definition, or to its state in any environment.
+    #[schema(value_type = String)]
+    pub updated_at: Timestamp,
     /// Grows with every change to the flag; served as its ETag.
     #[serde(skip)]
     pub revision: u64,
@@ -144,9 +201,31 @@ pub struct FlagRecord {
 
 impl FlagRecord {
     pub fn new(flag: StoredFlag, environments: BTreeMap<String, FlagState>) -> Self {
-        let StoredFlag { definition, revision } = flag;
-        let FlagDefinition { key, kind, variants, off_variant, salt } = definition;
-        Self { key, kind, variants, off_variant, salt, revision, environments }
+        let StoredFlag { definition, revision, created_at, updated_at } = flag;
+        let FlagDefinition { key, kind, variants, off_variant, salt, description, owner, tags } =
+            definition;
+        Self {
+            key,
+            kind,
+            variants,
+            off_variant,
+            salt,
+            description,
+            owner,
+            tags,
+            created_at,
+            updated_at,
+            revision,
+            environments,
+        }
+    }
+
+    /// Its state's stage label in `environment`, if its fallthrough is a labelled rollout.
+    pub fn stage(&self, environment: &str) -> Option<&str> {
+        match &self.environments.get(environment)?.fallthrough {
+            wire::Serve::Rollout(rollout) => rollout.stage.as_deref(),
+            wire::Serve::Variant(_) => None,
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod criteria;
 pub mod edge;
 pub mod flag;
 pub mod metrics;
+pub mod percent;
 pub mod plan;
 pub mod time;
 pub mod token;
@@ -20,6 +21,10 @@ pub enum Refusal {
     NotFound(String),
     #[error("{0} already exists")]
     Conflict(String),
+    /// A change that something in progress stands in the way of, e.g. a manual rollout while
+    /// a plan runs: 409, like `Conflict`.
+    #[error("{0}")]
+    Blocked(String),
     /// A key or value that cannot be taken as given, e.g. a key with a space in it.
     #[error("{0}")]
     Malformed(String),

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::model::criteria::Criterion;
 use crate::model::flag::{FlagDefinition, FlagState};
+use crate::model::percent::Percent;
 use crate::model::time::Timestamp;
 use crate::model::token::Scope;
 use crate::model::{Refusal, check_label};
@@ -27,10 +28,10 @@ pub struct Stage {
     /// earlier stage's segments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<String>,
-    /// Everyone else's exposure, in thousandths of a percent (5% is 5000); never lower than an
-    /// earlier stage's.
+    /// Everyone else's exposure, a percentage (5 is 5%); never lower than an earlier stage's.
     #[serde(default)]
-    pub percent: u32,
+    #[schema(value_type = f64, minimum = 0, maximum = 100)]
+    pub percent: Percent,
     /// The least time the plan stays in this stage before it may advance on its own.
     #[serde(default)]
     pub hold_seconds: u64,
@@ -197,7 +198,7 @@ impl Plan {
         let stage = &self.stages[self.stage];
         state.fallthrough = Serve::Rollout(Rollout {
             bucket_by,
-            percent: Some(stage.percent),
+            percent: Some(stage.percent.thousandths()),
             inside: Some(self.variant.clone()),
             outside: Some(self.control.clone()),
             weights: None,
@@ -230,18 +231,12 @@ pub fn validate(
         return refuse("`stages`: at most 20".into());
     }
     let mut names = BTreeSet::new();
-    let mut percent = 0;
+    let mut percent = Percent::default();
     for (index, stage) in stages.iter().enumerate() {
         let at = format!("stages[{index}]");
         check_label(&format!("{at}.name"), &stage.name)?;
         if !names.insert(stage.name.as_str()) {
             return refuse(format!("`{at}.name`: `{}` names two stages", stage.name));
-        }
-        if stage.percent > flag_core::bucketing::BUCKETS {
-            return refuse(format!(
-                "`{at}.percent` is in thousandths of a percent, 0 to 100000; got {}",
-                stage.percent
-            ));
         }
         if stage.percent < percent {
             return refuse(format!(
@@ -308,6 +303,11 @@ pub struct DecisionQuery {
     pub flag: Option<String>,
     pub environment: Option<String>,
     pub plan: Option<i64>,
+    /// Decisions at or after it.
+    pub since: Option<Timestamp>,
+    /// At most this many, from the oldest matching, or from the newest if `newest_first`.
+    pub limit: Option<u32>,
+    pub newest_first: bool,
 }
 
 /// Which plans to return, newest first: empty fields match everything.

@@ -1,4 +1,4 @@
-//! The communication plan's messages (../shared/product/communication-plan.md), rendered from a
+//! The communication plan's messages (docs/rollout-plans.md, "Notifications"), rendered from a
 //! plan as Slack-compatible webhook payloads: `text` for notifications and plain receivers,
 //! `blocks` for Slack, and `rollgate` with the same facts as data.
 
@@ -166,8 +166,8 @@ fn notification(
 pub fn audience(plan: &Plan, stage: &Stage) -> String {
     let index = plan.stages.iter().position(|s| s.name == stage.name).unwrap_or(0);
     let segments = plan.segments_at(index);
-    let share = percent(f64::from(stage.percent) / 100_000.0);
-    let who = match (segments.as_slice(), stage.percent) {
+    let share = stage.percent;
+    let who = match (segments.as_slice(), stage.percent.thousandths()) {
         ([], _) => format!("{share} of traffic"),
         ([one], 0) => format!("segment {one}"),
         (many, 0) => format!("segments {}", many.join(", ")),
@@ -203,7 +203,7 @@ pub fn metric_summary(readings: &[Reading]) -> String {
             let verdict = match reading.verdict {
                 Verdict::Pass => "pass".to_owned(),
                 Verdict::Fail => format!("FAIL ({})", reading.detail.as_deref().unwrap_or("")),
-                Verdict::Insufficient => "not enough data yet".to_owned(),
+                Verdict::Insufficient => "insufficient data".to_owned(),
             };
             let rate = &reading.variant;
             format!(

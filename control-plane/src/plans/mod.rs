@@ -8,12 +8,14 @@ pub mod templates;
 
 use std::collections::BTreeSet;
 
+use flag_core::wire::Serve;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::model::Refusal;
 use crate::model::criteria::{Reading, Verdict};
 use crate::model::flag::{FlagDefinition, FlagState};
+use crate::model::percent::Percent;
 use crate::model::plan::{FlagChange, Plan, Stage, Status, Step, validate};
 use crate::model::time::Timestamp;
 use crate::plans::templates::TemplateParameters;
@@ -41,6 +43,9 @@ pub struct PlanRequest {
     pub control: Option<String>,
     /// Default: the template's (on for the canary, off for four-stage), on for explicit stages.
     pub auto_advance: Option<bool>,
+    /// The stage to start at, by name; default the first. A plan never lowers exposure, so a
+    /// flag already serving the variant more widely than the first stage starts further on.
+    pub start_at: Option<String>,
     pub rationale: String,
 }
 
@@ -98,6 +103,13 @@ pub fn start(
         .ok_or_else(|| Refusal::Unprocessable("name the `variant` to roll out".into()))?;
     let control = request.control.unwrap_or_else(|| definition.off_variant.clone());
     validate(&stages, definition, &variant, &control, known_segments)?;
+    let stage = match &request.start_at {
+        None => 0,
+        Some(name) => stages.iter().position(|stage| stage.name == *name).ok_or_else(|| {
+            Refusal::Unprocessable(format!("`start_at`: the plan has no stage `{name}`"))
+        })?,
+    };
+    refuse_lower_exposure(&stages, stage, state, &variant, definition, &request.environment)?;
     let mut plan = Plan {
         id,
         flag: definition.key.clone(),
@@ -108,7 +120,7 @@ pub fn start(
         auto_advance,
         stages,
         status: Status::Running,
-        stage: 0,
+        stage,
         stage_started_at: now,
         approvals: Vec::new(),
         installed_rule: None,
@@ -129,6 +141,59 @@ pub fn start(
         metrics: json!([]),
     };
     Ok((plan, step))
+}
+
+/// How many units `state` serves `variant` to, in thousandths of a percent, outside any rule.
+fn exposure(state: &FlagState, variant: &str) -> u32 {
+    if !state.enabled {
+        return 0;
+    }
+    match &state.fallthrough {
+        Serve::Variant(served) if served == variant => Percent::ALL.thousandths(),
+        Serve::Variant(_) => 0,
+        Serve::Rollout(rollout) => match (&rollout.weights, rollout.percent) {
+            (Some(weights), _) => {
+                weights.iter().filter(|w| w.variant == variant).map(|w| w.weight).sum()
+            }
+            (None, Some(percent)) if rollout.inside.as_deref() == Some(variant) => percent,
+            (None, Some(percent)) if rollout.outside.as_deref() == Some(variant) => {
+                Percent::ALL.thousandths() - percent
+            }
+            _ => 0,
+        },
+    }
+}
+
+/// Audiences only grow, from before the plan too: refuses a start at a stage that serves
+/// `variant` to fewer units than the flag does today, naming the stage to start at instead.
+fn refuse_lower_exposure(
+    stages: &[Stage],
+    start: usize,
+    state: &FlagState,
+    variant: &str,
+    definition: &FlagDefinition,
+    environment: &str,
+) -> Result<(), Refusal> {
+    let today = exposure(state, variant);
+    let first = &stages[start];
+    if first.percent.thousandths() >= today {
+        return Ok(());
+    }
+    let today = Percent::from_thousandths(today).unwrap_or(Percent::ALL);
+    let instead = match stages.iter().find(|stage| stage.percent >= today) {
+        Some(stage) => format!(
+            "start at stage `{}` ({}) with `start_at` (`--start-at` in the CLI), or lower the \
+             rollout by hand first",
+            stage.name, stage.percent
+        ),
+        None => "no stage of this plan reaches that; lower the rollout by hand first".into(),
+    };
+    Err(Refusal::Blocked(format!(
+        "`{}` already serves `{variant}` to {today} in `{environment}`, and stage `{}` serves \
+         {}: starting there would take the feature away from users who have it. A plan never \
+         lowers exposure: {instead}",
+        definition.key, first.name, first.percent
+    )))
 }
 
 /// A release manager's `action` on `plan`, which they saw at stage `seen_stage`.

@@ -1,4 +1,4 @@
-//! The built-in plans, from ../shared/product: the four-stage release (internal dogfooding,
+//! The built-in plans, from our release process: the four-stage release (internal dogfooding,
 //! alpha, beta, GA) and the canary timeline (5%, assessed after 1 h, 25% after 1 day, 100%
 //! after 3 days).
 
@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Refusal;
 use crate::model::criteria::Criterion;
+use crate::model::percent::Percent;
 use crate::model::plan::{Advancers, Stage};
 
 const HOUR: u64 = 3600;
@@ -26,8 +27,9 @@ pub struct TemplateParameters {
     pub internal_segment: Option<String>,
     /// Four-stage: the segment of friendly customers.
     pub alpha_segment: Option<String>,
-    /// Four-stage: beta exposure in thousandths of a percent, 10000 to 25000 (default 10000).
-    pub beta_percent: Option<u32>,
+    /// Four-stage: beta exposure, a percentage from 10 to 25 (default 10).
+    #[schema(value_type = Option<f64>, minimum = 10, maximum = 25)]
+    pub beta_percent: Option<Percent>,
     /// Four-stage: approvals needed to enter GA (default 2).
     pub ga_approvals: Option<u32>,
 }
@@ -91,10 +93,10 @@ pub fn auto_advance(name: &str) -> bool {
 /// The stages of template `name` with `parameters` filled in.
 pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>, Refusal> {
     let guardrails = parameters.guardrails.clone().unwrap_or_else(default_guardrails);
-    let stage = |name: &str, segments: Vec<String>, percent: u32, hold_seconds: u64| Stage {
+    let stage = |name: &str, segments: Vec<String>, thousandths: u32, hold_seconds: u64| Stage {
         name: name.into(),
         segments,
-        percent,
+        percent: Percent::from_thousandths(thousandths).expect("at most 100%"),
         hold_seconds,
         guardrails: guardrails.clone(),
         leading: parameters.leading.clone(),
@@ -118,10 +120,11 @@ pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>,
             };
             let internal = segment("internal_segment", &parameters.internal_segment)?;
             let alpha = segment("alpha_segment", &parameters.alpha_segment)?;
-            let beta = parameters.beta_percent.unwrap_or(10_000);
+            let beta = parameters.beta_percent.map_or(10_000, Percent::thousandths);
             if !(10_000..=25_000).contains(&beta) {
                 return Err(Refusal::Unprocessable(format!(
-                    "`beta_percent` is 10000 to 25000 (10 to 25%); got {beta}"
+                    "`beta_percent` is 10 to 25 (percent); got {}",
+                    parameters.beta_percent.unwrap_or_default()
                 )));
             }
             let mut ga = stage("ga", vec![], 100_000, 0);
@@ -179,18 +182,24 @@ mod tests {
             .scan(0, |at, stage| {
                 let entered = *at;
                 *at += stage.hold_seconds;
-                Some((stage.percent, entered))
+                Some((stage.percent.thousandths(), entered))
             })
             .collect();
         assert_eq!(timeline, [(5_000, 0), (5_000, HOUR), (25_000, DAY), (100_000, 3 * DAY)]);
         let four_stage = &templates[1].stages;
         let names: Vec<&str> = four_stage.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["internal", "alpha", "beta", "ga"]);
-        assert_eq!((four_stage[2].percent, four_stage[3].advance.approvals), (10_000, 2));
+        assert_eq!(
+            (four_stage[2].percent.thousandths(), four_stage[3].advance.approvals),
+            (10_000, 2)
+        );
         assert!(
             expand(
                 FOUR_STAGE,
-                &TemplateParameters { beta_percent: Some(30_000), ..templates_params() }
+                &TemplateParameters {
+                    beta_percent: Percent::from_thousandths(30_000),
+                    ..templates_params()
+                }
             )
             .is_err()
         );

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::model::audit::AuditEntry;
 use crate::model::flag::{FlagDefinition, FlagRecord, FlagState, StoredFlag};
-use crate::model::plan::PlanQuery;
+use crate::model::percent::Percent;
+use crate::model::plan::{Plan, PlanQuery, Status};
 use crate::model::time::Timestamp;
 use crate::model::{Refusal, check_key};
 use crate::plans;
@@ -41,20 +42,57 @@ pub struct StateChanged {
 /// A rollout to set: see `FlagState::roll_out`.
 #[derive(Debug, Clone)]
 pub struct Rollout {
-    pub percent: u32,
+    pub percent: Percent,
     pub stage: Option<String>,
     pub variant: Option<String>,
 }
 
 /// Every live flag's definition, by key.
-pub async fn list(service: &Service) -> Result<Vec<FlagDefinition>, Error> {
+pub async fn list(service: &Service, query: FlagQuery) -> Result<Vec<FlagRecord>, Error> {
+    let needle = query.text.as_deref().map(str::to_lowercase);
     service
-        .read(|tx| {
+        .read(move |tx| {
             Box::pin(async move {
-                Ok(tx.flags().await?.into_iter().map(|flag| flag.definition).collect())
+                let mut records = Vec::new();
+                for stored in tx.flags().await? {
+                    let states = tx.flag_states(&stored.definition.key).await?;
+                    let record = FlagRecord::new(stored, states);
+                    if query.matches(&record, needle.as_deref()) {
+                        records.push(record);
+                    }
+                }
+                Ok(records)
             })
         })
         .await
+}
+
+/// Which flags to list; empty fields match every flag.
+#[derive(Debug, Clone, Default)]
+pub struct FlagQuery {
+    /// Found in the key or the description, ignoring case.
+    pub text: Option<String>,
+    pub tag: Option<String>,
+    pub owner: Option<String>,
+    /// A rollout's stage label, in `environment` if given, else in any.
+    pub stage: Option<String>,
+    pub environment: Option<String>,
+}
+
+impl FlagQuery {
+    fn matches(&self, record: &FlagRecord, needle: Option<&str>) -> bool {
+        let text = needle.is_none_or(|needle| {
+            record.key.to_lowercase().contains(needle)
+                || record.description.to_lowercase().contains(needle)
+        });
+        let tag = self.tag.as_ref().is_none_or(|tag| record.tags.contains(tag));
+        let owner = self.owner.as_ref().is_none_or(|owner| record.owner == *owner);
+        let stage = self.stage.as_deref().is_none_or(|stage| match &self.environment {
+            Some(environment) => record.stage(environment) == Some(stage),
+            None => record.environments.keys().any(|env| record.stage(env) == Some(stage)),
+        });
+        text && tag && owner && stage
+    }
 }
 
 /// A flag with its state in each environment.
@@ -70,6 +108,7 @@ pub async fn create(
     actor: &str,
 ) -> Result<FlagRecord, Error> {
     check_key("flag", &definition.key)?;
+    definition.check_metadata()?;
     let (actor, prefix) = (actor.to_owned(), format!("flags.{}", definition.key));
     service
         .change(move |tx, now, effects| {
@@ -101,6 +140,7 @@ pub async fn update(
     definition: FlagDefinition,
     note: Note,
 ) -> Result<FlagRecord, Error> {
+    definition.check_metadata()?;
     let prefix = format!("flags.{}", definition.key);
     service
         .change(move |tx, now, effects| {
@@ -165,7 +205,8 @@ pub async fn set_state(
     note: Note,
 ) -> Result<StateChanged, Error> {
     state.check_labels()?;
-    edit_state(service, environment, flag, "flag.state", note, move |_, current| {
+    edit_state(service, environment, flag, "flag.state", note, move |_, current, plan| {
+        refuse_while_running(plan)?;
         *current = state;
         Ok(())
     })
@@ -180,10 +221,45 @@ pub async fn roll_out(
     rollout: Rollout,
     note: Note,
 ) -> Result<StateChanged, Error> {
-    edit_state(service, environment, flag, "flag.rollout", note, move |definition, current| {
-        current.roll_out(definition, rollout.percent, rollout.stage, rollout.variant)
-    })
+    edit_state(
+        service,
+        environment,
+        flag,
+        "flag.rollout",
+        note,
+        move |definition, current, plan| {
+            refuse_while_running(plan)?;
+            current.roll_out(
+                definition,
+                rollout.percent,
+                rollout.stage.clone(),
+                rollout.variant,
+            )?;
+            // Under a held plan, the plan's stage label no longer describes a manual exposure.
+            if plan.is_some() && rollout.stage.is_none() {
+                current.clear_stage_label();
+            }
+            Ok(())
+        },
+    )
     .await
+}
+
+/// A running plan owns its flag's audience: changes of exposure by hand wait until it is held,
+/// rolled back or completed.
+fn refuse_while_running(plan: Option<&Plan>) -> Result<(), Refusal> {
+    match plan {
+        Some(plan) if plan.status == Status::Running => Err(Refusal::Blocked(format!(
+            "plan {} is rolling out `{}` in `{}` (stage `{}`): hold it first (`rollgate plan \
+             hold {}`), or roll it back or complete it",
+            plan.id,
+            plan.flag,
+            plan.environment,
+            plan.current().name,
+            plan.id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Serves `off_variant` to everyone in one environment, at once, whatever else is going on: it
@@ -225,7 +301,7 @@ pub async fn unkill(
     reason: &str,
 ) -> Result<StateChanged, Error> {
     let note = Note { reason: Some(reason.to_owned()), ..Note::by(actor) };
-    edit_state(service, environment, flag, "flag.unkill", note, |_, current| {
+    edit_state(service, environment, flag, "flag.unkill", note, |_, current, _| {
         current.enabled = true;
         Ok(())
     })
@@ -261,7 +337,9 @@ async fn edit_state<F>(
     edit: F,
 ) -> Result<StateChanged, Error>
 where
-    F: FnOnce(&FlagDefinition, &mut FlagState) -> Result<(), Refusal> + Send + 'static,
+    F: FnOnce(&FlagDefinition, &mut FlagState, Option<&Plan>) -> Result<(), Refusal>
+        + Send
+        + 'static,
 {
     let (environment, flag) = (environment.to_owned(), flag.to_owned());
     let prefix = format!("flags.{flag}");
@@ -271,8 +349,14 @@ where
                 let mut target =
                     FlagInEnvironment::load(tx, &environment, &flag, Some(&note)).await?;
                 check_revision("flag", &flag, target.revision, &note)?;
+                let active = PlanQuery {
+                    flag: Some(flag.clone()),
+                    environment: Some(environment.clone()),
+                    active: true,
+                };
+                let plan = tx.plans(&active).await?.into_iter().next();
                 let mut state = target.state.clone();
-                edit(&target.definition, &mut state)?;
+                edit(&target.definition, &mut state, plan.as_ref())?;
                 let entry =
                     AuditEntry { reason: note.reason, ..AuditEntry::new(&note.actor, action) };
                 target.save(tx, now, effects, state, entry).await

@@ -57,8 +57,22 @@ pub async fn start(
                     FlagInEnvironment::load(tx, &request.environment, &request.flag, None).await?;
                 let Some(id) = tx.insert_plan(&request.flag, &request.environment, now).await?
                 else {
-                    return Err(Refusal::Conflict(format!(
-                        "an active plan for flag `{}` in `{}`",
+                    let active = PlanQuery {
+                        flag: Some(request.flag.clone()),
+                        environment: Some(request.environment.clone()),
+                        active: true,
+                    };
+                    let which = match tx.plans(&active).await?.first() {
+                        Some(plan) => format!(
+                            ": plan {} ({}, at stage `{}`). Complete or roll it back first",
+                            plan.id,
+                            plan.status.as_str(),
+                            plan.current().name
+                        ),
+                        None => String::new(),
+                    };
+                    return Err(Refusal::Blocked(format!(
+                        "flag `{}` has an active plan in `{}`{which}",
                         request.flag, request.environment
                     ))
                     .into());

@@ -388,6 +388,11 @@ pub trait Tx: Send {
     ) -> Result<(), StoreError>;
 }
 
+/// SQL's order of a log's ids.
+fn order(newest_first: bool) -> &'static str {
+    if newest_first { "DESC" } else { "ASC" }
+}
+
 /// A counter as the databases' signed 64-bit integer; counters never come near `i64::MAX`.
 fn signed(counter: u64) -> i64 {
     i64::try_from(counter).unwrap_or(i64::MAX)

@@ -36,7 +36,7 @@ use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
 use crate::store::{
     Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob, from_json,
-    signed, to_json,
+    order, signed, to_json,
 };
 
 /// Versioned migrations, applied in order; `schema_migrations` records those applied.
@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../../migrations/postgres/0002_snapshots.sql")),
     (3, include_str!("../../migrations/postgres/0003_metric_quota.sql")),
+    (4, include_str!("../../migrations/postgres/0004_plan_stage_percentages.sql")),
 ];
 
 /// Advisory lock keys ("rollgate" in ASCII, then one more per purpose).
@@ -432,7 +433,11 @@ impl Tx for Pg<'_, '_> {
 
     async fn flags(&mut self) -> Result<Vec<StoredFlag>, StoreError> {
         let rows = self
-            .rows("SELECT definition, revision FROM flags WHERE NOT archived ORDER BY key", &[])
+            .rows(
+                "SELECT definition, revision, created_at, updated_at FROM flags WHERE NOT archived
+                 ORDER BY key",
+                &[],
+            )
             .await?;
         rows.iter().map(stored_flag).collect()
     }
@@ -440,7 +445,8 @@ impl Tx for Pg<'_, '_> {
     async fn flag(&mut self, key: &str) -> Result<Option<StoredFlag>, StoreError> {
         let row = self
             .optional(
-                "SELECT definition, revision FROM flags WHERE key = $1 AND NOT archived",
+                "SELECT definition, revision, created_at, updated_at FROM flags
+                 WHERE key = $1 AND NOT archived",
                 &[&key],
             )
             .await?;
@@ -632,12 +638,17 @@ impl Tx for Pg<'_, '_> {
         let limit = i64::from(query.limit.unwrap_or(u32::MAX));
         let rows = self
             .rows(
-                "SELECT id, at, actor, action, environment, flag, segment, reason, before, after
-                 FROM audit
-                 WHERE ($1::text IS NULL OR flag = $1) AND ($2::text IS NULL OR environment = $2)
-                   AND ($3::timestamptz IS NULL OR at >= $3)
-                   AND ($4::text IS NULL OR segment = $4)
-                 ORDER BY id LIMIT $5",
+                &format!(
+                    "SELECT id, at, actor, action, environment, flag, segment, reason, before,
+                            after
+                     FROM audit
+                     WHERE ($1::text IS NULL OR flag = $1)
+                       AND ($2::text IS NULL OR environment = $2)
+                       AND ($3::timestamptz IS NULL OR at >= $3)
+                       AND ($4::text IS NULL OR segment = $4)
+                     ORDER BY id {} LIMIT $5",
+                    order(query.newest_first)
+                ),
                 &[&query.flag, &query.environment, &query.since, &query.segment, &limit],
             )
             .await?;
@@ -1004,13 +1015,24 @@ impl Tx for Pg<'_, '_> {
     async fn decisions(&mut self, query: &DecisionQuery) -> Result<Vec<Decision>, StoreError> {
         let rows = self
             .rows(
-                "SELECT id, at, plan, flag, environment, action, from_stage, to_stage, decision,
-                        rationale, decided_by, metrics
-                 FROM decisions
-                 WHERE ($1::text IS NULL OR flag = $1) AND ($2::text IS NULL OR environment = $2)
-                   AND ($3::bigint IS NULL OR plan = $3)
-                 ORDER BY id",
-                &[&query.flag, &query.environment, &query.plan],
+                &format!(
+                    "SELECT id, at, plan, flag, environment, action, from_stage, to_stage,
+                            decision, rationale, decided_by, metrics
+                     FROM decisions
+                     WHERE ($1::text IS NULL OR flag = $1)
+                       AND ($2::text IS NULL OR environment = $2)
+                       AND ($3::bigint IS NULL OR plan = $3)
+                       AND ($4::timestamptz IS NULL OR at >= $4)
+                     ORDER BY id {} LIMIT $5",
+                    order(query.newest_first)
+                ),
+                &[
+                    &query.flag,
+                    &query.environment,
+                    &query.plan,
+                    &query.since,
+                    &i64::from(query.limit.unwrap_or(u32::MAX)),
+                ],
             )
             .await?;
         Ok(rows
@@ -1140,7 +1162,12 @@ impl Tx for Pg<'_, '_> {
 }
 
 fn stored_flag(row: &Row) -> Result<StoredFlag, StoreError> {
-    Ok(StoredFlag { definition: from_json(row.get(0))?, revision: unsigned(row.get(1)) })
+    Ok(StoredFlag {
+        definition: from_json(row.get(0))?,
+        revision: unsigned(row.get(1)),
+        created_at: row.get(2),
+        updated_at: row.get(3),
+    })
 }
 
 fn segment_record(row: &Row) -> Result<SegmentRecord, StoreError> {

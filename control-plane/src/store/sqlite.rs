@@ -30,7 +30,7 @@ use crate::model::token::{Scope, StoredToken, Token};
 use crate::model::webhook::{Delivery, DeliveryOutcome, NewWebhook, WebhookRecord};
 use crate::store::{
     Ended, Erased, KEPT_SNAPSHOTS, Outcome, ReadJob, Store, StoreError, Tx, WriteJob, from_json,
-    signed, to_json,
+    order, signed, to_json,
 };
 
 fn migrations() -> Migrations<'static> {
@@ -46,6 +46,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0009_metric_batches_per_environment.sql")),
         M::up(include_str!("../../migrations/sqlite/0010_snapshots.sql")),
         M::up(include_str!("../../migrations/sqlite/0011_metric_quota.sql")),
+        M::up(include_str!("../../migrations/sqlite/0012_plan_stage_percentages.sql")),
     ])
 }
 
@@ -242,28 +243,22 @@ impl Tx for Db {
 
     async fn flags(&mut self) -> Result<Vec<StoredFlag>, StoreError> {
         let mut statement = self.0.prepare_cached(
-            "SELECT definition, revision FROM flags WHERE archived = 0 ORDER BY key",
+            "SELECT definition, revision, created_at, updated_at FROM flags WHERE archived = 0
+             ORDER BY key",
         )?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, unsigned_at(row, 1)?)))?;
-        rows.map(|row| {
-            let (definition, revision): (String, u64) = row?;
-            Ok(StoredFlag { definition: from_json(&definition)?, revision })
-        })
-        .collect()
+        let rows = statement.query_map([], stored_flag)?;
+        rows.map(|row| row?).collect()
     }
 
     async fn flag(&mut self, key: &str) -> Result<Option<StoredFlag>, StoreError> {
-        let row: Option<(String, u64)> = self
-            .0
+        self.0
             .prepare_cached(
-                "SELECT definition, revision FROM flags WHERE key = ?1 AND archived = 0",
+                "SELECT definition, revision, created_at, updated_at FROM flags
+                 WHERE key = ?1 AND archived = 0",
             )?
-            .query_row(params![key], |row| Ok((row.get(0)?, unsigned_at(row, 1)?)))
-            .optional()?;
-        row.map(|(definition, revision)| {
-            Ok(StoredFlag { definition: from_json(&definition)?, revision })
-        })
-        .transpose()
+            .query_row(params![key], stored_flag)
+            .optional()?
+            .transpose()
     }
 
     async fn insert_flag(
@@ -456,13 +451,14 @@ impl Tx for Db {
     }
 
     async fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut statement = self.0.prepare_cached(
+        let mut statement = self.0.prepare_cached(&format!(
             "SELECT id, at, actor, action, environment, flag, segment, reason, before, after
              FROM audit
              WHERE (?1 IS NULL OR flag = ?1) AND (?2 IS NULL OR environment = ?2)
                AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR segment = ?4)
-             ORDER BY id LIMIT ?5",
-        )?;
+             ORDER BY id {} LIMIT ?5",
+            order(query.newest_first)
+        ))?;
         let limit = query.limit.unwrap_or(u32::MAX);
         let arguments = params![query.flag, query.environment, query.since, query.segment, limit];
         let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
@@ -797,32 +793,34 @@ impl Tx for Db {
     }
 
     async fn decisions(&mut self, query: &DecisionQuery) -> Result<Vec<Decision>, StoreError> {
-        let mut statement = self.0.prepare_cached(
+        let mut statement = self.0.prepare_cached(&format!(
             "SELECT id, at, plan, flag, environment, action, from_stage, to_stage, decision,
                     rationale, decided_by, metrics
              FROM decisions
              WHERE (?1 IS NULL OR flag = ?1) AND (?2 IS NULL OR environment = ?2)
-               AND (?3 IS NULL OR plan = ?3)
-             ORDER BY id",
-        )?;
-        let rows =
-            statement.query_map(params![query.flag, query.environment, query.plan], |row| {
-                let metrics: String = row.get(11)?;
-                Ok(Decision {
-                    id: row.get(0)?,
-                    at: row.get(1)?,
-                    plan: row.get(2)?,
-                    flag: row.get(3)?,
-                    environment: row.get(4)?,
-                    action: row.get(5)?,
-                    from_stage: row.get(6)?,
-                    to_stage: row.get(7)?,
-                    decision: row.get(8)?,
-                    rationale: row.get(9)?,
-                    decided_by: row.get(10)?,
-                    metrics: serde_json::from_str(&metrics).unwrap_or_default(),
-                })
-            })?;
+               AND (?3 IS NULL OR plan = ?3) AND (?4 IS NULL OR at >= ?4)
+             ORDER BY id {} LIMIT ?5",
+            order(query.newest_first)
+        ))?;
+        let limit = query.limit.unwrap_or(u32::MAX);
+        let arguments = params![query.flag, query.environment, query.plan, query.since, limit];
+        let rows = statement.query_map(arguments, |row| {
+            let metrics: String = row.get(11)?;
+            Ok(Decision {
+                id: row.get(0)?,
+                at: row.get(1)?,
+                plan: row.get(2)?,
+                flag: row.get(3)?,
+                environment: row.get(4)?,
+                action: row.get(5)?,
+                from_stage: row.get(6)?,
+                to_stage: row.get(7)?,
+                decision: row.get(8)?,
+                rationale: row.get(9)?,
+                decided_by: row.get(10)?,
+                metrics: serde_json::from_str(&metrics).unwrap_or_default(),
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -973,4 +971,16 @@ impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Failed(error.to_string())
     }
+}
+
+/// A `flags` row (definition, revision, created_at, updated_at); the JSON is read after the row.
+fn stored_flag(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredFlag, StoreError>> {
+    let definition: String = row.get(0)?;
+    let (revision, created_at, updated_at) = (unsigned_at(row, 1)?, row.get(2)?, row.get(3)?);
+    Ok(from_json(&definition).map(|definition| StoredFlag {
+        definition,
+        revision,
+        created_at,
+        updated_at,
+    }))
 }

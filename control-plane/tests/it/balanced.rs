@@ -137,7 +137,7 @@ async fn replicas_killed_in_a_loop_lose_no_acknowledged_write_and_streams_resume
             let mut n = 0u64;
             while !*stopped.borrow() {
                 n += 1;
-                let body = json!({"percent": n % 100_001, "reason": format!("write {n}")});
+                let body = json!({"percent": (n % 100_001) as f64 / 1000.0, "reason": format!("write {n}")});
                 let sent = client.put(&url).bearer_auth(BINARY_ADMIN).json(&body).send().await;
                 if let Ok(response) = sent
                     && response.status() == StatusCode::OK
@@ -230,9 +230,9 @@ async fn the_schedulers_leader_killed_mid_plan_hands_over_and_each_step_is_taken
     let plan = json!({
         "flag": "checkout-v2", "environment": "production", "rationale": "leader test",
         "stages": [
-            {"name": "one", "percent": 10000, "hold_seconds": 2},
-            {"name": "two", "percent": 50000, "hold_seconds": 1},
-            {"name": "all", "percent": 100000}
+            {"name": "one", "percent": 10, "hold_seconds": 2},
+            {"name": "two", "percent": 50, "hold_seconds": 1},
+            {"name": "all", "percent": 100}
         ]
     });
     let started = client

@@ -135,6 +135,23 @@ async fn every_subcommand_against_a_real_server() {
         stdout(&configured(&config, &["unkill", "checkout-v2", "--reason", "fixed"]).await);
     assert!(unkilled.contains("checkout-v2 in production: 25% on"), "{unkilled}");
 
+    // A plan never lowers exposure: the canary's 5% would take the feature from 20% of users.
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["plan", "start", "checkout-v2", "--template", "canary", "--reason", "QA passed"],
+    )
+    .await;
+    assert_eq!(code, 6);
+    assert!(message.contains("already serves `on` to 25%"), "{message}");
+    assert!(
+        message.contains("stage `expanded` (25%)") && message.contains("--start-at"),
+        "{message}"
+    );
+    assert!(!message.contains("already exists"), "{message}");
+    configured(&config, &["rollout", "checkout-v2", "5%", "--reason", "back to the canary's 5%"])
+        .await;
     let started = json_of(
         &configured(
             &config,
@@ -153,14 +170,24 @@ async fn every_subcommand_against_a_real_server() {
         .await,
     );
     assert_eq!(started["decision"]["action"], "start");
+    // While it runs, the plan owns the audience.
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["rollout", "checkout-v2", "50%", "--reason", "impatient"],
+    )
+    .await;
+    assert_eq!(code, 6);
+    assert!(message.contains("hold it first"), "{message}");
     let status = stdout(&configured(&config, &["plan", "status", "checkout-v2"]).await);
     assert!(status.contains("▶  canary    5%        1h"), "{status}");
-    assert!(status.contains("errors/requests <= 2%  -    0 of 0  not enough data"), "{status}");
+    assert!(status.contains("errors/requests <= 2%  -    0 of 0  insufficient data"), "{status}");
     let advanced = stdout(
         &configured(&config, &["plan", "advance", "checkout-v2", "--reason", "assessed early"])
             .await,
     );
-    assert!(advanced.starts_with("proceed advance by ana: assessed early"), "{advanced}");
+    assert!(advanced.starts_with("Advanced by ana: assessed early"), "{advanced}");
     let id = started["plan"]["id"].to_string();
     let held = json_of(
         &configured(&config, &["plan", "hold", &id, "--reason", "tickets", "-o", "json"]).await,
@@ -182,7 +209,7 @@ async fn every_subcommand_against_a_real_server() {
         json_of(&configured(&config, &["decisions", "--flag", "checkout-v2", "-o", "json"]).await);
     let actions: Vec<&str> =
         decisions.as_array().unwrap().iter().map(|d| d["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["start", "advance", "hold", "resume", "rollback"]);
+    assert_eq!(actions, ["rollback", "resume", "hold", "advance", "start"], "newest first");
     let table = stdout(&configured(&config, &["decisions", "--plan", &id]).await);
     assert!(table.contains("canary→assessed") && table.contains("latency"), "{table}");
     let csv = stdout(&configured(&config, &["decisions", "--flag", "checkout-v2", "--csv"]).await);
@@ -360,7 +387,8 @@ async fn plan_status_watch_follows_the_plan_until_it_ends() {
     }
     let kill =
         ["plan", "rollback", "checkout-v2", "--env", "production", "--kill", "--reason", "errors"];
-    assert!(rollgate(&server, Some(RELEASE), &config, &kill).await.status.success());
+    let killed = stdout(&rollgate(&server, Some(RELEASE), &config, &kill).await);
+    assert!(killed.starts_with("Rolled back by ana: errors"), "once, in words: {killed}");
     let mut rest = String::new();
     while let Some(line) =
         tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap()
@@ -372,4 +400,272 @@ async fn plan_status_watch_follows_the_plan_until_it_ends() {
         tokio::time::timeout(Duration::from_secs(10), watching.wait()).await.unwrap().unwrap();
     assert!(status.success());
     assert!(rest.contains("rolled_back"), "the watch drew the rollback and ended:\n{rest}");
+}
+
+#[tokio::test]
+async fn audit_shows_the_newest_first_and_says_when_more_exist() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let path = "/api/v1/environments/production/flags/checkout-v2/rollout";
+    for n in 1..=120 {
+        let body = json!({"percent": f64::from(n) / 10.0, "reason": format!("step {n}")});
+        let (status, answer) =
+            server.call(reqwest::Method::PUT, path, Some(RELEASE), Some(body)).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    }
+    let kill = "/api/v1/environments/production/flags/checkout-v2/kill";
+    let body = json!({"reason": "the newest"});
+    let (status, _) = server.call(reqwest::Method::POST, kill, Some(RELEASE), Some(body)).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+
+    let shown =
+        rollgate(&server, Some(RELEASE), &config, &["audit", "--flag", "checkout-v2"]).await;
+    let (text, hint) = (stdout(&shown), String::from_utf8_lossy(&shown.stderr).into_owned());
+    let first = text.lines().nth(1).unwrap();
+    assert!(first.contains("flag.kill") && first.contains("the newest"), "{text}");
+    assert_eq!(text.lines().count(), 51, "a header and the newest 50: {text}");
+    assert!(hint.contains("The newest 50 records are shown and there are more"), "{hint}");
+
+    let all = rollgate(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["audit", "--flag", "checkout-v2", "--limit", "500", "--since", "1h", "-o", "json"],
+    )
+    .await;
+    let records = json_of(&all);
+    assert_eq!(records.as_array().unwrap().len(), 122, "the demo flag's creation too");
+    assert_eq!(records[0]["reason"], "the newest");
+    assert!(all.stderr.is_empty(), "no hint when everything is shown");
+    let future = rollgate(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["audit", "--since", "2999-01-01T00:00:00Z", "-o", "json"],
+    )
+    .await;
+    assert_eq!(json_of(&future), json!([]));
+    let (code, message) =
+        fails(&server, Some(RELEASE), &config, &["audit", "--since", "yesterday"]).await;
+    assert_eq!(code, 2);
+    assert!(message.contains("an age such as 30m, 12h or 7d"), "{message}");
+}
+
+#[tokio::test]
+async fn flags_metadata_and_state_from_a_file() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let run = async |args: &[&str]| rollgate(&server, Some(RELEASE), &config, args).await;
+    let created = json_of(
+        &run(&[
+            "flags",
+            "create",
+            "banner",
+            "--variant",
+            "old=\"Welcome\"",
+            "--variant",
+            "new=\"Hello!\"",
+            "--off",
+            "old",
+            "--description",
+            "The home page's banner",
+            "--owner",
+            "web",
+            "--tags",
+            "ui,copy",
+            "-o",
+            "json",
+        ])
+        .await,
+    );
+    assert_eq!(
+        (created["owner"].as_str(), created["tags"].clone()),
+        (Some("web"), json!(["ui", "copy"]))
+    );
+    assert!(created["created_at"].is_string() && created["updated_at"].is_string(), "{created}");
+
+    let by_tag = json_of(&run(&["flags", "list", "--tag", "ui", "-o", "json"]).await);
+    let keys: Vec<&str> =
+        by_tag.as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["banner"]);
+    let by_text = stdout(&run(&["flags", "list", "--search", "HOME PAGE"]).await);
+    assert!(
+        by_text.contains("banner")
+            && by_text.contains("ui, copy")
+            && !by_text.contains("checkout-v2"),
+        "{by_text}"
+    );
+    let shown = stdout(&run(&["flags", "get", "banner"]).await);
+    assert!(shown.contains("The home page's banner") && shown.contains("owner: web"), "{shown}");
+
+    let described =
+        json_of(&run(&["flags", "describe", "banner", "--owner", "growth", "-o", "json"]).await);
+    assert_eq!(described["owner"], "growth");
+    assert_eq!(described["description"], "The home page's banner", "the rest stays");
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["flags", "describe", "banner", "--tags", "no spaces"],
+    )
+    .await;
+    assert_eq!(code, 6);
+    assert!(message.contains("tags[0]"), "{message}");
+
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, r#"{"enabled": true, "rules": [{"conditions": [{"attribute": "country", "op": "in", "values": ["SE"]}], "serve": {"variant": "new"}}], "fallthrough": {"variant": "old"}}"#).unwrap();
+    let path = state.to_str().unwrap();
+    let changed = json_of(
+        &run(&[
+            "flags",
+            "set-state",
+            "banner",
+            "--file",
+            path,
+            "--env",
+            "production",
+            "--reason",
+            "Sweden first",
+            "-o",
+            "json",
+        ])
+        .await,
+    );
+    assert_eq!(changed["state"]["rules"][0]["serve"]["variant"], "new");
+    let staged = json_of(
+        &run(&["flags", "list", "--stage", "beta", "--env", "production", "-o", "json"]).await,
+    );
+    assert_eq!(staged, json!([]), "no flag at a beta stage yet");
+    std::fs::write(&state, "{not json").unwrap();
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["flags", "set-state", "banner", "--file", path, "--env", "production", "--reason", "x"],
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(message.contains("is not JSON"), "{message}");
+}
+
+#[tokio::test]
+async fn environments_segments_tokens_webhooks_and_edges() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let run = async |args: &[&str]| rollgate(&server, Some(ADMIN), &config, args).await;
+
+    assert!(stdout(&run(&["environments", "create", "qa"]).await).contains("qa"));
+    let environments = json_of(&run(&["environments", "list", "-o", "json"]).await);
+    assert!(environments.as_array().unwrap().iter().any(|e| e["name"] == "qa"), "{environments}");
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &["rollout", "checkout-v2", "5%", "--env", "nope", "--reason", "x"],
+    )
+    .await;
+    assert_eq!(code, 5);
+    assert!(message.contains("`rollgate environments list` shows the environments"), "{message}");
+
+    // Segments, with keys pasted from a spreadsheet.
+    let keys = dir.path().join("keys.txt");
+    std::fs::write(&keys, "carol\ndave, erin\tfrank\n").unwrap();
+    let keys = keys.to_str().unwrap();
+    let created = json_of(
+        &run(&[
+            "segments",
+            "create",
+            "staff",
+            "--include",
+            "ana,ben",
+            "--keys-file",
+            keys,
+            "-o",
+            "json",
+        ])
+        .await,
+    );
+    assert_eq!(created["included"], json!(["ana", "ben", "carol", "dave", "erin", "frank"]));
+    let (code, message) =
+        fails(&server, Some(ADMIN), &config, &["segments", "create", "staff"]).await;
+    assert_eq!(code, 6);
+    assert!(message.contains("segment `staff` already exists"), "{message}");
+    let replaced = json_of(
+        &run(&["segments", "create", "staff", "--include", "zoe", "--replace", "-o", "json"]).await,
+    );
+    assert_eq!(replaced["included"], json!(["zoe"]));
+    let listed = stdout(&run(&["segments", "list"]).await);
+    assert!(listed.contains("staff"), "{listed}");
+    assert!(stdout(&run(&["segments", "get", "staff"]).await).contains("included: zoe"));
+    assert!(run(&["segments", "delete", "staff", "--reason", "done"]).await.status.success());
+    let (code, message) = fails(&server, Some(ADMIN), &config, &["segments", "get", "staff"]).await;
+    assert_eq!(code, 5);
+    assert!(message.contains("`rollgate segments list`"), "{message}");
+
+    // Tokens: the secret once, never in the list.
+    let created =
+        stdout(&run(&["tokens", "create", "shop", "--scope", "read", "--env", "production"]).await);
+    let secret = created.lines().next().unwrap().to_owned();
+    assert!(secret.starts_with("rg_") && created.contains("shown once"), "{created}");
+    let listed = stdout(&run(&["tokens", "list"]).await);
+    assert!(listed.contains("shop") && !listed.contains(&secret), "{listed}");
+    assert_eq!(
+        rollgate(&server, Some(&secret), &config, &["flags", "list"]).await.status.code(),
+        Some(4),
+        "a read token may not list flags"
+    );
+    assert!(run(&["tokens", "delete", "shop"]).await.status.success());
+    let (code, message) = fails(&server, Some(ADMIN), &config, &["tokens", "delete", "shop"]).await;
+    assert_eq!(code, 5);
+    assert!(message.contains("`rollgate tokens list`"), "{message}");
+    let (code, _) =
+        fails(&server, Some(RELEASE), &config, &["tokens", "create", "x", "--scope", "admin"])
+            .await;
+    assert_eq!(code, 4, "only admins make tokens");
+
+    // Webhooks and edges.
+    let created = stdout(
+        &run(&["webhooks", "create", "releases", "http://127.0.0.1:9/hook", "--env", "production"])
+            .await,
+    );
+    assert!(created.contains("releases"), "{created}");
+    assert!(json_of(&run(&["webhooks", "list", "-o", "json"]).await)[0]["name"] == "releases");
+    assert!(run(&["webhooks", "delete", "releases"]).await.status.success());
+    assert_eq!(json_of(&run(&["webhooks", "list", "-o", "json"]).await), json!([]));
+    assert!(
+        run(&["edges", "register", "edge-eu", "http://127.0.0.1:9", "--env", "production"])
+            .await
+            .status
+            .success()
+    );
+    assert!(stdout(&run(&["edges"]).await).contains("edge-eu"));
+    assert!(stdout(&run(&["edges", "delete", "edge-eu"]).await).contains("deleted"));
+    assert_eq!(json_of(&run(&["edges", "list", "-o", "json"]).await), json!([]));
+
+    // The four-stage template's segments, named as the CLI's options.
+    let (code, message) = fails(
+        &server,
+        Some(RELEASE),
+        &config,
+        &[
+            "plan",
+            "start",
+            "checkout-v2",
+            "--env",
+            "production",
+            "--template",
+            "four-stage",
+            "--reason",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(
+        message.contains("--internal-segment") && message.contains("--alpha-segment"),
+        "{message}"
+    );
 }

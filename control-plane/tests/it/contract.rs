@@ -372,6 +372,9 @@ pub(crate) async fn the_audit_log_filters_by_resource_and_time_oldest_first(stor
     })
     .await;
     assert_eq!(staging, [entries[1].0]);
+    let newest =
+        query(AuditQuery { newest_first: true, limit: Some(2), ..AuditQuery::default() }).await;
+    assert_eq!(newest, [entries[2].0, entries[1].0], "the newest, newest first");
     let records =
         read(store, |tx| Box::pin(async move { tx.audit(&AuditQuery::default()).await })).await;
     assert_eq!(records[0].before, Some(json!({"enabled": true})));
@@ -495,7 +498,7 @@ fn plan(id: i64, status: Status) -> Plan {
     serde_json::from_value(json!({
         "id": id, "flag": "checkout-v2", "environment": "production", "template": null,
         "variant": "on", "control": "off", "auto_advance": true,
-        "stages": [{"name": "all", "percent": 100000}], "status": status, "stage": 0,
+        "stages": [{"name": "all", "percent": 100}], "status": status, "stage": 0,
         "stage_started_at": T0, "approvals": [], "installed_rule": null,
         "created_by": "ana", "created_at": T0
     }))
@@ -573,6 +576,12 @@ pub(crate) async fn decisions_are_appended_and_filtered(store: &dyn Store) {
             {
                 ids.push(tx.insert_decision(&decision(plan, action)).await?);
             }
+            let newest = DecisionQuery { newest_first: true, limit: Some(1), ..Default::default() };
+            let newest = tx.decisions(&newest).await?;
+            assert_eq!((newest.len(), newest[0].action.as_str()), (1, "advance"));
+            let later =
+                DecisionQuery { since: Some(at("2026-11-22T10:00:00.001Z")), ..Default::default() };
+            assert!(tx.decisions(&later).await?.is_empty(), "all were decided at T0");
             let query = DecisionQuery { plan: Some(plans[1]), ..DecisionQuery::default() };
             Ok((ids, tx.decisions(&query).await?))
         })

@@ -28,7 +28,7 @@ async fn a_plan_interrupted_by_kill_9_advances_when_its_hold_ends() {
     let server = Rollgate::start(&db, address, &client).await;
     let plan = json!({
         "flag": "checkout-v2", "environment": "production", "rationale": "restart test",
-        "stages": [{"name": "first", "percent": 5000, "hold_seconds": 2}, {"name": "second", "percent": 50000, "hold_seconds": 3600}]
+        "stages": [{"name": "first", "percent": 5, "hold_seconds": 2}, {"name": "second", "percent": 50, "hold_seconds": 3600}]
     });
     let response =
         client.post(format!("{}/api/v1/plans", server.base)).bearer_auth(ADMIN).json(&plan);
@@ -87,7 +87,8 @@ async fn acknowledged_writes_survive_kill_9() {
                 loop {
                     let n = next_write.fetch_add(1, Ordering::SeqCst);
                     attempted.lock().await.insert(n);
-                    let body = json!({"percent": n, "reason": format!("write {n}")});
+                    let body =
+                        json!({"percent": n as f64 / 1000.0, "reason": format!("write {n}")});
                     let request =
                         client.put(format!("{base}{ROLLOUT}")).bearer_auth(ADMIN).json(&body);
                     match request.send().await {

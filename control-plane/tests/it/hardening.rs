@@ -100,7 +100,7 @@ async fn reasons_rationales_and_stage_labels_are_bounded_and_hold_no_control_cha
             StatusCode::BAD_REQUEST,
             why,
         ));
-        let rollout = json!({"percent": 1000, "reason": bad});
+        let rollout = json!({"percent": 1, "reason": bad});
         cases.push((
             Method::PUT,
             ROLLOUT.to_owned(),
@@ -126,7 +126,7 @@ async fn reasons_rationales_and_stage_labels_are_bounded_and_hold_no_control_cha
         ("beta\n", "control characters"),
         (" ", "must not be empty"),
     ] {
-        let rollout = json!({"percent": 1000, "stage": stage, "reason": "ok"});
+        let rollout = json!({"percent": 1, "stage": stage, "reason": "ok"});
         cases.push((
             Method::PUT,
             ROLLOUT.to_owned(),
@@ -145,7 +145,7 @@ async fn reasons_rationales_and_stage_labels_are_bounded_and_hold_no_control_cha
             StatusCode::UNPROCESSABLE_ENTITY,
             why,
         ));
-        let plan = json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": stage, "percent": 1000}], "rationale": "ok"});
+        let plan = json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": stage, "percent": 1}], "rationale": "ok"});
         cases.push((
             Method::POST,
             "/api/v1/plans".into(),
@@ -191,7 +191,7 @@ async fn a_stale_if_match_on_a_missing_resource_is_412() {
         (Method::DELETE, "/api/v1/segments/nope"),
         (Method::PUT, "/api/v1/environments/production/flags/checkout-v2/rollout"),
     ] {
-        let body = json!({"percent": 1000, "reason": "x"});
+        let body = json!({"percent": 1, "reason": "x"});
         let response = server
             .send(method.clone(), path, Some(RELEASE))
             .header("if-match", "\"1\"")
@@ -413,7 +413,7 @@ async fn a_body_that_names_a_key_twice_is_refused_with_the_path() {
         (
             Method::PUT,
             "/api/v1/environments/production/flags/checkout-v2/rollout",
-            r#"{"percent": 1000, "percent": 100000, "reason": "x"}"#,
+            r#"{"percent": 1, "percent": 100, "reason": "x"}"#,
             "percent",
         ),
         (

@@ -19,7 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("transport", &[]),
     ("service", &["model", "store", "publisher", "auth", "edges", "clock", "plans", "outbound"]),
     ("error", &["model", "service", "store"]),
-    ("cli", &["model", "plans"]),
+    ("cli", &["model", "plans", "clock"]),
     (
         "api",
         &[

@@ -12,7 +12,7 @@ const BULK: &str = "/ofrep/v1/evaluate/flags";
 /// checkout-v2 at 50% in production.
 async fn half_rolled_out() -> Server {
     let server = start().await;
-    let rollout = json!({"percent": 50_000, "stage": "beta", "reason": "beta"});
+    let rollout = json!({"percent": 50, "stage": "beta", "reason": "beta"});
     let path = "/api/v1/environments/production/flags/checkout-v2/rollout";
     let (status, _) = server.call(Method::PUT, path, Some(RELEASE), Some(rollout)).await;
     assert_eq!(status, StatusCode::OK);

@@ -357,9 +357,9 @@ async fn actions_approvals_holds_and_rollbacks() {
     let (server, clock) = simulated().await;
     let lead = server.token("lead", "release", None).await;
     let stages = json!([
-        {"name": "five", "percent": 5000, "hold_seconds": 60},
-        {"name": "half", "percent": 50000, "advance": {"tokens": ["ana", "lead"], "approvals": 2}},
-        {"name": "all", "percent": 100000}
+        {"name": "five", "percent": 5, "hold_seconds": 60},
+        {"name": "half", "percent": 50, "advance": {"tokens": ["ana", "lead"], "approvals": 2}},
+        {"name": "all", "percent": 100}
     ]);
     let body = json!({"flag": "checkout-v2", "environment": "production", "stages": stages, "rationale": "go"});
     let (status, started) =
@@ -460,6 +460,80 @@ async fn a_manual_kill_holds_the_running_plan() {
 }
 
 #[tokio::test]
+async fn a_plan_never_lowers_exposure_and_owns_the_audience_while_it_runs() {
+    let (server, _) = simulated().await;
+    let rollout = "/api/v1/environments/production/flags/checkout-v2/rollout";
+    let half = json!({"percent": 50, "stage": "beta", "reason": "half"});
+    let (status, answer) = server.call(Method::PUT, rollout, Some(RELEASE), Some(half)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // The canary's 5% would take the feature from 45% of users: refused, naming the stage that
+    // matches, and nothing changes.
+    let before = server.observable_state().await;
+    let canary = json!({"flag": "checkout-v2", "environment": "production", "template": "canary", "rationale": "x"});
+    let (status, problem) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(canary.clone())).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("already serves `on` to 50% in `production`"), "{detail}");
+    assert!(detail.contains("start at stage `ga` (100%) with `start_at`"), "{detail}");
+    assert_eq!(server.observable_state().await, before);
+    let mut unknown = canary.clone();
+    unknown["start_at"] = json!("nope");
+    let (status, problem) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(unknown)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(server.observable_state().await, before);
+
+    // Explicit stages that reach 50% start there.
+    let stages = json!({"flag": "checkout-v2", "environment": "production", "rationale": "x",
+        "stages": [{"name": "few", "percent": 5}, {"name": "half", "percent": 50}, {"name": "all", "percent": 100}],
+        "start_at": "half"});
+    let (status, started) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(stages)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["plan"]["id"].as_i64().unwrap();
+    assert_eq!(stage_name(&started["plan"]), "half");
+    assert_eq!(started["decision"]["to_stage"], "half");
+
+    // A second plan names the first.
+    let (status, problem) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(canary)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("plan {id} (running, at stage `half`)")),
+        "{problem}"
+    );
+
+    // While it runs, exposure by hand is refused; held, it is taken, without the plan's label.
+    let before = server.observable_state().await;
+    let manual = json!({"percent": 60, "reason": "by hand"});
+    let (status, problem) =
+        server.call(Method::PUT, rollout, Some(RELEASE), Some(manual.clone())).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&format!("plan {id} is rolling out")),
+        "{problem}"
+    );
+    let state = json!({"enabled": true, "fallthrough": {"variant": "on"}, "reason": "all at once"});
+    let path = "/api/v1/environments/production/flags/checkout-v2";
+    let (status, problem) = server.call(Method::PUT, path, Some(RELEASE), Some(state)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(server.observable_state().await, before);
+    let hold = format!("/api/v1/plans/{id}/hold");
+    let (status, answer) =
+        server.call(Method::POST, &hold, Some(RELEASE), Some(json!({"rationale": "look"}))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, changed) = server.call(Method::PUT, rollout, Some(RELEASE), Some(manual)).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let rollout = &changed["state"]["fallthrough"]["rollout"];
+    assert_eq!((rollout["percent"].as_u64(), rollout.get("stage")), (Some(60_000), None));
+}
+
+#[tokio::test]
 async fn bad_plans_and_metric_batches_change_nothing() {
     let (server, _) = simulated().await;
     let staging_reader = server.token("staging-app", "read", Some("staging")).await;
@@ -496,9 +570,9 @@ async fn bad_plans_and_metric_batches_change_nothing() {
             "`stages[0].segments`: no segment `staff`",
         ),
         (
-            json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "percent": 5000}, {"name": "b", "percent": 1000}], "rationale": "x"}),
+            json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "percent": 5}, {"name": "b", "percent": 1}], "rationale": "x"}),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "`stages[1].percent`: 1000 is below the previous stage's 5000",
+            "`stages[1].percent`: 1% is below the previous stage's 5%",
         ),
         (
             json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "guardrails": [{"metric": "errors"}]}], "rationale": "x"}),

@@ -44,7 +44,8 @@ async fn writes_through_every_replica_reach_every_replicas_subscribers_in_order(
             tokio::spawn(async move {
                 let path = "/api/v1/environments/production/flags/checkout-v2/rollout";
                 for n in 0..WRITES {
-                    let body = json!({"percent": n * 1000 + i as u64, "reason": "replicas"});
+                    let body =
+                        json!({"percent": n as f64 + i as f64 / 1000.0, "reason": "replicas"});
                     let replica = &replicas[i % REPLICAS];
                     let (status, answer) =
                         replica.call(Method::PUT, path, Some(RELEASE), Some(body)).await;

@@ -320,3 +320,75 @@ async fn metrics_count_requests_by_route_and_status() {
     assert_eq!(buckets.last(), Some(&2), "+Inf counts every request: {buckets:?}");
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+#[tokio::test]
+async fn flags_carry_metadata_and_are_found_by_it() {
+    let clock = crate::hardening::stopped_clock();
+    let server = crate::support::start_with(clock.clone()).await;
+    let banner = json!({"key": "banner", "type": "string", "variants": {"old": "Welcome", "new": "Hello!"},
+        "off_variant": "old", "description": "The home page's banner", "owner": "web", "tags": ["ui", "copy"]});
+    let (status, created) =
+        server.call(Method::POST, "/api/v1/flags", Some(RELEASE), Some(banner.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        (created["owner"].clone(), created["tags"].clone()),
+        (json!("web"), json!(["ui", "copy"]))
+    );
+    let created_at = created["created_at"].as_str().unwrap().to_owned();
+    assert_eq!(created["updated_at"], created_at);
+
+    let keys = async |query: &str| {
+        let (status, flags) =
+            server.call(Method::GET, &format!("/api/v1/flags{query}"), Some(RELEASE), None).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {flags}");
+        flags
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["key"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys("").await, ["banner", "checkout-v2"]);
+    assert_eq!(keys("?q=HOME%20page").await, ["banner"]);
+    assert_eq!(keys("?q=checkout").await, ["checkout-v2"]);
+    assert_eq!(keys("?tag=ui").await, ["banner"]);
+    assert_eq!(keys("?tag=u").await, Vec::<String>::new(), "whole tags only");
+    assert_eq!(keys("?owner=web&tag=copy").await, ["banner"]);
+    clock.advance(chrono::Duration::minutes(1));
+    let rollout = json!({"percent": 10, "stage": "beta", "reason": "beta"});
+    let (status, _) =
+        server.call(Method::PUT, &format!("{STATE}/rollout"), Some(RELEASE), Some(rollout)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys("?stage=beta").await, ["checkout-v2"]);
+    assert_eq!(keys("?stage=beta&env=production").await, ["checkout-v2"]);
+    assert_eq!(keys("?stage=beta&env=staging").await, Vec::<String>::new());
+    let (status, problem) =
+        server.call(Method::GET, "/api/v1/flags?colour=red", Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+
+    // A change in one environment is the flag's last change.
+    let (_, checkout) =
+        server.call(Method::GET, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    assert_eq!(
+        (checkout["created_at"].as_str(), checkout["updated_at"].as_str()),
+        (Some("2026-11-22T10:00:15.000Z"), Some("2026-11-22T10:01:15.000Z"))
+    );
+
+    // Metadata that would not display or search well changes nothing.
+    let before = server.observable_state().await;
+    for (field, value, detail) in [
+        ("tags", json!(["has space"]), "`tags[0]`"),
+        ("tags", json!((0..21).map(|n| format!("t{n}")).collect::<Vec<_>>()), "`tags`: at most 20"),
+        ("owner", json!("line\nbreak"), "control characters"),
+        ("description", json!("x".repeat(2001)), "at most 2000 characters"),
+        ("description", json!("bell\u{7}"), "no control characters"),
+    ] {
+        let mut changed = banner.clone();
+        changed[field] = value;
+        let (status, problem) =
+            server.call(Method::PUT, "/api/v1/flags/banner", Some(RELEASE), Some(changed)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains(detail), "{field}: {problem}");
+    }
+    assert_eq!(server.observable_state().await, before);
+}

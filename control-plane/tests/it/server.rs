@@ -95,7 +95,7 @@ async fn a_release_manager_bumps_kills_and_unkills() {
     let server = start().await;
     let response = server
         .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
-        .json(&json!({"percent": 25_000, "stage": "beta", "reason": "error rate flat at 5%"}))
+        .json(&json!({"percent": 25, "stage": "beta", "reason": "error rate flat at 5%"}))
         .send()
         .await
         .unwrap();
@@ -122,7 +122,7 @@ async fn a_release_manager_bumps_kills_and_unkills() {
     // A bump while killed keeps the kill: it only moves the percent.
     let bump = server
         .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
-        .json(&json!({"percent": 50_000, "reason": "more"}))
+        .json(&json!({"percent": 50, "reason": "more"}))
         .send()
         .await
         .unwrap();
@@ -168,7 +168,7 @@ async fn writes_need_the_release_scope() {
         ] {
             let response = server
                 .send(method, path, token)
-                .json(&json!({"percent": 1, "reason": "r"}))
+                .json(&json!({"percent": 0.001, "reason": "r"}))
                 .send()
                 .await
                 .unwrap();
@@ -190,14 +190,14 @@ async fn bad_requests_get_clear_problems_and_change_nothing() {
             .body(body)
     };
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
-        (put("{\"percent\": 5000,".into(), ROLLOUT), StatusCode::BAD_REQUEST, "EOF"),
+        (put("{\"percent\": 5,".into(), ROLLOUT), StatusCode::BAD_REQUEST, "EOF"),
         (
-            put(r#"{"percent": 5000, "reason": "x", "colour": "red"}"#.into(), ROLLOUT),
+            put(r#"{"percent": 5, "reason": "x", "colour": "red"}"#.into(), ROLLOUT),
             StatusCode::BAD_REQUEST,
             "unknown field `colour`",
         ),
         (
-            put(r#"{"percent": 5000}"#.into(), ROLLOUT),
+            put(r#"{"percent": 5}"#.into(), ROLLOUT),
             StatusCode::BAD_REQUEST,
             "missing field `reason`",
         ),
@@ -207,23 +207,29 @@ async fn bad_requests_get_clear_problems_and_change_nothing() {
             "percent",
         ),
         (
-            put(r#"{"percent": 5000, "reason": "  "}"#.into(), ROLLOUT),
+            put(r#"{"percent": 5, "reason": "  "}"#.into(), ROLLOUT),
             StatusCode::BAD_REQUEST,
             "`reason` must not be empty",
         ),
         (
-            put(r#"{"percent": 100001, "reason": "x"}"#.into(), ROLLOUT),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "`percent` is in thousandths of a percent, 0 to 100000",
+            put(r#"{"percent": 100.5, "reason": "x"}"#.into(), ROLLOUT),
+            StatusCode::BAD_REQUEST,
+            "100.5 is not a percentage from 0 to 100",
         ),
         (
-            put(r#"{"percent": 5000, "variant": "maybe", "reason": "x"}"#.into(), ROLLOUT),
+            // Thousandths of a percent, as snapshots hold them: not 0.05%, but a clear error.
+            put(r#"{"percent": 50000, "reason": "x"}"#.into(), ROLLOUT),
+            StatusCode::BAD_REQUEST,
+            "if 50000 was meant in thousandths of a percent, write 50",
+        ),
+        (
+            put(r#"{"percent": 5, "variant": "maybe", "reason": "x"}"#.into(), ROLLOUT),
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown variant `maybe`",
         ),
         (
             put(
-                r#"{"percent": 5000, "reason": "x"}"#.into(),
+                r#"{"percent": 5, "reason": "x"}"#.into(),
                 "/api/v1/environments/production/flags/nope/rollout",
             ),
             StatusCode::NOT_FOUND,
@@ -231,7 +237,7 @@ async fn bad_requests_get_clear_problems_and_change_nothing() {
         ),
         (
             put(
-                r#"{"percent": 5000, "reason": "x"}"#.into(),
+                r#"{"percent": 5, "reason": "x"}"#.into(),
                 "/api/v1/environments/qa/flags/checkout-v2/rollout",
             ),
             StatusCode::NOT_FOUND,
@@ -245,9 +251,19 @@ async fn bad_requests_get_clear_problems_and_change_nothing() {
         (
             server
                 .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
-                .body(r#"{"percent": 5000, "reason": "x"}"#),
+                .body(r#"{"percent": 5, "reason": "x"}"#),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type",
+        ),
+        (
+            // `curl -X POST …/kill` with no body: the missing reason, not the missing type.
+            server.send(
+                reqwest::Method::POST,
+                "/api/v1/environments/production/flags/checkout-v2/kill",
+                Some(RELEASE),
+            ),
+            StatusCode::BAD_REQUEST,
+            "missing field `reason`",
         ),
     ];
     for (i, (request, status, detail)) in cases.into_iter().enumerate() {
@@ -417,7 +433,7 @@ async fn two_writers_with_the_same_etag_get_one_200_and_one_412() {
         server
             .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
             .header("if-match", &etag)
-            .json(&json!({"percent": percent, "reason": "bump"}))
+            .json(&json!({"percent": f64::from(percent) / 1000.0, "reason": "bump"}))
             .send()
     };
     let (first, second) = tokio::join!(bump(5_000), bump(25_000));
@@ -440,7 +456,7 @@ async fn a_stale_if_match_is_refused_but_never_stops_a_kill() {
         server
             .send(reqwest::Method::PUT, ROLLOUT, Some(RELEASE))
             .header("if-match", if_match)
-            .json(&json!({"percent": 5_000, "reason": "bump"}))
+            .json(&json!({"percent": 5, "reason": "bump"}))
             .send()
     };
     let ok = put("\"1\"").await.unwrap();

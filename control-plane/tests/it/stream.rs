@@ -15,7 +15,7 @@ use crate::support::{ADMIN, READ, RELEASE, Server, reopen, start};
 
 async fn bump(server: &Server, percent: u32) -> u64 {
     let path = "/api/v1/environments/production/flags/checkout-v2/rollout";
-    let body = json!({"percent": percent, "reason": "step"});
+    let body = json!({"percent": f64::from(percent) / 1000.0, "reason": "step"});
     let (status, answer) = server.call(Method::PUT, path, Some(RELEASE), Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     answer["version"].as_u64().unwrap()
@@ -210,7 +210,8 @@ async fn eight_writers_and_a_hundred_subscribers_every_version_in_order_once() {
                 let mut writes = 0u32;
                 while Instant::now() < deadline {
                     let percent = (writes * 7919 + i as u32) % 100_001;
-                    let body = json!({"percent": percent, "reason": "many writers"});
+                    let body =
+                        json!({"percent": f64::from(percent) / 1000.0, "reason": "many writers"});
                     let (status, _) =
                         server.call(Method::PUT, &path, Some(RELEASE), Some(body)).await;
                     assert_eq!(status, StatusCode::OK);
