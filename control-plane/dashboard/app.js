@@ -34,12 +34,12 @@ function toast(message, isError = false) {
 }
 
 /** Asks for a reason in a modal; resolves to it, or to null if cancelled. */
-function confirmWithReason(title, text, action) {
+function confirmWithReason(title, text, action, reason = "") {
   const dialog = $("#confirm");
   $("#confirm-title").textContent = title;
   $("#confirm-text").textContent = text;
   $("#confirm-ok").textContent = action;
-  $("#confirm-reason").value = "";
+  $("#confirm-reason").value = reason;
   dialog.showModal();
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => {
@@ -128,6 +128,7 @@ async function refresh() {
   if (environment !== state.environment) return;
   const planOf = Object.fromEntries(views.map((view) => [view.flag, view]));
   renderFlags(snapshot.flags, planOf);
+  state.plans = views;
   renderPlans(views);
   renderDecisions(decisions.slice(-50).reverse());
   renderEdges(edges.filter((edge) => edge.environment === environment));
@@ -158,7 +159,14 @@ function renderFlags(flags, planOf) {
   $("#flags tbody").innerHTML = flags.map((flag) => {
     const plan = planOf[flag.key];
     const key = escape(flag.key);
-    const percent = flag.fallthrough.rollout?.percent ?? 0;
+    const percent = (flag.fallthrough.rollout?.percent ?? 0) / 1000;
+    // Any variant but the off one may be rolled out; the current rollout's comes first.
+    const current = flag.fallthrough.rollout?.inside;
+    const candidates = Object.keys(flag.variants ?? {}).filter((v) => v !== flag.off_variant)
+      .sort((a, b) => (b === current) - (a === current));
+    const picker = candidates.length > 1
+      ? `<select class="variant" aria-label="Variant of ${key} to roll out">${candidates.map((v) => `<option>${escape(v)}</option>`).join("")}</select>`
+      : "";
     const stage = plan
       ? `${escape(plan.stages[plan.stage].name)} <span class="muted">(${plan.stage + 1}/${plan.stages.length}${plan.status === "held" ? ", held" : ""})</span>`
       : escape(flag.fallthrough.rollout?.stage ?? "—");
@@ -169,8 +177,9 @@ function renderFlags(flags, planOf) {
            <button class="rollback" disabled>Roll back</button>
          </div>`
       : `<div class="change" data-flag="${key}">
-           <input type="range" class="slider" min="0" max="100" step="1" value="${Math.round(percent / 1000)}" aria-label="Rollout of ${key}">
-           <span class="percent">${Math.round(percent / 1000)}%</span>
+           ${picker}
+           <input type="range" class="slider" min="0" max="100" step="0.1" value="${percent}" aria-label="Rollout of ${key}">
+           <span class="percent">${percent}%</span>
            <input type="text" class="reason" placeholder="reason (required)" aria-label="Reason for ${key}">
            <button class="apply primary" disabled>Apply</button>
          </div>`;
@@ -232,7 +241,7 @@ function renderEdges(edges) {
   $("#edges tbody").innerHTML = edges.map((e) => {
     const lag = e.lag === null ? `<span class="waiting">never synced</span>` : e.lag === 0 ? `<span class="healthy">0</span>` : `<span class="waiting">${e.lag}</span>`;
     return `<tr><td>${escape(e.name)}</td><td>${escape(e.environment)}</td><td>${escape(e.applied_version ?? "—")}</td>
-      <td>${lag}</td><td>${escape(e.acked_at ?? "—")}</td><td class="error">${escape(e.last_error ?? "")}</td></tr>`;
+      <td>${lag}</td><td>${e.acked_at ? time(e.acked_at) : "—"}</td><td class="error">${escape(e.last_error ?? "")}</td></tr>`;
   }).join("") || `<tr><td colspan="6" class="muted">No edges in this environment.</td></tr>`;
 }
 
@@ -268,9 +277,18 @@ document.addEventListener("click", async (event) => {
   const reason = change?.querySelector(".reason").value.trim();
   if (button.classList.contains("apply")) {
     const percent = Number(change.querySelector(".slider").value);
-    await act(() => api("PUT", flagPath(flag, "rollout"), { percent, reason }), `${flag} is at ${percent}% in ${state.environment}`);
+    const variant = change.querySelector(".variant")?.value;
+    await act(() => api("PUT", flagPath(flag, "rollout"), { percent, variant, reason }),
+      `${flag} is at ${percent}%${variant ? ` ${variant}` : ""} in ${state.environment}`);
   } else if (button.classList.contains("advance")) {
-    await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/advance`, { rationale: reason }), `${flag}: advance recorded`);
+    // A person moving a plan on sees what the guardrails say first.
+    const plan = state.plans?.find((p) => String(p.id) === change.dataset.plan);
+    const next = plan?.stages[plan.stage + 1]?.name ?? "the next stage";
+    const readings = (plan?.readings ?? []).map((r) =>
+      `${r.criterion}: ${VERDICTS[r.verdict] ?? r.verdict} (${r.variant.metric} of ${r.variant.per})`).join("; ");
+    const why = await confirmWithReason(`Advance ${flag} to ${next} in ${state.environment}?`,
+      `Guardrails now: ${readings || "none"}.`, "Advance", reason);
+    if (why) await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/advance`, { rationale: why }), `${flag}: advance recorded`);
   } else if (button.classList.contains("rollback")) {
     await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/rollback`, { rationale: reason }), `${flag} rolled back one stage`);
   } else if (button.classList.contains("kill")) {

@@ -80,6 +80,30 @@ test("a release manager logs in, bumps a rollout and kills a flag from the dashb
     await stack.api("POST", "/api/v1/environments/production/flags/checkout-v2/unkill", { reason: "fixed, from the API" });
     await row.locator("button.kill").waitFor({ timeout: 5000 });
 
+    // A flag of three variants is rolled out with the variant picked.
+    const limits = page.locator('#flags tr[data-flag="search-limit"]');
+    assert.deepEqual(await limits.locator("select.variant option").allTextContents(), ["high", "mid"]);
+    await limits.locator("select.variant").selectOption("high");
+    await limits.locator(".slider").fill("12.5");
+    assert.equal(await limits.locator(".percent").textContent(), "12.5%");
+    await limits.locator(".reason").fill("the big limit for some");
+    await limits.locator("button.apply").click();
+    await limits.locator(".exposure", { hasText: "12.5% high" }).waitFor();
+    const limitsRecord = (await stack.api("GET", "/api/v1/flags/search-limit")).body;
+    assert.deepEqual(limitsRecord.environments.production.fallthrough.rollout,
+      { percent: 12500, inside: "high", outside: "low" });
+
+    // Advancing a plan by hand first shows what its guardrails say.
+    const banner = page.locator('#flags tr[data-flag="banner"]');
+    await banner.locator(".reason").fill("looks fine");
+    await banner.locator("button.advance").click();
+    await dialog.waitFor();
+    assert.match(await page.locator("#confirm-title").textContent(), /Advance banner to assessed in production\?/);
+    assert.match(await page.locator("#confirm-text").textContent(), /Guardrails now: errors\/requests <= 2%: pass \(9 of 1800\)/);
+    assert.equal(await page.locator("#confirm-reason").inputValue(), "looks fine");
+    await page.click('#confirm button[value="cancel"]');
+    assert.equal((await stack.api("GET", `/api/v1/plans/${plan.body.plan.id}`)).body.stage, 0, "cancelled: not advanced");
+
     // Production looks unlike staging, and each lists only its own edges; the plan's hold is
     // written as the CLI writes it, and its times in local time with UTC on hover.
     assert.equal(await page.evaluate(() => document.body.classList.contains("production")), true);

@@ -186,20 +186,42 @@ impl Client {
         body: &Value,
         etag: &str,
     ) -> Result<Value, Failure> {
-        let request = self.request(method, path).header(reqwest::header::IF_MATCH, etag).json(body);
+        Ok(self.send_with_etag(method, path, body, Some(etag)).await?.0)
+    }
+
+    /// Sends `body`, with `If-Match: if_match` if given; the JSON answer and its ETag (the
+    /// resource's new revision, or `*` if the answer has none).
+    pub async fn send_with_etag(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<(Value, String), Failure> {
+        let mut request = self.request(method, path).json(body);
+        if let Some(etag) = if_match {
+            request = request.header(reqwest::header::IF_MATCH, etag);
+        }
         let response = request.send().await.map_err(|error| self.unreachable(&error))?;
         let status = response.status();
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("*")
+            .to_owned();
         let text = response.text().await.map_err(|error| self.unreachable(&error))?;
         if !status.is_success() {
             return Err(self.refused(status, &text));
         }
         if text.is_empty() {
-            return Ok(Value::Null);
+            return Ok((Value::Null, etag));
         }
-        serde_json::from_str(&text).map_err(|error| Failure {
+        let value = serde_json::from_str(&text).map_err(|error| Failure {
             code: exit::FAILED,
             message: format!("the server's answer is not JSON: {error}"),
-        })
+        })?;
+        Ok((value, etag))
     }
 
     /// Like `call`, returning the body as text (for CSV).

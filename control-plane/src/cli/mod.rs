@@ -3,6 +3,7 @@
 //! docs/cli.md lists the commands and their exit codes.
 
 pub mod client;
+mod code;
 mod render;
 
 use std::io::Write as _;
@@ -145,6 +146,25 @@ pub enum Command {
     /// Webhooks that receive rollout plans' notifications.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Writes every flag, segment and environment state as YAML, for Git (docs/flags-as-code.md).
+    Export {
+        /// Where to write it; default standard output.
+        #[arg(long, short = 'f')]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Makes the control plane match a YAML file from `export`: shows the diff, then applies
+    /// each change, audited and with If-Match. Never archives what the file leaves out.
+    Apply {
+        /// The file; `-` reads standard input.
+        #[arg(long, short = 'f')]
+        file: std::path::PathBuf,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why: kept in the audit log with every change (not needed with --dry-run).
+        #[arg(long, required_unless_present = "dry_run")]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -689,6 +709,28 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
                 .call(Method::DELETE, &format!("/api/v1/tokens/{}", segment(&name)), None)
                 .await?;
             out.print(&json!(format!("token `{name}` deleted")), render::done)
+        }
+        Command::Export { file } => {
+            let exported = code::to_yaml(&code::export(&client).await?);
+            match file {
+                None => out.raw(&exported),
+                Some(path) => std::fs::write(&path, exported).map_err(|error| Failure {
+                    code: exit::FAILED,
+                    message: format!("writing {}: {error}", path.display()),
+                }),
+            }
+        }
+        Command::Apply { file, dry_run, reason } => {
+            let text = if file == std::path::Path::new("-") {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            }
+            .map_err(|error| Failure::usage(format!("reading {}: {error}", file.display())))?;
+            let wanted = code::from_yaml(&text, &file.display().to_string())?;
+            let reason = reason.unwrap_or_default();
+            let report = code::apply(&client, &wanted, &reason, dry_run).await?;
+            out.raw(&report)
         }
         Command::Webhooks(WebhooksCommand::List) => {
             let webhooks = client.call(Method::GET, "/api/v1/webhooks", None).await?;

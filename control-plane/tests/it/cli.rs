@@ -1,6 +1,7 @@
 //! The `rollgate` CLI, the real binary, against a real server: every subcommand, in text and
 //! JSON, and the failures a release manager meets, each with its exit code.
 
+use std::future::IntoFuture as _;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -668,4 +669,197 @@ async fn environments_segments_tokens_webhooks_and_edges() {
         message.contains("--internal-segment") && message.contains("--alpha-segment"),
         "{message}"
     );
+}
+
+/// A proxy to `server` that, before forwarding the first PUT, makes a change of its own
+/// straight on the server: another release manager's edit landing mid-apply.
+async fn meddling_proxy(server: &Server) -> String {
+    let target = format!("http://{}", server.address);
+    let meddled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = server.client.clone();
+    let forward = async move |request: axum::extract::Request| {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        if parts.method == axum::http::Method::PUT
+            && !meddled.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let rollout =
+                format!("{target}/api/v1/environments/production/flags/checkout-v2/rollout");
+            let status = client
+                .put(rollout)
+                .bearer_auth(RELEASE)
+                .json(&json!({"percent": 42, "reason": "meanwhile, by hand"}))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, reqwest::StatusCode::OK);
+        }
+        let mut forwarded = client.request(parts.method.clone(), format!("{target}{}", parts.uri));
+        for (name, value) in &parts.headers {
+            if name != axum::http::header::HOST {
+                forwarded = forwarded.header(name, value);
+            }
+        }
+        let answer = forwarded.body(body).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let headers = answer.headers().clone();
+        let mut response =
+            axum::response::Response::new(axum::body::Body::from(answer.bytes().await.unwrap()));
+        *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+        *response.headers_mut() = headers;
+        response
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, app).into_future());
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn flags_as_code_round_trips_and_applies_with_if_match() {
+    let (source, target) = (start().await, start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let on =
+        async |server: &Server, args: &[&str]| rollgate(server, Some(ADMIN), &config, args).await;
+
+    // A control plane with a segment, a flag with metadata and a rule, and a rollout.
+    assert!(
+        on(&source, &["segments", "create", "staff", "--include", "ana,ben"])
+            .await
+            .status
+            .success()
+    );
+    let banner = [
+        "flags",
+        "create",
+        "banner",
+        "--variant",
+        "old=\"Welcome\"",
+        "--variant",
+        "new=\"Hi\"",
+        "--off",
+        "old",
+        "--description",
+        "The banner",
+        "--owner",
+        "web",
+        "--tags",
+        "ui",
+    ];
+    assert!(on(&source, &banner).await.status.success());
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, r#"{"enabled": true, "rules": [{"segments": ["staff"], "serve": {"variant": "new"}}], "fallthrough": {"variant": "old"}}"#).unwrap();
+    let state = state.to_str().unwrap();
+    assert!(
+        on(
+            &source,
+            &[
+                "flags",
+                "set-state",
+                "banner",
+                "--file",
+                state,
+                "--env",
+                "staging",
+                "--reason",
+                "staff first"
+            ]
+        )
+        .await
+        .status
+        .success()
+    );
+    assert!(
+        on(
+            &source,
+            &[
+                "rollout",
+                "checkout-v2",
+                "25%",
+                "--env",
+                "production",
+                "--stage",
+                "beta",
+                "--reason",
+                "beta"
+            ]
+        )
+        .await
+        .status
+        .success()
+    );
+
+    let exported = dir.path().join("flags.yaml");
+    let exported = exported.to_str().unwrap();
+    assert!(on(&source, &["export", "-f", exported]).await.status.success());
+    let file = std::fs::read_to_string(exported).unwrap();
+    assert!(
+        file.contains("fallthrough:\n        variant: old") && file.contains("owner: web"),
+        "{file}"
+    );
+
+    // The dry run shows the diff and changes nothing.
+    let before = target.observable_state().await;
+    let planned = stdout(&on(&target, &["apply", "-f", exported, "--dry-run"]).await);
+    for change in [
+        "+ segment staff",
+        "+ flag banner",
+        "~ flag banner in staging",
+        "~ flag checkout-v2 in production",
+        "+    percent: 25000",
+    ] {
+        assert!(planned.contains(change), "{change}: {planned}");
+    }
+    assert!(planned.ends_with("\n4 change(s); nothing applied (--dry-run).\n"), "{planned}");
+    assert_eq!(target.observable_state().await, before);
+
+    // Applied, the target exports the very same file; applied again, nothing is left to do.
+    let applied = stdout(&on(&target, &["apply", "-f", exported, "--reason", "from git"]).await);
+    assert!(applied.contains("change(s) applied"), "{applied}");
+    let again = dir.path().join("again.yaml");
+    let again = again.to_str().unwrap();
+    assert!(on(&target, &["export", "-f", again]).await.status.success());
+    assert_eq!(std::fs::read_to_string(again).unwrap(), file, "export, apply, export: identical");
+    let unchanged = stdout(&on(&target, &["apply", "-f", exported, "--reason", "again"]).await);
+    assert_eq!(unchanged, "Nothing to change: the control plane matches the file.\n");
+    let audit = json_of(&on(&target, &["audit", "-o", "json"]).await);
+    assert!(audit.as_array().unwrap().iter().any(|r| r["reason"] == "from git"), "{audit}");
+
+    // A change landing between apply's read and its write is reported, not overwritten.
+    std::fs::write(exported, file.replace("percent: 25000", "percent: 30000")).unwrap();
+    let proxy = meddling_proxy(&target).await;
+    let raced = command(&config, &["apply", "-f", exported, "--reason", "bump"])
+        .env("ROLLGATE_URL", &proxy)
+        .env("ROLLGATE_TOKEN", ADMIN)
+        .output()
+        .await
+        .unwrap();
+    let (code, message) = failure(&raced);
+    assert_eq!(code, 6, "{message}");
+    assert!(
+        message.contains("applying `~ flag checkout-v2 in production`") && message.contains("412"),
+        "{message}"
+    );
+    let (_, record) =
+        target.call(reqwest::Method::GET, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    assert_eq!(
+        record["environments"]["production"]["fallthrough"]["rollout"]["percent"], 42_000,
+        "the other edit stands"
+    );
+
+    // Files that are not flags files are refused with where and why.
+    for (text, expected) in [
+        ("version: 1\nflags: [\n", "flags.yaml"),
+        ("version: 1\ncolour: red\n", "unknown field `colour`"),
+        ("version: 2\n", "version 2 is not one this rollgate reads"),
+    ] {
+        std::fs::write(exported, text).unwrap();
+        let (code, message) =
+            fails(&target, Some(ADMIN), &config, &["apply", "-f", exported, "--dry-run"]).await;
+        assert_eq!(code, 2, "{text}: {message}");
+        assert!(message.contains(expected), "{text}: {message}");
+    }
 }
