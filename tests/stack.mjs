@@ -38,6 +38,41 @@ export async function until(check, ms = 10000, what = "condition") {
 }
 
 /**
+ * Follows an environment's snapshot stream on `base` with `token`: `versions` as they arrive,
+ * `at` when the latest did, `ended` once the stream is over (with `error` if it failed).
+ * `controller.abort()` closes it.
+ */
+export function followStream(base, token, environment = "production") {
+  const stream = { versions: [], at: 0, ended: false, error: null, controller: new AbortController() };
+  (async () => {
+    const response = await fetch(`${base}/api/v1/environments/${environment}/stream`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: stream.controller.signal,
+    });
+    if (response.status !== 200) throw new Error(`the stream answered ${response.status}`);
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of response.body) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, end);
+        buffer = buffer.slice(end + 1);
+        if (line.startsWith("id: ")) {
+          stream.versions.push(Number(line.slice(4)));
+          stream.at = performance.now();
+        }
+      }
+    }
+  })().catch((error) => {
+    if (error.name !== "AbortError") stream.error = error;
+  }).finally(() => {
+    stream.ended = true;
+  });
+  return stream;
+}
+
+/**
  * Starts one `rollgate serve` on `db` (a SQLite file or a postgres:// URL) and waits until it
  * is ready. Options: `port` (default: a free one), `demo` (create the demo flag), `adminToken`
  * and `pushSecret` (replicas of one control plane share both).

@@ -6,7 +6,7 @@
 // (polled back to back, so the figure includes up to one request's round trip).
 // Usage: node benches/replicas/propagation.mjs  (after a release build and edge-worker/build)
 import { startPostgres } from "../../tests/postgres.mjs";
-import { startControlPlane, startStack, until } from "../../tests/stack.mjs";
+import { followStream, startControlPlane, startStack, until } from "../../tests/stack.mjs";
 
 const cycles = Number(process.env.CYCLES ?? 100);
 const subscribers = Number(process.env.SUBSCRIBERS ?? 200);
@@ -22,32 +22,6 @@ const replicaC = await startControlPlane({ db, adminToken, pushSecret });
 const leading = async (base) => (await (await fetch(`${base}/metrics`)).text()).match(/^rollgate_leading 1$/m) !== null;
 if (!(await leading(stack.controlPlane)) || (await leading(replicaA.url))) {
   throw new Error("replica B (the stack's) should lead, and A should not");
-}
-
-/** A stream's latest version, and when it arrived. */
-function subscribe(base) {
-  const stream = { version: 0, at: 0, controller: new AbortController() };
-  (async () => {
-    const response = await fetch(`${base}/api/v1/environments/production/stream`, {
-      headers: { authorization: `Bearer ${appToken}` },
-      signal: stream.controller.signal,
-    });
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of response.body) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end;
-      while ((end = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, end);
-        buffer = buffer.slice(end + 1);
-        if (line.startsWith("id: ")) {
-          stream.version = Number(line.slice(4));
-          stream.at = performance.now();
-        }
-      }
-    }
-  })().catch(() => {});
-  return stream;
 }
 
 async function reasonAtEdge() {
@@ -69,7 +43,8 @@ async function change(action) {
   return performance.now();
 }
 
-const streams = Array.from({ length: subscribers }, (_, i) => subscribe(i % 2 ? replicaC.url : stack.controlPlane));
+const streams = Array.from({ length: subscribers }, (_, i) => followStream(i % 2 ? replicaC.url : stack.controlPlane, appToken));
+const latest = (stream) => stream.versions.at(-1) ?? 0;
 const atStreams = [];
 const atEdge = [];
 const lastOfAll = [];
@@ -77,13 +52,13 @@ try {
   for (let cycle = 0; cycle < cycles; cycle++) {
     // Everyone has the same version before each kill.
     const current = await until(async () => {
-      const version = streams[0].version;
-      return version > 0 && streams.every((s) => s.version === version) && version;
+      const version = latest(streams[0]);
+      return version > 0 && streams.every((s) => latest(s) === version) && version;
     }, 15000, "every subscriber's current version");
     const acknowledged = await change("kill");
     while ((await reasonAtEdge()) !== "DISABLED") {}
     const edgeAt = performance.now();
-    await until(async () => streams.every((s) => s.version > current), 15000, "the kill on every stream");
+    await until(async () => streams.every((s) => latest(s) > current), 15000, "the kill on every stream");
     const times = streams.map((s) => Math.max(0, s.at - acknowledged));
     atStreams.push(...times);
     atEdge.push(edgeAt - acknowledged);

@@ -6,38 +6,10 @@ import { test } from "node:test";
 
 import { checkoutAtEdge } from "./fixtures.mjs";
 import { startPostgres } from "../postgres.mjs";
-import { startControlPlane, startStack, until } from "../stack.mjs";
+import { followStream, startControlPlane, startStack, until } from "../stack.mjs";
 
 const OUTAGE_MS = 10000;
 const FLAG = "/api/v1/environments/production/flags/checkout-v2";
-
-/** The versions a snapshot stream delivers, as they arrive, and whether it has ended. */
-function subscribe(base, token) {
-  const stream = { versions: [], ended: false, controller: new AbortController() };
-  stream.done = (async () => {
-    const response = await fetch(`${base}/api/v1/environments/production/stream`, {
-      headers: { authorization: `Bearer ${token}` },
-      signal: stream.controller.signal,
-    });
-    assert.equal(response.status, 200);
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of response.body) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end;
-      while ((end = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, end);
-        buffer = buffer.slice(end + 1);
-        if (line.startsWith("id: ")) stream.versions.push(Number(line.slice(4)));
-      }
-    }
-  })().catch((error) => {
-    if (error.name !== "AbortError") throw error;
-  }).finally(() => {
-    stream.ended = true;
-  });
-  return stream;
-}
 
 async function ofrep(base, token) {
   const response = await fetch(`${base}/ofrep/v1/evaluate/flags/checkout-v2`, {
@@ -73,7 +45,7 @@ test("with PostgreSQL stopped for 10 s, replicas and the edge keep serving, then
       await until(async () => (await ofrep(base, appToken)).reason === "DISABLED", 5000, `the kill at ${base}`);
     }
     await until(async () => (await checkoutAtEdge(stack, "user-42")).reason === "DISABLED", 5000, "the kill at the edge");
-    for (const base of replicas) streams.push(subscribe(base, appToken));
+    for (const base of replicas) streams.push(followStream(base, appToken));
     await until(async () => streams.every((s) => s.versions.length === 1), 5000, "both streams' first snapshot");
     const killVersion = streams[0].versions[0];
     assert.deepEqual(streams[1].versions, [killVersion]);
@@ -100,7 +72,7 @@ test("with PostgreSQL stopped for 10 s, replicas and the edge keep serving, then
       const atEdge = await checkoutAtEdge(stack, "user-42");
       assert.equal(atEdge.status, 200);
       assert.equal(atEdge.reason, "DISABLED", "the edge keeps serving the kill");
-      assert.ok(streams.every((s) => !s.ended), "streams stay open");
+      assert.ok(streams.every((s) => !s.ended), `streams stay open: ${streams.map((s) => s.error)}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     assert.ok(seen.reads >= 20, `reads checked throughout the outage: ${JSON.stringify(seen)}`);
