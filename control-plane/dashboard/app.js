@@ -20,6 +20,7 @@ async function api(method, path, body) {
   if (!response.ok) {
     const error = new Error(data?.detail ?? `${response.status} ${response.statusText}`);
     error.status = response.status;
+    error.path = data?.path;
     throw error;
   }
   return data;
@@ -61,8 +62,8 @@ async function logIn(token) {
   select.value = preferred?.name ?? "";
   $("#login").hidden = true;
   $("#session").hidden = false;
-  $("#board").hidden = false;
   await switchEnvironment(select.value);
+  await route();
 }
 
 function logOut() {
@@ -134,6 +135,153 @@ async function refresh() {
   renderEdges(edges.filter((edge) => edge.environment === environment));
 }
 
+// ---- Pages ---------------------------------------------------------------------------------
+
+/** Shows the page the URL's fragment names: #/ (the board), #/flags/<key>, #/new-flag, #/tokens. */
+async function route() {
+  if ($("#session").hidden) return;
+  const [, page, key] = location.hash.split("/");
+  for (const element of document.querySelectorAll(".page")) element.hidden = true;
+  try {
+    if (page === "flags" && key) {
+      $("#flag-page").hidden = false;
+      await showFlag(decodeURIComponent(key));
+    } else if (page === "new-flag") {
+      $("#new-flag").hidden = false;
+    } else if (page === "tokens") {
+      $("#tokens-page").hidden = false;
+      await showTokens();
+    } else {
+      $("#board").hidden = false;
+    }
+  } catch (error) {
+    toast(error.message, true);
+  }
+}
+
+function describeServe(serve) {
+  if (serve.variant !== undefined) return serve.variant;
+  const rollout = serve.rollout ?? {};
+  const stage = rollout.stage ? ` (${rollout.stage})` : "";
+  if (rollout.percent !== undefined) return `${rollout.percent / 1000}% ${rollout.inside}, the rest ${rollout.outside}${stage}`;
+  return (rollout.weights ?? []).map((w) => `${w.weight / 1000}% ${w.variant}`).join(", ") + stage;
+}
+
+/** `if in segment staff and country in SE, NO → new`. */
+function describeRule(rule) {
+  const parts = [
+    ...(rule.segments ?? []).map((segment) => `in segment ${segment}`),
+    ...(rule.conditions ?? []).map((c) => `${c.attribute} ${c.op.replaceAll("_", " ")} ${(c.values ?? []).join(", ")}`),
+  ];
+  return `if ${parts.join(" and ") || "always"} → ${describeServe(rule.serve)}`;
+}
+
+async function showFlag(key) {
+  const k = encodeURIComponent(key);
+  const [flag, plans, decisions, audit] = await Promise.all([
+    api("GET", `/api/v1/flags/${k}`),
+    api("GET", `/api/v1/plans?flag=${k}`),
+    api("GET", `/api/v1/decisions?flag=${k}&order=newest&limit=20`),
+    api("GET", `/api/v1/audit?flag=${k}&order=newest&limit=20`),
+  ]);
+  $("#flag-title").textContent = flag.key;
+  const variants = Object.entries(flag.variants)
+    .map(([name, value]) => `<code>${escape(name)}</code> = <code>${escape(JSON.stringify(value))}</code>`).join(", ");
+  $("#flag-about").innerHTML = `<p>${escape(flag.description || "No description.")}</p>
+    <p>${escape(flag.type)}, variants ${variants}; off: <code>${escape(flag.off_variant)}</code></p>
+    <p>Owner: ${escape(flag.owner || "—")} · Tags: ${escape((flag.tags ?? []).join(", ") || "—")} ·
+      created ${time(flag.created_at)} · changed ${time(flag.updated_at)}</p>`;
+  $("#flag-states").innerHTML = Object.entries(flag.environments).map(([environment, st]) => {
+    const needs = (st.prerequisites ?? []).map((p) => `${escape(p.flag)} serving ${escape(p.variant)}`).join(" and ");
+    const rules = (st.rules ?? []).map((rule) => `<li>${escape(describeRule(rule))}</li>`).join("");
+    return `<div class="state"><strong>${escape(environment)}</strong>: ${exposure(st)}
+      ${needs ? `<div>Only while ${needs}.</div>` : ""}
+      <ol class="rules">${rules}<li>otherwise ${escape(describeServe(st.fallthrough))}</li></ol></div>`;
+  }).join("");
+  // Why each plan that is not running stands where it does: its last decision.
+  const last = await Promise.all(plans.map((plan) => plan.status === "running"
+    ? null : api("GET", `/api/v1/decisions?plan=${plan.id}&order=newest&limit=1`).then((d) => d[0])));
+  $("#flag-plans").innerHTML = plans.map((plan, i) => planView(plan,
+    last[i] ? `${last[i].action} by ${last[i].decided_by}: ${last[i].rationale}` : "")).join("")
+    || `<p class="muted">No rollout plans for this flag.</p>`;
+  $("#flag-decisions tbody").innerHTML = decisions.map((d) => `<tr><td>${time(d.at)}</td><td>${escape(d.environment)}</td>
+      <td>${escape(d.to_stage ?? d.from_stage ?? "")}</td><td>${escape(d.decision)}</td><td>${escape(d.decided_by)}</td><td>${escape(d.rationale)}</td></tr>`).join("")
+    || `<tr><td colspan="6" class="muted">No decisions.</td></tr>`;
+  $("#flag-audit tbody").innerHTML = audit.map((r) => `<tr><td>${time(r.at)}</td><td>${escape(r.actor)}</td>
+      <td>${escape(r.action)}</td><td>${escape(r.environment ?? "—")}</td><td>${escape(r.reason ?? "")}</td></tr>`).join("");
+}
+
+async function showTokens() {
+  const [tokens, environments] = await Promise.all([api("GET", "/api/v1/tokens"), api("GET", "/api/v1/environments")]);
+  $("#new-token select[name=environment]").innerHTML = `<option value="">any (release and admin tokens)</option>`
+    + environments.map((e) => `<option>${escape(e.name)}</option>`).join("");
+  $("#tokens tbody").innerHTML = tokens.map((t) => `<tr><td>${escape(t.name)}</td><td>${escape(t.scope)}</td>
+      <td>${escape(t.environment ?? "—")}</td><td>${time(t.created_at)}</td>
+      <td><button class="delete-token danger" data-token="${escape(t.name)}">Delete</button></td></tr>`).join("");
+}
+
+/** `name=JSON` lines as a variants object; throws naming the line that does not parse. */
+function parseVariants(text) {
+  const variants = {};
+  for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf("=");
+    if (at < 1) throw new Error(`"${line}" is not name=JSON`);
+    try {
+      variants[line.slice(0, at).trim()] = JSON.parse(line.slice(at + 1));
+    } catch {
+      throw new Error(`the value of ${line.slice(0, at).trim()} is not JSON (a string needs quotes: "text")`);
+    }
+  }
+  return variants;
+}
+
+$("#new-flag").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const field = (name) => form.elements.namedItem(name);
+  for (const element of form.querySelectorAll(".field-error")) element.classList.remove("field-error");
+  $("#new-flag-error").textContent = "";
+  try {
+    const flag = {
+      key: field("key").value.trim(),
+      type: field("type").value,
+      variants: parseVariants(field("variants").value),
+      off_variant: field("off_variant").value.trim(),
+      description: field("description").value.trim(),
+      owner: field("owner").value.trim(),
+      tags: field("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+    };
+    await api("POST", "/api/v1/flags", flag);
+    toast(`${flag.key} created: it serves ${flag.off_variant} everywhere`);
+    form.reset();
+    location.hash = `#/flags/${encodeURIComponent(flag.key)}`;
+  } catch (error) {
+    // The problem's path (e.g. variants.on) names the field to fix.
+    const name = (error.path ?? "").split(".")[0] || (error.message.includes("value of") ? "variants" : "");
+    field(name)?.classList?.add("field-error");
+    $("#new-flag-error").textContent = error.path ? `${error.message} (at ${error.path})` : error.message;
+  }
+});
+
+$("#new-token").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const field = (name) => form.elements.namedItem(name).value;
+  $("#new-token-error").textContent = "";
+  try {
+    const created = await api("POST", "/api/v1/tokens",
+      { name: field("name").trim(), scope: field("scope"), environment: field("environment") || null });
+    $("#new-token-value").textContent = created.token;
+    $("#new-token-secret").hidden = false;
+    form.elements.namedItem("name").value = "";
+    await showTokens();
+  } catch (error) {
+    $("#new-token-error").textContent = error.message;
+  }
+});
+
+window.addEventListener("hashchange", route);
+
 // ---- Rendering -----------------------------------------------------------------------------
 
 function exposure(flag) {
@@ -186,7 +334,7 @@ function renderFlags(flags, planOf) {
     const kill = flag.enabled === false
       ? `<button class="unkill" data-flag="${key}">Unkill</button>`
       : `<button class="kill danger" data-flag="${key}">Kill</button>`;
-    return `<tr data-flag="${key}"><td><strong>${key}</strong></td><td class="exposure">${exposure(flag)}</td>
+    return `<tr data-flag="${key}"><td><a href="#/flags/${encodeURIComponent(flag.key)}"><strong>${key}</strong></a></td><td class="exposure">${exposure(flag)}</td>
       <td class="stage">${stage}</td><td class="health">${health(flag, plan)}</td><td>${change}</td><td>${kill}</td></tr>`;
   }).join("") || `<tr><td colspan="6" class="muted">No flags in this environment.</td></tr>`;
 }
@@ -209,23 +357,29 @@ function duration(seconds) {
 }
 
 function renderPlans(views) {
-  $("#plans").innerHTML = views.map((plan) => {
+  $("#plans").innerHTML = views.map((plan) => planView(plan)).join("")
+    || `<p class="muted">No active plan in this environment.</p>`;
+}
+
+/** A plan's timeline and readings; `why` is shown for a plan that has ended or is held. */
+function planView(plan, why = "") {
     const stages = plan.stages.map((stage, index) => {
       const place = index < plan.stage ? "done" : index === plan.stage ? "current" : "";
       const audience = [...(stage.segments ?? []), `${stage.percent}%`].join(" + ");
       return `<div class="stage ${place}"><strong>${escape(stage.name)}</strong><small>${escape(audience)}</small>
         <small>hold ${duration(stage.hold_seconds)}</small></div>`;
     }).join("");
-    const readings = plan.readings.map((r) => {
+    const readings = (plan.readings ?? []).map((r) => {
       const rate = r.variant.per ? `${(100 * r.variant.metric / r.variant.per).toFixed(2)}%` : "—";
       return `<li>${escape(r.criterion)}: ${rate} (${r.variant.metric} of ${r.variant.per}) <span class="${r.verdict}">${escape(VERDICTS[r.verdict] ?? r.verdict)}</span></li>`;
     }).join("");
+    const ended = plan.status === "rolled_back" || plan.status === "completed";
     return `<div class="plan" data-plan="${plan.id}">
-      <div><strong>${escape(plan.flag)}</strong> plan ${plan.id}, <span class="${plan.status}">${escape(plan.status)}</span>,
-        ${plan.auto_advance ? "advances on its own" : "advances by hand"}; hold until ${plan.hold_until ? time(plan.hold_until) : "—"}</div>
+      <div><strong>${escape(plan.flag)}</strong> plan ${plan.id} in ${escape(plan.environment)}, <span class="${plan.status}">${escape(plan.status.replace("_", " "))}</span>,
+        ${ended ? `started ${time(plan.created_at)}` : `${plan.auto_advance ? "advances on its own" : "advances by hand"}; hold until ${plan.hold_until ? time(plan.hold_until) : "—"}`}</div>
       <div class="timeline">${stages}</div>
-      <ul>${readings || "<li class=muted>no guardrails</li>"}</ul></div>`;
-  }).join("") || `<p class="muted">No active plan in this environment.</p>`;
+      ${why ? `<p class="why">${escape(why)}</p>` : ""}
+      ${ended ? "" : `<ul>${readings || "<li class=muted>no guardrails</li>"}</ul>`}</div>`;
 }
 
 function renderDecisions(decisions) {
@@ -295,6 +449,10 @@ document.addEventListener("click", async (event) => {
     const why = await confirmWithReason(`Kill ${flag} in ${state.environment}?`,
       "Everyone gets the flag's off variant at once, at every edge.", "Kill");
     if (why) await act(() => api("POST", flagPath(flag, "kill"), { reason: why }), `${flag} killed in ${state.environment}`);
+  } else if (button.classList.contains("delete-token")) {
+    const name = button.dataset.token;
+    const sure = confirm(`Delete token ${name}? Its next request gets 401, its open streams end, and edges drop it.`);
+    if (sure) await act(async () => { await api("DELETE", `/api/v1/tokens/${encodeURIComponent(name)}`); await showTokens(); }, `token ${name} deleted`);
   } else if (button.classList.contains("unkill")) {
     const why = await confirmWithReason(`Unkill ${flag} in ${state.environment}?`,
       "The flag's rules and rollout apply again.", "Unkill");

@@ -47,7 +47,7 @@ pub struct Rollout {
     pub variant: Option<String>,
 }
 
-/// Every live flag's definition, by key.
+/// Live flags with their states, by key: those `query` matches.
 pub async fn list(service: &Service, query: FlagQuery) -> Result<Vec<FlagRecord>, Error> {
     let needle = query.text.as_deref().map(str::to_lowercase);
     service

@@ -1,0 +1,123 @@
+// The dashboard as a flag manager, in headless Chromium: a flag's page (metadata, readable rules,
+// a rolled-back plan with its reason, history), creating a flag (and a refused one, the error at
+// its field), and tokens (shown once, deleted). Every page is checked with axe-core: no serious
+// or critical accessibility violations. Screenshots go to tests/artifacts/.
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+import { createFlags } from "./fixtures.mjs";
+import { startStack } from "../stack.mjs";
+
+const artifacts = process.env.ROLLGATE_ARTIFACTS ?? join(dirname(fileURLToPath(import.meta.url)), "..", "artifacts");
+const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+
+/** Serious and critical axe-core violations on the page as it is now. */
+async function accessibilityProblems(page) {
+  await page.addScriptTag({ path: axePath });
+  const results = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+  return results.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+}
+
+test("flag pages, creating a flag and tokens in the dashboard", async () => {
+  mkdirSync(artifacts, { recursive: true });
+  const stack = await startStack();
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  try {
+    await createFlags(stack.api);
+    // A plan rolled back, whose timeline and reason the flag's page keeps.
+    const started = await stack.api("POST", "/api/v1/plans",
+      { flag: "banner", environment: "production", template: "canary", rationale: "new greeting" });
+    assert.equal(started.status, 201, JSON.stringify(started.body));
+    const rolledBack = await stack.api("POST", `/api/v1/plans/${started.body.plan.id}/rollback`,
+      { rationale: "copy reads badly in German", to: "kill" });
+    assert.equal(rolledBack.status, 200, JSON.stringify(rolledBack.body));
+
+    // axe-core is injected as a script, which the dashboard's Content-Security-Policy forbids.
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, bypassCSP: true });
+    const problems = [];
+    page.on("pageerror", (error) => problems.push(error.message));
+    await page.goto(stack.controlPlane);
+    assert.deepEqual(await accessibilityProblems(page), [], "the login page");
+    await page.fill("#token", stack.adminToken);
+    await page.click("#login button[type=submit]");
+    await page.locator('#flags tr[data-flag="banner"]').waitFor();
+    assert.deepEqual(await accessibilityProblems(page), [], "the board");
+
+    // A flag's page: clicking its name opens it.
+    await page.click('#flags a[href="#/flags/banner"]');
+    await page.locator("#flag-title", { hasText: "banner" }).waitFor();
+    const states = await page.locator("#flag-states").textContent();
+    assert.match(states, /if country in SE, NO → new/);
+    assert.match(states, /if in segment beta-customers → 50% new, the rest old/);
+    const plans = await page.locator("#flag-plans").textContent();
+    assert.match(plans, /rolled back/);
+    assert.match(plans, /rollback by admin: copy reads badly in German/);
+    assert.match(await page.locator("#flag-audit").textContent(), /flag\.kill/);
+    assert.deepEqual(await accessibilityProblems(page), [], "a flag's page");
+    await page.screenshot({ path: join(artifacts, "dashboard-flag-page.png"), fullPage: true });
+
+    // Creating a flag: a refused one shows why at its field, then a good one opens its page.
+    await page.click('nav a[href="#/new-flag"]');
+    await page.locator("#new-flag").waitFor();
+    assert.deepEqual(await accessibilityProblems(page), [], "the new-flag form");
+    await page.fill('#new-flag [name="key"]', "promo-banner");
+    await page.selectOption('#new-flag [name="type"]', "string");
+    await page.fill('#new-flag [name="variants"]', "plain=Hello\nfestive=\"Happy holidays\"");
+    await page.fill('#new-flag [name="off_variant"]', "plain");
+    await page.click('#new-flag button[type="submit"]');
+    await page.locator("#new-flag-error", { hasText: "the value of plain is not JSON" }).waitFor();
+    assert.equal(await page.locator('#new-flag [name="variants"]').getAttribute("class"), "field-error");
+    await page.fill('#new-flag [name="variants"]', "plain=\"Hello\"\nfestive=true");
+    await page.click('#new-flag button[type="submit"]');
+    await page.locator("#new-flag-error", { hasText: "variants.festive" }).waitFor();
+    assert.equal((await stack.api("GET", "/api/v1/flags/promo-banner")).status, 404, "nothing stored");
+    await page.fill('#new-flag [name="variants"]', "plain=\"Hello\"\nfestive=\"Happy holidays\"");
+    await page.fill('#new-flag [name="description"]', "The holiday banner");
+    await page.fill('#new-flag [name="owner"]', "growth");
+    await page.fill('#new-flag [name="tags"]', "ui, seasonal");
+    await page.click('#new-flag button[type="submit"]');
+    await page.locator("#flag-title", { hasText: "promo-banner" }).waitFor();
+    assert.match(await page.locator("#flag-about").textContent(), /Owner: growth · Tags: ui, seasonal/);
+    const created = (await stack.api("GET", "/api/v1/flags/promo-banner")).body;
+    assert.deepEqual([created.description, created.owner, created.tags], ["The holiday banner", "growth", ["ui", "seasonal"]]);
+
+    // Tokens: the secret once, then deleted.
+    await page.click('nav a[href="#/tokens"]');
+    await page.locator("#tokens tbody tr").first().waitFor();
+    assert.deepEqual(await accessibilityProblems(page), [], "the tokens page");
+    await page.fill('#new-token [name="name"]', "shop-production");
+    await page.selectOption('#new-token [name="environment"]', "production");
+    await page.click('#new-token button[type="submit"]');
+    await page.locator("#new-token-secret").waitFor();
+    const secret = await page.locator("#new-token-value").textContent();
+    assert.match(secret, /^rg_/);
+    const shop = page.locator("#tokens tr", { hasText: "shop-production" });
+    await shop.waitFor();
+    assert.equal((await shop.textContent()).includes(secret), false, "the list never shows a secret");
+    const evaluated = await fetch(`${stack.controlPlane}/ofrep/v1/evaluate/flags/promo-banner`, {
+      method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: "{}" });
+    assert.equal(evaluated.status, 200, "the new read token works");
+    await page.screenshot({ path: join(artifacts, "dashboard-tokens.png"), fullPage: true });
+    page.once("dialog", (dialog) => dialog.accept());
+    await shop.locator("button.delete-token").click();
+    await shop.waitFor({ state: "detached" });
+    const after = await fetch(`${stack.controlPlane}/ofrep/v1/evaluate/flags/promo-banner`, {
+      method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: "{}" });
+    assert.equal(after.status, 401, "deleted, it no longer works");
+    assert.deepEqual(problems, [], "no script errors");
+  } finally {
+    await browser.close();
+    await stack.stop();
+  }
+});
