@@ -304,6 +304,12 @@ function health(flag, plan) {
 }
 
 function renderFlags(flags, planOf) {
+  // What someone is in the middle of typing or sliding survives the live refresh.
+  const editing = [...document.querySelectorAll("#flags .change[data-edited]")].map((change) => ({
+    flag: change.dataset.flag,
+    values: [...change.querySelectorAll("input, select")].map((input) => [input.className, input.value]),
+    focused: change.contains(document.activeElement) ? document.activeElement.className : null,
+  }));
   $("#flags tbody").innerHTML = flags.map((flag) => {
     const plan = planOf[flag.key];
     const key = escape(flag.key);
@@ -337,6 +343,17 @@ function renderFlags(flags, planOf) {
     return `<tr data-flag="${key}"><td><a href="#/flags/${encodeURIComponent(flag.key)}"><strong>${key}</strong></a></td><td class="exposure">${exposure(flag)}</td>
       <td class="stage">${stage}</td><td class="health">${health(flag, plan)}</td><td>${change}</td><td>${kill}</td></tr>`;
   }).join("") || `<tr><td colspan="6" class="muted">No flags in this environment.</td></tr>`;
+  for (const { flag, values, focused } of editing) {
+    const change = document.querySelector(`#flags .change[data-flag="${CSS.escape(flag)}"]`);
+    if (!change) continue;
+    change.dataset.edited = "";
+    for (const [className, value] of values) {
+      const input = change.querySelector(`[class="${className}"]`);
+      if (input) input.value = value;
+    }
+    if (focused) change.querySelector(`[class="${focused}"]`)?.focus();
+    showEdit(change);
+  }
 }
 
 /** A UTC timestamp in the reader's local time, with UTC on hover. */
@@ -401,9 +418,11 @@ function renderEdges(edges) {
 
 // ---- Actions -------------------------------------------------------------------------------
 
-async function act(work, done) {
+/** Runs a change; on success, `edited` (the control it came from) is no longer being edited. */
+async function act(work, done, edited) {
   try {
     await work();
+    if (edited) delete edited.dataset.edited;
     toast(done);
     await refresh();
   } catch (error) {
@@ -415,12 +434,19 @@ function flagPath(flag, action) {
   return `/api/v1/environments/${encodeURIComponent(state.environment)}/flags/${encodeURIComponent(flag)}/${action}`;
 }
 
+/** A change control's label and buttons as its inputs say. */
+function showEdit(change) {
+  const slider = change.querySelector(".slider");
+  if (slider) change.querySelector(".percent").textContent = `${slider.value}%`;
+  const reason = change.querySelector(".reason").value.trim();
+  change.querySelectorAll("button").forEach((button) => (button.disabled = !reason));
+}
+
 document.addEventListener("input", (event) => {
   const change = event.target.closest(".change");
   if (!change) return;
-  if (event.target.classList.contains("slider")) change.querySelector(".percent").textContent = `${event.target.value}%`;
-  const reason = change.querySelector(".reason").value.trim();
-  change.querySelectorAll("button").forEach((button) => (button.disabled = !reason));
+  change.dataset.edited = "";
+  showEdit(change);
 });
 
 document.addEventListener("click", async (event) => {
@@ -433,7 +459,7 @@ document.addEventListener("click", async (event) => {
     const percent = Number(change.querySelector(".slider").value);
     const variant = change.querySelector(".variant")?.value;
     await act(() => api("PUT", flagPath(flag, "rollout"), { percent, variant, reason }),
-      `${flag} is at ${percent}%${variant ? ` ${variant}` : ""} in ${state.environment}`);
+      `${flag} is at ${percent}%${variant ? ` ${variant}` : ""} in ${state.environment}`, change);
   } else if (button.classList.contains("advance")) {
     // A person moving a plan on sees what the guardrails say first.
     const plan = state.plans?.find((p) => String(p.id) === change.dataset.plan);
@@ -442,9 +468,9 @@ document.addEventListener("click", async (event) => {
       `${r.criterion}: ${VERDICTS[r.verdict] ?? r.verdict} (${r.variant.metric} of ${r.variant.per})`).join("; ");
     const why = await confirmWithReason(`Advance ${flag} to ${next} in ${state.environment}?`,
       `Guardrails now: ${readings || "none"}.`, "Advance", reason);
-    if (why) await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/advance`, { rationale: why }), `${flag}: advance recorded`);
+    if (why) await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/advance`, { rationale: why }), `${flag}: advance recorded`, change);
   } else if (button.classList.contains("rollback")) {
-    await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/rollback`, { rationale: reason }), `${flag} rolled back one stage`);
+    await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/rollback`, { rationale: reason }), `${flag} rolled back one stage`, change);
   } else if (button.classList.contains("kill")) {
     const why = await confirmWithReason(`Kill ${flag} in ${state.environment}?`,
       "Everyone gets the flag's off variant at once, at every edge.", "Kill");

@@ -96,6 +96,10 @@ test("a release manager logs in, bumps a rollout and kills a flag from the dashb
     // Advancing a plan by hand first shows what its guardrails say.
     const banner = page.locator('#flags tr[data-flag="banner"]');
     await banner.locator(".reason").fill("looks fine");
+    // A change elsewhere refreshes the board live; what is being typed survives it.
+    await stack.api("PUT", "/api/v1/environments/production/flags/checkout-v2/rollout", { percent: 35, reason: "from the API" });
+    await row.locator(".exposure", { hasText: "35% on" }).waitFor();
+    assert.equal(await banner.locator(".reason").inputValue(), "looks fine");
     await banner.locator("button.advance").click();
     await dialog.waitFor();
     assert.match(await page.locator("#confirm-title").textContent(), /Advance banner to assessed in production\?/);
