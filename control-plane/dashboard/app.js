@@ -151,6 +151,12 @@ async function route() {
     } else if (page === "tokens") {
       $("#tokens-page").hidden = false;
       await showTokens();
+    } else if (page === "segments") {
+      $("#segments-page").hidden = false;
+      await showSegments();
+    } else if (page === "settings") {
+      $("#settings-page").hidden = false;
+      await showSettings();
     } else {
       $("#board").hidden = false;
     }
@@ -219,6 +225,62 @@ async function showTokens() {
       <td>${escape(t.environment ?? "—")}</td><td>${time(t.created_at)}</td>
       <td><button class="delete-token danger" data-token="${escape(t.name)}">Delete</button></td></tr>`).join("");
 }
+
+/** Keys pasted from a spreadsheet or a list: one per line, or separated by commas, tabs or spaces. */
+const pastedKeys = (text) => text.split(/[\s,]+/).filter(Boolean);
+
+async function showSegments() {
+  const segments = await api("GET", "/api/v1/segments");
+  const count = (list) => (list ?? []).length;
+  $("#segments tbody").innerHTML = segments.map((s) => `<tr><td>${escape(s.key)}</td>
+      <td title="${escape((s.included ?? []).join(", "))}">${count(s.included)}</td><td>${count(s.excluded)}</td>
+      <td>${escape((s.conditions ?? []).map((c) => `${c.attribute} ${c.op.replaceAll("_", " ")} ${(c.values ?? []).join(", ")}`).join("; ") || "—")}</td>
+      <td><button class="delete-segment danger" data-segment="${escape(s.key)}">Archive</button></td></tr>`).join("")
+    || `<tr><td colspan="5" class="muted">No segments.</td></tr>`;
+}
+
+async function showSettings() {
+  const [environments, webhooks, edges] = await Promise.all([
+    api("GET", "/api/v1/environments"), api("GET", "/api/v1/webhooks"), api("GET", "/api/v1/edges")]);
+  $("#environments tbody").innerHTML = environments.map((e) => `<tr><td>${escape(e.name)}</td><td>${escape(e.version)}</td></tr>`).join("");
+  for (const select of document.querySelectorAll("select.environments")) {
+    select.innerHTML = environments.map((e) => `<option>${escape(e.name)}</option>`).join("");
+  }
+  $("#webhooks tbody").innerHTML = webhooks.map((w) => `<tr><td>${escape(w.name)}</td><td>${escape(w.environment)}</td>
+      <td>${escape(w.url)}</td><td>${escape(w.pending)}</td><td>${escape(w.failed)}</td>
+      <td><button class="delete-webhook danger" data-name="${escape(w.name)}">Delete</button></td></tr>`).join("")
+    || `<tr><td colspan="6" class="muted">No webhooks.</td></tr>`;
+  $("#all-edges tbody").innerHTML = edges.map((e) => `<tr><td>${escape(e.name)}</td><td>${escape(e.environment)}</td>
+      <td>${escape(e.url)}</td><td>${escape(e.applied_version ?? "—")}</td><td>${escape(e.lag ?? "never synced")}</td>
+      <td><button class="delete-edge danger" data-name="${escape(e.name)}">Delete</button></td></tr>`).join("")
+    || `<tr><td colspan="6" class="muted">No edges.</td></tr>`;
+}
+
+/** Sends a settings form's fields; shows a refusal under the page, else shows the page again. */
+function settingsForm(selector, path, body, page) {
+  $(selector).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const field = (name) => form.elements.namedItem(name).value.trim();
+    const error = page === "segments" ? $("#new-segment-error") : $("#settings-error");
+    error.textContent = "";
+    try {
+      await api("POST", path, body(field));
+      form.reset();
+      await (page === "segments" ? showSegments() : showSettings());
+    } catch (failure) {
+      error.textContent = failure.message;
+    }
+  });
+}
+
+settingsForm("#new-segment", "/api/v1/segments",
+  (field) => ({ key: field("key"), included: pastedKeys(field("included")), excluded: pastedKeys(field("excluded")) }), "segments");
+settingsForm("#new-environment", "/api/v1/environments", (field) => ({ name: field("name") }), "settings");
+settingsForm("#new-webhook", "/api/v1/webhooks",
+  (field) => ({ name: field("name"), url: field("url"), environment: field("environment") }), "settings");
+settingsForm("#new-edge", "/api/v1/edges",
+  (field) => ({ name: field("name"), url: field("url"), environment: field("environment") }), "settings");
 
 /** `name=JSON` lines as a variants object; throws naming the line that does not parse. */
 function parseVariants(text) {
@@ -475,6 +537,17 @@ document.addEventListener("click", async (event) => {
     const why = await confirmWithReason(`Kill ${flag} in ${state.environment}?`,
       "Everyone gets the flag's off variant at once, at every edge.", "Kill");
     if (why) await act(() => api("POST", flagPath(flag, "kill"), { reason: why }), `${flag} killed in ${state.environment}`);
+  } else if (button.classList.contains("delete-segment")) {
+    const key = button.dataset.segment;
+    const why = await confirmWithReason(`Archive segment ${key}?`,
+      "Rules must no longer target it; its key stays taken and its history stays in the audit log.", "Archive");
+    if (why) await act(async () => { await api("DELETE", `/api/v1/segments/${encodeURIComponent(key)}?reason=${encodeURIComponent(why)}`); await showSegments(); }, `segment ${key} archived`);
+  } else if (button.classList.contains("delete-webhook") || button.classList.contains("delete-edge")) {
+    const [kind, path] = button.classList.contains("delete-edge") ? ["edge", "edges"] : ["webhook", "webhooks"];
+    const name = button.dataset.name;
+    if (confirm(`Delete ${kind} ${name}?`)) {
+      await act(async () => { await api("DELETE", `/api/v1/${path}/${encodeURIComponent(name)}`); await showSettings(); }, `${kind} ${name} deleted`);
+    }
   } else if (button.classList.contains("delete-token")) {
     const name = button.dataset.token;
     const sure = confirm(`Delete token ${name}? Its next request gets 401, its open streams end, and edges drop it.`);

@@ -115,6 +115,44 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     const after = await fetch(`${stack.controlPlane}/ofrep/v1/evaluate/flags/promo-banner`, {
       method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: "{}" });
     assert.equal(after.status, 401, "deleted, it no longer works");
+
+    // Segments, with members pasted from a spreadsheet.
+    await page.click('nav a[href="#/segments"]');
+    await page.locator("#segments tbody tr", { hasText: "beta-customers" }).waitFor();
+    assert.deepEqual(await accessibilityProblems(page), [], "the segments page");
+    await page.fill('#new-segment [name="key"]', "staff");
+    await page.fill('#new-segment [name="included"]', "ana\nben, cy\tdee\n");
+    await page.click('#new-segment button[type="submit"]');
+    const staff = page.locator("#segments tr", { hasText: "staff" });
+    await staff.waitFor();
+    assert.deepEqual((await stack.api("GET", "/api/v1/segments/staff")).body.included, ["ana", "ben", "cy", "dee"]);
+    await page.fill('#new-segment [name="key"]', "staff");
+    await page.click('#new-segment button[type="submit"]');
+    await page.locator("#new-segment-error", { hasText: "segment `staff` already exists" }).waitFor();
+    await staff.locator("button.delete-segment").click();
+    await page.fill("#confirm-reason", "made by mistake");
+    await page.click("#confirm-ok");
+    await staff.waitFor({ state: "detached" });
+    assert.equal((await stack.api("GET", "/api/v1/segments/staff")).status, 404);
+
+    // Settings: environments, webhooks, edges.
+    await page.click('nav a[href="#/settings"]');
+    await page.locator("#all-edges tbody tr", { hasText: "production" }).waitFor();
+    assert.deepEqual(await accessibilityProblems(page), [], "the settings page");
+    await page.fill('#new-environment [name="name"]', "qa");
+    await page.click('#new-environment button[type="submit"]');
+    await page.locator("#environments tbody tr", { hasText: "qa" }).waitFor();
+    await page.fill('#new-webhook [name="name"]', "releases");
+    await page.fill('#new-webhook [name="url"]', "http://127.0.0.1:9/hook");
+    await page.selectOption('#new-webhook [name="environment"]', "production");
+    await page.click('#new-webhook button[type="submit"]');
+    const hook = page.locator("#webhooks tr", { hasText: "releases" });
+    await hook.waitFor();
+    page.once("dialog", (dialog) => dialog.accept());
+    await hook.locator("button.delete-webhook").click();
+    await hook.waitFor({ state: "detached" });
+    assert.deepEqual((await stack.api("GET", "/api/v1/webhooks")).body, []);
+    await page.screenshot({ path: join(artifacts, "dashboard-settings.png"), fullPage: true });
     assert.deepEqual(problems, [], "no script errors");
   } finally {
     await browser.close();
