@@ -197,13 +197,24 @@ async function showFlag(key) {
     <p>${escape(flag.type)}, variants ${variants}; off: <code>${escape(flag.off_variant)}</code></p>
     <p>Owner: ${escape(flag.owner || "—")} · Tags: ${escape((flag.tags ?? []).join(", ") || "—")} ·
       created ${time(flag.created_at)} · changed ${time(flag.updated_at)}</p>`;
+  state.templates ??= await api("GET", "/api/v1/plan-templates");
+  const canary = state.templates.find((t) => t.name === "canary");
+  const active = new Set(plans.filter((p) => p.status === "running" || p.status === "held").map((p) => p.environment));
   $("#flag-states").innerHTML = Object.entries(flag.environments).map(([environment, st]) => {
     const needs = (st.prerequisites ?? []).map((p) => `${escape(p.flag)} serving ${escape(p.variant)}`).join(" and ");
     const rules = (st.rules ?? []).map((rule) => `<li>${escape(describeRule(rule))}</li>`).join("");
+    // A canary plan may start here unless one is active; a plan never lowers exposure, so it
+    // may start at a later stage.
+    const start = active.has(environment) || !canary ? "" : `<form class="start-plan inline" data-environment="${escape(environment)}">
+        <label>Start the canary plan at
+          <select name="start_at">${canary.stages.map((s) => `<option value="${escape(s.name)}">${escape(s.name)} (${s.percent}%)</option>`).join("")}</select></label>
+        <label>Reason <input name="reason" required autocomplete="off"></label>
+        <button type="submit">Start</button></form>`;
     return `<div class="state"><strong>${escape(environment)}</strong>: ${exposure(st)}
       ${needs ? `<div>Only while ${needs}.</div>` : ""}
-      <ol class="rules">${rules}<li>otherwise ${escape(describeServe(st.fallthrough))}</li></ol></div>`;
+      <ol class="rules">${rules}<li>otherwise ${escape(describeServe(st.fallthrough))}</li></ol>${start}</div>`;
   }).join("");
+  state.flag = flag.key;
   // Why each plan that is not running stands where it does: its last decision.
   const last = await Promise.all(plans.map((plan) => plan.status === "running"
     ? null : api("GET", `/api/v1/decisions?plan=${plan.id}&order=newest&limit=1`).then((d) => d[0])));
@@ -273,6 +284,19 @@ function settingsForm(selector, path, body, page) {
     }
   });
 }
+
+// Starting a plan from a flag's page; a refusal (say, it would lower exposure) names the stage.
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.start-plan");
+  if (!form) return;
+  event.preventDefault();
+  const environment = form.dataset.environment;
+  const startAt = form.elements.namedItem("start_at").value;
+  const body = { flag: state.flag, environment, template: "canary",
+    rationale: form.elements.namedItem("reason").value.trim(), start_at: startAt };
+  await act(async () => { await api("POST", "/api/v1/plans", body); await showFlag(state.flag); },
+    `${state.flag}: canary plan started at ${startAt} in ${environment}`);
+});
 
 settingsForm("#new-segment", "/api/v1/segments",
   (field) => ({ key: field("key"), included: pastedKeys(field("included")), excluded: pastedKeys(field("excluded")) }), "segments");

@@ -67,6 +67,20 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     assert.deepEqual(await accessibilityProblems(page), [], "a flag's page");
     await page.screenshot({ path: join(artifacts, "dashboard-flag-page.png"), fullPage: true });
 
+    // Starting a plan from a flag's page: checkout-v2 is at 25%, so the canary's 5% is refused
+    // with the stage to start at, and starting there works.
+    await page.goto(`${stack.controlPlane}/#/flags/checkout-v2`);
+    const start = page.locator('form.start-plan[data-environment="production"]');
+    await start.waitFor();
+    await start.locator('[name="reason"]').fill("QA passed");
+    await start.locator('button[type="submit"]').click();
+    await page.locator("#toast .error", { hasText: "start at stage `expanded` (25%)" }).waitFor();
+    await start.locator('[name="start_at"]').selectOption("expanded");
+    await start.locator('[name="reason"]').fill("QA passed");
+    await start.locator('button[type="submit"]').click();
+    await page.locator("#flag-plans .plan", { hasText: "running" }).waitFor();
+    assert.match(await page.locator("#flag-plans .stage.current").textContent(), /expanded/);
+
     // Creating a flag: a refused one shows why at its field, then a good one opens its page.
     await page.click('nav a[href="#/new-flag"]');
     await page.locator("#new-flag").waitFor();
