@@ -183,6 +183,9 @@ function describeRule(rule) {
 }
 
 async function showFlag(key) {
+  // Nothing of the flag shown before stays while this one loads.
+  $("#flag-title").textContent = "";
+  for (const id of ["#flag-about", "#flag-states", "#flag-plans", "#flag-charts"]) $(id).innerHTML = "";
   const k = encodeURIComponent(key);
   const [flag, plans, decisions, audit] = await Promise.all([
     api("GET", `/api/v1/flags/${k}`),
@@ -190,7 +193,6 @@ async function showFlag(key) {
     api("GET", `/api/v1/decisions?flag=${k}&order=newest&limit=20`),
     api("GET", `/api/v1/audit?flag=${k}&order=newest&limit=20`),
   ]);
-  $("#flag-title").textContent = flag.key;
   const variants = Object.entries(flag.variants)
     .map(([name, value]) => `<code>${escape(name)}</code> = <code>${escape(JSON.stringify(value))}</code>`).join(", ");
   $("#flag-about").innerHTML = `<p>${escape(flag.description || "No description.")}</p>
@@ -221,11 +223,77 @@ async function showFlag(key) {
   $("#flag-plans").innerHTML = plans.map((plan, i) => planView(plan,
     last[i] ? `${last[i].action} by ${last[i].decided_by}: ${last[i].rationale}` : "")).join("")
     || `<p class="muted">No rollout plans for this flag.</p>`;
+  await showCharts(flag.key, plans);
   $("#flag-decisions tbody").innerHTML = decisions.map((d) => `<tr><td>${time(d.at)}</td><td>${escape(d.environment)}</td>
       <td>${escape(d.to_stage ?? d.from_stage ?? "")}</td><td>${escape(d.decision)}</td><td>${escape(d.decided_by)}</td><td>${escape(d.rationale)}</td></tr>`).join("")
     || `<tr><td colspan="6" class="muted">No decisions.</td></tr>`;
   $("#flag-audit tbody").innerHTML = audit.map((r) => `<tr><td>${time(r.at)}</td><td>${escape(r.actor)}</td>
       <td>${escape(r.action)}</td><td>${escape(r.environment ?? "—")}</td><td>${escape(r.reason ?? "")}</td></tr>`).join("");
+  // Last: the title says the whole page is this flag's.
+  $("#flag-title").textContent = flag.key;
+}
+
+/**
+ * For each environment's latest plan, a chart per guardrail: the rate (metric per unit, summed
+ * from the plan's start) for the plan's variant and its control, minute by minute, and the limit.
+ */
+async function showCharts(key, plans) {
+  const latest = new Map();
+  for (const plan of plans) if (!latest.has(plan.environment)) latest.set(plan.environment, plan);
+  const charts = [];
+  for (const plan of latest.values()) {
+    const guardrails = (plan.stages[plan.stage].guardrails ?? []).filter((g) => g.metric && g.per);
+    if (!guardrails.length) continue;
+    const age = Math.ceil((Date.now() - new Date(plan.created_at).getTime()) / 1000);
+    const window = Math.min(259200, Math.max(3600, age + 60));
+    const sums = await api("GET", `/api/v1/environments/${encodeURIComponent(plan.environment)}/metrics?flag=${encodeURIComponent(key)}&window_seconds=${window}&by_minute=true`);
+    for (const guardrail of guardrails) charts.push(chart(plan, guardrail, sums.minutes ?? []));
+  }
+  $("#flag-charts").innerHTML = charts.join("") || `<p class="muted">No plan with guardrails.</p>`;
+}
+
+/** Cumulative rate of `metric` per `per` for `variant`, at each minute. */
+function rates(minutes, variant, metric, per) {
+  let [counted, units] = [0, 0];
+  return minutes.map((m) => {
+    counted += m.variants[variant]?.[metric] ?? 0;
+    units += m.variants[variant]?.[per] ?? 0;
+    return units ? counted / units : null;
+  });
+}
+
+function chart(plan, guardrail, minutes) {
+  const [width, height, pad] = [600, 160, 28];
+  const name = `${guardrail.metric}/${guardrail.per}`;
+  const lines = [["variant", plan.variant], ["control", plan.control]]
+    .map(([role, variant]) => [role, variant, rates(minutes, variant, guardrail.metric, guardrail.per)]);
+  const known = lines.flatMap(([, , series]) => series.filter((r) => r !== null));
+  const top = Math.max(0.01, guardrail.max ?? 0, ...known) * 1.25;
+  const x = (i) => pad + (minutes.length > 1 ? (i * (width - 2 * pad)) / (minutes.length - 1) : (width - 2 * pad) / 2);
+  const y = (rate) => height - pad - (rate / top) * (height - 2 * pad);
+  const polyline = ([role, , series]) => {
+    const points = series.map((r, i) => (r === null ? null : `${x(i).toFixed(1)},${y(r).toFixed(1)}`)).filter(Boolean);
+    if (!points.length) return "";
+    // The latest reading as a dot, so even a single minute shows.
+    const [cx, cy] = points.at(-1).split(",");
+    return `<polyline class="${role}" fill="none" stroke-width="2" points="${points.join(" ")}"/>
+      <circle class="${role}" cx="${cx}" cy="${cy}" r="3.5" fill="white" stroke-width="2"/>`;
+  };
+  const percent = (rate) => (rate === null || rate === undefined ? "no data" : `${(100 * rate).toFixed(2)}%`);
+  const now = lines.map(([role, variant, series]) => `${role} ${variant}: ${percent(series.at(-1))}`);
+  const limit = guardrail.max !== undefined
+    ? `<line class="limit" x1="${pad}" x2="${width - pad}" y1="${y(guardrail.max)}" y2="${y(guardrail.max)}"/>` : "";
+  const summary = `${name} in ${plan.environment} since the plan started: ${now.join(", ")}${guardrail.max !== undefined ? `, limit ${percent(guardrail.max)}` : ""}`;
+  return `<figure class="chart" data-guardrail="${escape(name)}" data-environment="${escape(plan.environment)}">
+    <svg viewBox="0 0 ${width} ${height}" role="img" aria-label="${escape(summary)}"><title>${escape(summary)}</title>
+      <line x1="${pad}" x2="${width - pad}" y1="${height - pad}" y2="${height - pad}" stroke="#d0d5dd"/>
+      ${limit}${lines.map(polyline).join("")}
+      <text x="${pad}" y="${pad - 8}" font-size="11" fill="#475467">${escape(percent(top))}</text>
+      <text x="${pad}" y="${height - 8}" font-size="11" fill="#475467">${minutes.length ? escape(new Date(minutes[0].at).toLocaleTimeString()) : ""}</text>
+    </svg>
+    <figcaption class="legend"><strong>${escape(name)}</strong> in ${escape(plan.environment)}:
+      ${now.map((text) => `<span>${escape(text)}</span>`).join("")}${guardrail.max !== undefined ? `<span>limit ${percent(guardrail.max)}</span>` : ""}</figcaption>
+  </figure>`;
 }
 
 async function showTokens() {

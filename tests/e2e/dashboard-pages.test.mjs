@@ -39,6 +39,11 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     const started = await stack.api("POST", "/api/v1/plans",
       { flag: "banner", environment: "production", template: "canary", rationale: "new greeting" });
     assert.equal(started.status, 201, JSON.stringify(started.body));
+    const reported = await stack.api("POST", "/api/v1/environments/production/metrics", { counters: [
+      { flag: "banner", variant: "new", counts: { requests: 1800, errors: 9 } },
+      { flag: "banner", variant: "old", counts: { requests: 2000, errors: 4 } },
+    ] }, stack.appToken);
+    assert.equal(reported.status, 202, JSON.stringify(reported.body));
     const rolledBack = await stack.api("POST", `/api/v1/plans/${started.body.plan.id}/rollback`,
       { rationale: "copy reads badly in German", to: "kill" });
     assert.equal(rolledBack.status, 200, JSON.stringify(rolledBack.body));
@@ -56,6 +61,7 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
 
     // A flag's page: clicking its name opens it.
     await page.click('#flags a[href="#/flags/banner"]');
+    // The title is set once the whole page is rendered.
     await page.locator("#flag-title", { hasText: "banner" }).waitFor();
     const states = await page.locator("#flag-states").textContent();
     assert.match(states, /if country in SE, NO → new/);
@@ -64,12 +70,19 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     assert.match(plans, /rolled back/);
     assert.match(plans, /rollback by admin: copy reads badly in German/);
     assert.match(await page.locator("#flag-audit").textContent(), /flag\.kill/);
+    // Each guardrail as a chart: the variant and the control since the plan started, and the limit.
+    const chart = page.locator('#flag-charts figure[data-guardrail="errors/requests"][data-environment="production"]');
+    assert.match(await chart.locator("figcaption").textContent(), /variant new: 0\.50%.*control old: 0\.20%.*limit 2\.00%/s);
+    assert.equal(await chart.locator("polyline.variant").count(), 1);
+    assert.equal(await chart.locator("polyline.control").count(), 1);
+    assert.equal(await chart.locator("line.limit").count(), 1);
     assert.deepEqual(await accessibilityProblems(page), [], "a flag's page");
     await page.screenshot({ path: join(artifacts, "dashboard-flag-page.png"), fullPage: true });
 
     // Starting a plan from a flag's page: checkout-v2 is at 25%, so the canary's 5% is refused
     // with the stage to start at, and starting there works.
     await page.goto(`${stack.controlPlane}/#/flags/checkout-v2`);
+    await page.locator("#flag-title", { hasText: "checkout-v2" }).waitFor();
     const start = page.locator('form.start-plan[data-environment="production"]');
     await start.waitFor();
     await start.locator('[name="reason"]').fill("QA passed");

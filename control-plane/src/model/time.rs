@@ -28,6 +28,12 @@ impl Timestamp {
         self.0.timestamp().div_euclid(60)
     }
 
+    /// The start of `minute` (as `minute` numbers them).
+    pub fn from_minute(minute: i64) -> Self {
+        let at = DateTime::from_timestamp(minute.saturating_mul(60), 0);
+        Self(at.unwrap_or(DateTime::<Utc>::MAX_UTC))
+    }
+
     pub fn millis(self) -> i64 {
         self.0.timestamp_millis()
     }

@@ -116,29 +116,58 @@ async fn check_metric_names(
     Ok(())
 }
 
+/// Counts per variant and metric.
+pub type Counts = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// A flag's counters over the `window_seconds` ending now, per minute (the minute's start,
+/// oldest first; only minutes with counts).
+pub async fn by_minute(
+    service: &Service,
+    environment: &str,
+    flag: &str,
+    window_seconds: u64,
+) -> Result<BTreeMap<i64, Counts>, Error> {
+    let rows = rows(service, environment, flag, window_seconds).await?;
+    let mut minutes: BTreeMap<i64, Counts> = BTreeMap::new();
+    for row in rows {
+        let counts = minutes.entry(row.minute).or_default();
+        *counts.entry(row.variant).or_default().entry(row.metric).or_default() += row.value;
+    }
+    Ok(minutes)
+}
+
 /// A flag's counters summed over the `window_seconds` ending now, per variant and metric.
 pub async fn sums(
     service: &Service,
     environment: &str,
     flag: &str,
     window_seconds: u64,
-) -> Result<BTreeMap<String, BTreeMap<String, u64>>, Error> {
+) -> Result<Counts, Error> {
+    let rows = rows(service, environment, flag, window_seconds).await?;
+    let mut variants: Counts = BTreeMap::new();
+    for row in rows {
+        *variants.entry(row.variant).or_default().entry(row.metric).or_default() += row.value;
+    }
+    Ok(variants)
+}
+
+async fn rows(
+    service: &Service,
+    environment: &str,
+    flag: &str,
+    window_seconds: u64,
+) -> Result<Vec<CountRow>, Error> {
     if !(60..=MAX_SECONDS).contains(&window_seconds) {
         return Err(Refusal::Malformed("`window_seconds` is 60 to 7776000 (90 days)".into()).into());
     }
     let minute = service.clock.timestamp().minute();
     let since = minute - window_seconds.div_ceil(60) as i64;
     let (environment, flag) = (environment.to_owned(), flag.to_owned());
-    let rows = service
+    service
         .read(move |tx| {
             Box::pin(async move { Ok(tx.metric_counts(&environment, &flag, since, minute).await?) })
         })
-        .await?;
-    let mut variants: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for row in rows {
-        *variants.entry(row.variant).or_default().entry(row.metric).or_default() += row.value;
-    }
-    Ok(variants)
+        .await
 }
 
 /// Forgets counts older than the longest window, and batch ids a day older still.

@@ -392,3 +392,37 @@ async fn flags_carry_metadata_and_are_found_by_it() {
     }
     assert_eq!(server.observable_state().await, before);
 }
+
+#[tokio::test]
+async fn metric_counts_come_per_minute_for_a_chart() {
+    let clock = crate::hardening::stopped_clock();
+    let server = crate::support::start_with(clock.clone()).await;
+    let report = async |requests: u64, errors: u64| {
+        let batch = json!({"counters": [{"flag": "checkout-v2", "variant": "on", "counts": {"requests": requests, "errors": errors}}]});
+        let (status, answer) = server
+            .call(Method::POST, "/api/v1/environments/production/metrics", Some(READ), Some(batch))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    };
+    report(100, 1).await;
+    report(50, 0).await;
+    clock.advance(chrono::Duration::minutes(2));
+    report(200, 7).await;
+    let path = "/api/v1/environments/production/metrics?flag=checkout-v2&window_seconds=3600";
+    let (status, sums) =
+        server.call(Method::GET, &format!("{path}&by_minute=true"), Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::OK, "{sums}");
+    assert_eq!(sums["variants"]["on"], json!({"errors": 8, "requests": 350}));
+    assert_eq!(
+        sums["minutes"],
+        json!([
+            {"at": "2026-11-22T10:00:00.000Z", "variants": {"on": {"errors": 1, "requests": 150}}},
+            {"at": "2026-11-22T10:02:00.000Z", "variants": {"on": {"errors": 7, "requests": 200}}}
+        ])
+    );
+    let (_, plain) = server.call(Method::GET, path, Some(RELEASE), None).await;
+    assert!(plain.get("minutes").is_none(), "only when asked: {plain}");
+    let long = "/api/v1/environments/production/metrics?flag=checkout-v2&window_seconds=604800&by_minute=true";
+    let (status, problem) = server.call(Method::GET, long, Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+}
