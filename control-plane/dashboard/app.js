@@ -9,12 +9,17 @@ const escape = (text) =>
 const state = { token: sessionStorage.getItem("rollgate-token"), environment: null, stream: null, refreshing: null };
 
 /** Calls the API; throws an Error carrying the problem's detail. */
-async function api(method, path, body) {
+async function api(method, path, body, ifMatch) {
   const response = await fetch(path, {
     method,
-    headers: { authorization: `Bearer ${state.token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    headers: {
+      authorization: `Bearer ${state.token}`,
+      ...(body ? { "content-type": "application/json" } : {}),
+      ...(ifMatch ? { "if-match": ifMatch } : {}),
+    },
     body: body ? JSON.stringify(body) : undefined,
   });
+  state.etag = response.headers.get("etag");
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
@@ -187,8 +192,10 @@ async function showFlag(key) {
   $("#flag-title").textContent = "";
   for (const id of ["#flag-about", "#flag-states", "#flag-plans", "#flag-charts"]) $(id).innerHTML = "";
   const k = encodeURIComponent(key);
-  const [flag, plans, decisions, audit] = await Promise.all([
-    api("GET", `/api/v1/flags/${k}`),
+  const flag = await api("GET", `/api/v1/flags/${k}`);
+  // The revision the edit form sends back as If-Match.
+  state.flagRevision = state.etag;
+  const [plans, decisions, audit] = await Promise.all([
     api("GET", `/api/v1/plans?flag=${k}`),
     api("GET", `/api/v1/decisions?flag=${k}&order=newest&limit=20`),
     api("GET", `/api/v1/audit?flag=${k}&order=newest&limit=20`),
@@ -198,7 +205,19 @@ async function showFlag(key) {
   $("#flag-about").innerHTML = `<p>${escape(flag.description || "No description.")}</p>
     <p>${escape(flag.type)}, variants ${variants}; off: <code>${escape(flag.off_variant)}</code></p>
     <p>Owner: ${escape(flag.owner || "—")} · Tags: ${escape((flag.tags ?? []).join(", ") || "—")} ·
-      created ${time(flag.created_at)} · changed ${time(flag.updated_at)}</p>`;
+      created ${time(flag.created_at)} · changed ${time(flag.updated_at)}</p>
+    <details id="edit-flag"><summary>Edit the definition</summary>
+      <form class="card-form">
+        <label>Type <select name="type">${["boolean", "string", "number", "object"].map((t) => `<option${t === flag.type ? " selected" : ""}>${t}</option>`).join("")}</select></label>
+        <label>Variants, one per line as name=JSON <textarea name="variants" rows="3">${escape(Object.entries(flag.variants).map(([n, v]) => `${n}=${JSON.stringify(v)}`).join("\n"))}</textarea></label>
+        <label>Off variant <input name="off_variant" value="${escape(flag.off_variant)}" autocomplete="off"></label>
+        <label>Description <input name="description" value="${escape(flag.description ?? "")}" autocomplete="off"></label>
+        <label>Owner <input name="owner" value="${escape(flag.owner ?? "")}" autocomplete="off"></label>
+        <label>Tags, comma-separated <input name="tags" value="${escape((flag.tags ?? []).join(", "))}" autocomplete="off"></label>
+        <p class="error" role="alert"></p>
+        <button type="submit" class="primary">Save</button>
+      </form>
+    </details>`;
   state.templates ??= await api("GET", "/api/v1/plan-templates");
   const canary = state.templates.find((t) => t.name === "canary");
   const active = new Set(plans.filter((p) => p.status === "running" || p.status === "held").map((p) => p.environment));
@@ -352,6 +371,38 @@ function settingsForm(selector, path, body, page) {
     }
   });
 }
+
+// Editing a flag's definition: sent with If-Match, so someone else's change is not overwritten.
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("#edit-flag form");
+  if (!form) return;
+  event.preventDefault();
+  const field = (name) => form.elements.namedItem(name);
+  const error = form.querySelector(".error");
+  for (const element of form.querySelectorAll(".field-error")) element.classList.remove("field-error");
+  error.textContent = "";
+  const key = $("#flag-title").textContent;
+  try {
+    const flag = {
+      key,
+      type: field("type").value,
+      variants: parseVariants(field("variants").value),
+      off_variant: field("off_variant").value.trim(),
+      description: field("description").value.trim(),
+      owner: field("owner").value.trim(),
+      tags: field("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+    };
+    await api("PUT", `/api/v1/flags/${encodeURIComponent(key)}`, flag, state.flagRevision);
+    toast(`${key} saved`);
+    await showFlag(key);
+  } catch (failure) {
+    const name = (failure.path ?? "").split(".")[0] || (failure.message.includes("value of") ? "variants" : "");
+    field(name)?.classList?.add("field-error");
+    error.textContent = failure.status === 412
+      ? "Someone changed this flag since you opened it: reload the page to see their change."
+      : failure.path ? `${failure.message} (at ${failure.path})` : failure.message;
+  }
+});
 
 // Starting a plan from a flag's page; a refusal (say, it would lower exposure) names the stage.
 document.addEventListener("submit", async (event) => {

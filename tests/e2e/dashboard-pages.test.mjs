@@ -119,6 +119,24 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     const created = (await stack.api("GET", "/api/v1/flags/promo-banner")).body;
     assert.deepEqual([created.description, created.owner, created.tags], ["The holiday banner", "growth", ["ui", "seasonal"]]);
 
+    // Editing its definition: a variant more and another owner, with If-Match.
+    await page.click("#edit-flag summary");
+    await page.fill('#edit-flag [name="variants"]', "plain=\"Hello\"\nfestive=\"Happy holidays\"\nspring=\"Spring sale\"");
+    await page.fill('#edit-flag [name="owner"]', "marketing");
+    await page.click('#edit-flag button[type="submit"]');
+    await page.locator("#flag-about", { hasText: "Owner: marketing" }).waitFor();
+    const edited = (await stack.api("GET", "/api/v1/flags/promo-banner")).body;
+    assert.deepEqual(Object.keys(edited.variants).sort(), ["festive", "plain", "spring"]);
+    // Someone else changes it meanwhile: the save is refused, their change stands.
+    await page.click("#edit-flag summary");
+    const theirs = { ...edited, owner: "design" };
+    for (const field of ["created_at", "updated_at", "environments"]) delete theirs[field];
+    assert.equal((await stack.api("PUT", "/api/v1/flags/promo-banner", theirs)).status, 200);
+    await page.fill('#edit-flag [name="owner"]', "growth");
+    await page.click('#edit-flag button[type="submit"]');
+    await page.locator("#edit-flag .error", { hasText: "Someone changed this flag since you opened it" }).waitFor();
+    assert.equal((await stack.api("GET", "/api/v1/flags/promo-banner")).body.owner, "design");
+
     // Tokens: the secret once, then deleted.
     await page.click('nav a[href="#/tokens"]');
     await page.locator("#tokens tbody tr").first().waitFor();
