@@ -377,30 +377,17 @@ document.addEventListener("submit", async (event) => {
   const form = event.target.closest("#edit-flag form");
   if (!form) return;
   event.preventDefault();
-  const field = (name) => form.elements.namedItem(name);
-  const error = form.querySelector(".error");
-  for (const element of form.querySelectorAll(".field-error")) element.classList.remove("field-error");
-  error.textContent = "";
   const key = $("#flag-title").textContent;
+  const error = form.querySelector(".error");
+  clearFormError(form, error);
   try {
-    const flag = {
-      key,
-      type: field("type").value,
-      variants: parseVariants(field("variants").value),
-      off_variant: field("off_variant").value.trim(),
-      description: field("description").value.trim(),
-      owner: field("owner").value.trim(),
-      tags: field("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
-    };
-    await api("PUT", `/api/v1/flags/${encodeURIComponent(key)}`, flag, state.flagRevision);
+    await api("PUT", `/api/v1/flags/${encodeURIComponent(key)}`, flagFromForm(form, key), state.flagRevision);
     toast(`${key} saved`);
     await showFlag(key);
   } catch (failure) {
-    const name = (failure.path ?? "").split(".")[0] || (failure.message.includes("value of") ? "variants" : "");
-    field(name)?.classList?.add("field-error");
-    error.textContent = failure.status === 412
-      ? "Someone changed this flag since you opened it: reload the page to see their change."
-      : failure.path ? `${failure.message} (at ${failure.path})` : failure.message;
+    showFormError(form, error, failure.status === 412
+      ? new Error("Someone changed this flag since you opened it: reload the page to see their change.")
+      : failure);
   }
 });
 
@@ -440,31 +427,44 @@ function parseVariants(text) {
   return variants;
 }
 
+/** A flag definition from a new-flag or edit form's fields; `key` if the form has none. */
+function flagFromForm(form, key) {
+  const field = (name) => form.elements.namedItem(name);
+  return {
+    key: key ?? field("key").value.trim(),
+    type: field("type").value,
+    variants: parseVariants(field("variants").value),
+    off_variant: field("off_variant").value.trim(),
+    description: field("description").value.trim(),
+    owner: field("owner").value.trim(),
+    tags: field("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+  };
+}
+
+function clearFormError(form, error) {
+  for (const element of form.querySelectorAll(".field-error")) element.classList.remove("field-error");
+  error.textContent = "";
+}
+
+/** A refusal under the form, with the field its path (e.g. `variants.on`) names highlighted. */
+function showFormError(form, error, failure) {
+  const name = (failure.path ?? "").split(".")[0] || (failure.message.includes("value of") ? "variants" : "");
+  form.elements.namedItem(name)?.classList?.add("field-error");
+  error.textContent = failure.path ? `${failure.message} (at ${failure.path})` : failure.message;
+}
+
 $("#new-flag").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
-  const field = (name) => form.elements.namedItem(name);
-  for (const element of form.querySelectorAll(".field-error")) element.classList.remove("field-error");
-  $("#new-flag-error").textContent = "";
+  clearFormError(form, $("#new-flag-error"));
   try {
-    const flag = {
-      key: field("key").value.trim(),
-      type: field("type").value,
-      variants: parseVariants(field("variants").value),
-      off_variant: field("off_variant").value.trim(),
-      description: field("description").value.trim(),
-      owner: field("owner").value.trim(),
-      tags: field("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
-    };
+    const flag = flagFromForm(form);
     await api("POST", "/api/v1/flags", flag);
     toast(`${flag.key} created: it serves ${flag.off_variant} everywhere`);
     form.reset();
     location.hash = `#/flags/${encodeURIComponent(flag.key)}`;
-  } catch (error) {
-    // The problem's path (e.g. variants.on) names the field to fix.
-    const name = (error.path ?? "").split(".")[0] || (error.message.includes("value of") ? "variants" : "");
-    field(name)?.classList?.add("field-error");
-    $("#new-flag-error").textContent = error.path ? `${error.message} (at ${error.path})` : error.message;
+  } catch (failure) {
+    showFormError(form, $("#new-flag-error"), failure);
   }
 });
 

@@ -8,9 +8,8 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 
-import { createFlags } from "./fixtures.mjs";
+import { createFlags, launchChromium } from "./fixtures.mjs";
 import { startStack } from "../stack.mjs";
 
 const artifacts = process.env.ROLLGATE_ARTIFACTS ?? join(dirname(fileURLToPath(import.meta.url)), "..", "artifacts");
@@ -28,11 +27,7 @@ async function accessibilityProblems(page) {
 test("flag pages, creating a flag and tokens in the dashboard", async () => {
   mkdirSync(artifacts, { recursive: true });
   const stack = await startStack();
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  const browser = await launchChromium();
   try {
     await createFlags(stack.api);
     // A plan rolled back, whose timeline and reason the flag's page keeps.

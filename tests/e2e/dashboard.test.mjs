@@ -6,9 +6,8 @@ import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 
-import { checkoutAtEdge, createFlags } from "./fixtures.mjs";
+import { checkoutAtEdge, createFlags, launchChromium } from "./fixtures.mjs";
 import { startStack, until } from "../stack.mjs";
 
 const artifacts = process.env.ROLLGATE_ARTIFACTS ?? join(dirname(fileURLToPath(import.meta.url)), "..", "artifacts");
@@ -16,11 +15,7 @@ const artifacts = process.env.ROLLGATE_ARTIFACTS ?? join(dirname(fileURLToPath(i
 test("a release manager logs in, bumps a rollout and kills a flag from the dashboard", async () => {
   mkdirSync(artifacts, { recursive: true });
   const stack = await startStack();
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  const browser = await launchChromium();
   try {
     await createFlags(stack.api);
     // A plan on another flag, with readings, so the board shows a timeline and a decision.

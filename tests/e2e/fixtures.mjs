@@ -1,5 +1,7 @@
 // Flags and contexts shared by the end-to-end tests: a few realistic flags across the
-// evaluator's features, and many varied contexts.
+// evaluator's features, and many varied contexts; and the headless browser the dashboard's
+// tests drive.
+import { chromium } from "playwright-core";
 
 /** Puts three flags beside the demo flag in production, with rules, segments and rollouts. */
 export async function createFlags(api) {
@@ -54,4 +56,13 @@ export async function checkoutAtEdge(stack, targetingKey) {
     body: JSON.stringify({ context: { targetingKey } }),
   });
   return { status: response.status, ...(await response.json()) };
+}
+
+/** Debian's Chromium, headless, as the dashboard's tests drive it (`CHROMIUM` overrides it). */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
 }
