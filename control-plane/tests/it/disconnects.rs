@@ -47,9 +47,11 @@ enum HangUp {
 }
 
 impl HangUp {
-    /// Half the time right after the request: the case that races the commit.
-    fn random(rng: &mut StdRng, request_length: usize) -> Self {
-        match rng.random_range(0..4) {
+    /// The `n`th request's hang-up: every kind in each run of four, half of them right after
+    /// the request (the case that races the commit), the byte or the delay at random. So even
+    /// a short loop meets each kind, and the outcomes it checks for all occur.
+    fn nth(n: usize, rng: &mut StdRng, request_length: usize) -> Self {
+        match n % 4 {
             0 => Self::MidRequest(rng.random_range(1..request_length)),
             1 | 2 => Self::AfterRequest(rng.random_range(0..3_000)),
             _ => Self::AfterResponse,
@@ -146,12 +148,12 @@ async fn a_change_whose_client_hangs_up_is_made_and_served_everywhere_or_not_at_
 
     let mut committed_by_kind: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     let (mut slowest_stream, mut committed, mut enabled) = (Duration::ZERO, 0, true);
-    for _ in 0..CHANGES {
+    for n in 0..CHANGES {
         // Always the opposite of the current state, so every change that commits shows.
         let action = if enabled { "kill" } else { "unkill" };
         let path = format!("/api/v1/environments/production/flags/checkout-v2/{action}");
         let bytes = request("POST", &path, RELEASE, Some(&json!({"reason": "hang-up test"})));
-        let point = HangUp::random(&mut rng, bytes.len());
+        let point = HangUp::nth(n, &mut rng, bytes.len());
         let status = send_and_hang_up(server.address, &bytes, point).await;
         fence(&server).await;
         let fenced = Instant::now();
@@ -245,7 +247,7 @@ async fn a_token_deleted_by_a_client_that_hangs_up_stops_working_at_once_or_stay
         events.next_version().await;
 
         let bytes = request("DELETE", &format!("/api/v1/tokens/{name}"), ADMIN, None);
-        let point = HangUp::random(&mut rng, bytes.len());
+        let point = HangUp::nth(i, &mut rng, bytes.len());
         send_and_hang_up(server.address, &bytes, point).await;
         fence(&server).await;
 
@@ -304,7 +306,7 @@ async fn an_edge_registered_by_a_client_that_hangs_up_gets_pushes_or_is_not_regi
         let body =
             json!({"name": name, "url": format!("{url}/{name}"), "environment": "production"});
         let bytes = request("POST", "/api/v1/edges", ADMIN, Some(&body));
-        send_and_hang_up(server.address, &bytes, HangUp::random(&mut rng, bytes.len())).await;
+        send_and_hang_up(server.address, &bytes, HangUp::nth(i, &mut rng, bytes.len())).await;
         fence(&server).await;
         let (_, edges) = server.call(Method::GET, "/api/v1/edges", Some(RELEASE), None).await;
         if edges.as_array().unwrap().iter().any(|edge| edge["name"] == name) {
