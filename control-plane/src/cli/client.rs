@@ -143,38 +143,13 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Failure> {
-        let text = self.text(method, path, body).await?;
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|error| Failure {
-            code: exit::FAILED,
-            message: format!(
-                "the server's answer is not JSON ({error}); is {} a Rollgate control plane?",
-                self.url
-            ),
-        })
+        self.json(&self.text(method, path, body).await?)
     }
 
     /// GETs `path`: the JSON answer and its ETag, to send back as `If-Match`.
     pub async fn get_with_etag(&self, path: &str) -> Result<(Value, String), Failure> {
-        let response =
-            self.request(Method::GET, path).send().await.map_err(|e| self.unreachable(&e))?;
-        let status = response.status();
-        let etag = response
-            .headers()
-            .get(reqwest::header::ETAG)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let text = response.text().await.map_err(|error| self.unreachable(&error))?;
-        if !status.is_success() {
-            return Err(self.refused(status, &text));
-        }
-        let value = serde_json::from_str(&text).map_err(|error| Failure {
-            code: exit::FAILED,
-            message: format!("the server's answer is not JSON: {error}"),
-        })?;
-        Ok((value, etag.unwrap_or_else(|| "*".into())))
+        let (text, etag) = self.exchange(Method::GET, path, None, None).await?;
+        Ok((self.json(&text)?, etag))
     }
 
     /// Sends `body` only if the resource is still at `etag` (`If-Match`): a change made by
@@ -198,7 +173,33 @@ impl Client {
         body: &Value,
         if_match: Option<&str>,
     ) -> Result<(Value, String), Failure> {
-        let mut request = self.request(method, path).json(body);
+        let (text, etag) = self.exchange(method, path, Some(body), if_match).await?;
+        Ok((self.json(&text)?, etag))
+    }
+
+    /// Like `call`, returning the body as text (for CSV).
+    pub async fn text(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<String, Failure> {
+        Ok(self.exchange(method, path, body, None).await?.0)
+    }
+
+    /// One request: a successful answer's body and ETag (`*` if none), or a failure that says
+    /// what to do.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<(String, String), Failure> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         if let Some(etag) = if_match {
             request = request.header(reqwest::header::IF_MATCH, etag);
         }
@@ -211,34 +212,21 @@ impl Client {
             .unwrap_or("*")
             .to_owned();
         let text = response.text().await.map_err(|error| self.unreachable(&error))?;
-        if !status.is_success() {
-            return Err(self.refused(status, &text));
-        }
-        if text.is_empty() {
-            return Ok((Value::Null, etag));
-        }
-        let value = serde_json::from_str(&text).map_err(|error| Failure {
-            code: exit::FAILED,
-            message: format!("the server's answer is not JSON: {error}"),
-        })?;
-        Ok((value, etag))
+        if status.is_success() { Ok((text, etag)) } else { Err(self.refused(status, &text)) }
     }
 
-    /// Like `call`, returning the body as text (for CSV).
-    pub async fn text(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<String, Failure> {
-        let mut request = self.request(method, path);
-        if let Some(body) = body {
-            request = request.json(body);
+    /// An answer's body as JSON; an empty one is `null`.
+    fn json(&self, text: &str) -> Result<Value, Failure> {
+        if text.is_empty() {
+            return Ok(Value::Null);
         }
-        let response = request.send().await.map_err(|error| self.unreachable(&error))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|error| self.unreachable(&error))?;
-        if status.is_success() { Ok(text) } else { Err(self.refused(status, &text)) }
+        serde_json::from_str(text).map_err(|error| Failure {
+            code: exit::FAILED,
+            message: format!(
+                "the server's answer is not JSON ({error}); is {} a Rollgate control plane?",
+                self.url
+            ),
+        })
     }
 
     pub fn unreachable(&self, error: &reqwest::Error) -> Failure {

@@ -62,12 +62,8 @@ pub(super) async fn export(client: &Client) -> Result<FlagsFile, Failure> {
     let segments = client.call(Method::GET, "/api/v1/segments", None).await?;
     let flags = client.call(Method::GET, "/api/v1/flags", None).await?;
     let mut file = FlagsFile { version: VERSION, segments: from_answer(segments)?, flags: vec![] };
-    for mut record in into_list(flags) {
-        if let Some(fields) = record.as_object_mut() {
-            fields.remove("created_at");
-            fields.remove("updated_at");
-        }
-        file.flags.push(from_answer(record)?);
+    for record in into_list(flags) {
+        file.flags.push(file_flag(record)?);
     }
     Ok(file)
 }
@@ -246,12 +242,8 @@ pub(super) async fn apply(
     for wanted in &file.flags {
         let path = format!("/api/v1/flags/{}", segment(&wanted.key));
         match client.get_with_etag(&path).await {
-            Ok((mut record, revision)) => {
-                if let Some(fields) = record.as_object_mut() {
-                    fields.remove("created_at");
-                    fields.remove("updated_at");
-                }
-                current.flags.push(from_answer(record)?);
+            Ok((record, revision)) => {
+                current.flags.push(file_flag(record)?);
                 revisions.insert(format!("flag {}", wanted.key), revision);
             }
             Err(failure) if failure.code == exit::NOT_FOUND => {}
@@ -340,6 +332,15 @@ async fn apply_one(
         }
     }
     Ok(())
+}
+
+/// A flag record as the API answers it, without its times (a file holds none).
+fn file_flag(mut record: Value) -> Result<FileFlag, Failure> {
+    if let Some(fields) = record.as_object_mut() {
+        fields.remove("created_at");
+        fields.remove("updated_at");
+    }
+    from_answer(record)
 }
 
 fn into_list(value: Value) -> Vec<Value> {

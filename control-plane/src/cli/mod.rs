@@ -575,8 +575,7 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
             out.print(&record, render::flag)
         }
         Command::Flags(FlagsCommand::SetState { flag, file, env, reason }) => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|error| Failure::usage(format!("reading {}: {error}", file.display())))?;
+            let text = read_input(&file)?;
             let mut state: Value = serde_json::from_str(&text).map_err(|error| {
                 Failure::usage(format!("{} is not JSON: {error}", file.display()))
             })?;
@@ -721,12 +720,7 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
             }
         }
         Command::Apply { file, dry_run, reason } => {
-            let text = if file == std::path::Path::new("-") {
-                std::io::read_to_string(std::io::stdin())
-            } else {
-                std::fs::read_to_string(&file)
-            }
-            .map_err(|error| Failure::usage(format!("reading {}: {error}", file.display())))?;
+            let text = read_input(&file)?;
             let wanted = code::from_yaml(&text, &file.display().to_string())?;
             let reason = reason.unwrap_or_default();
             let report = code::apply(&client, &wanted, &reason, dry_run).await?;
@@ -1021,16 +1015,20 @@ fn since(text: &str) -> Result<String, Failure> {
     Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-/// Keys from a file (or `-`, standard input), one per line or separated by commas, tabs or
-/// spaces, as pasted from a spreadsheet.
-fn read_keys(file: &std::path::Path) -> Result<Vec<String>, Failure> {
-    let text = if file == std::path::Path::new("-") {
+/// A file's text, or standard input's for `-`.
+fn read_input(file: &std::path::Path) -> Result<String, Failure> {
+    if file == std::path::Path::new("-") {
         std::io::read_to_string(std::io::stdin())
     } else {
         std::fs::read_to_string(file)
     }
-    .map_err(|error| Failure::usage(format!("reading {}: {error}", file.display())))?;
-    Ok(text
+    .map_err(|error| Failure::usage(format!("reading {}: {error}", file.display())))
+}
+
+/// Keys from a file (or `-`, standard input), one per line or separated by commas, tabs or
+/// spaces, as pasted from a spreadsheet.
+fn read_keys(file: &std::path::Path) -> Result<Vec<String>, Failure> {
+    Ok(read_input(file)?
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|key| !key.is_empty())
         .map(str::to_owned)
