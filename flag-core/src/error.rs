@@ -61,7 +61,7 @@ pub enum Problem {
     #[error("percent {0} is outside 0..=100000 (thousandths of a percent)")]
     PercentOutOfRange(u32),
     /// Weighted variants whose weights do not add up to 100000.
-    #[error("weights sum to {0}, not 100000")]
+    #[error("weights sum to {0} thousandths of a percent, not 100000 (100%)")]
     WeightsSum(u64),
     /// A rollout with neither or both of `percent` and `weights`, or a percent without variants.
     #[error("{0}")]

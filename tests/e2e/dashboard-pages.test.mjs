@@ -132,6 +132,70 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     await page.locator("#edit-flag .error", { hasText: "Someone changed this flag since you opened it" }).waitFor();
     assert.equal((await stack.api("GET", "/api/v1/flags/promo-banner")).body.owner, "design");
 
+    // The rule editor: a rule with a segment, a condition and a weighted split. flag-core's
+    // refusals land on the field their path names, and nothing is stored until it compiles.
+    // Reloaded, the page knows the flag's revision after the other person's change.
+    await page.reload();
+    await page.locator("#flag-title", { hasText: "promo-banner" }).waitFor();
+    const openEditor = async () => {
+      await page.locator("#flag-states details.edit-state", { has: page.locator('form[data-environment="production"]') })
+        .locator("summary").click();
+      return page.locator('form.rule-editor[data-environment="production"]');
+    };
+    const productionState = async () => (await stack.api("GET", "/api/v1/flags/promo-banner")).body.environments.production;
+    let editor = await openEditor();
+    await editor.locator('[data-action="add-rule"]').click();
+    await editor.locator('input[type=checkbox][data-path="rules[0].segments"][value="beta-customers"]').check();
+    await editor.locator('[data-path="rules[0].conditions[0].attribute"]').fill("orders");
+    await editor.locator('[data-path="rules[0].conditions[0].op"]').selectOption("gte");
+    await editor.locator('[data-path="rules[0].conditions[0].values"]').fill("many");
+    await editor.locator('[data-path="rules[0].serve.kind"]').selectOption("weights");
+    await editor.locator('[data-action="remove"][data-path="rules[0].serve.rollout.weights[0]"]').click();
+    await editor.locator('[data-path="rules[0].serve.rollout.weights[0].variant"]').selectOption("festive");
+    await editor.locator('[data-path="rules[0].serve.rollout.weights[1].variant"]').selectOption("spring");
+    await editor.locator('[data-path="rules[0].serve.rollout.weights[0].weight"]').fill("30");
+    await editor.locator('[data-path="rules[0].serve.rollout.weights[1].weight"]').fill("60");
+    await editor.locator('[data-path="reason"]').fill("holiday copy for loyal customers");
+    await editor.locator('button[type="submit"]').click();
+    await editor.locator(".error", { hasText: "rules[0].conditions[0].values[0]" }).waitFor();
+    assert.equal(await editor.locator('[data-path="rules[0].conditions[0].values"]').getAttribute("aria-invalid"), "true");
+    await editor.locator('[data-path="rules[0].conditions[0].values"]').fill("3");
+    await editor.locator('button[type="submit"]').click();
+    await editor.locator(".error", { hasText: "rules[0].serve.rollout.weights" }).waitFor();
+    assert.equal(await editor.locator('span[data-path="rules[0].serve.rollout.weights"]').textContent(), "total 90% of 100%");
+    assert.equal(await editor.locator('span[data-path="rules[0].serve.rollout.weights"]').getAttribute("aria-invalid"), "true");
+    assert.deepEqual((await productionState()).rules ?? [], [], "nothing stored while refused");
+    await editor.locator('[data-path="rules[0].serve.rollout.weights[1].weight"]').fill("70");
+    assert.deepEqual(await accessibilityProblems(page), [], "the rule editor");
+    await page.locator("#flag-states").screenshot({ path: join(artifacts, "dashboard-rule-editor.png") });
+    await editor.locator('button[type="submit"]').click();
+    await page.locator("#flag-states", { hasText: "if in segment beta-customers and orders gte 3 → 30% festive, 70% spring" }).waitFor();
+    assert.deepEqual((await productionState()).rules, [{ segments: ["beta-customers"],
+      conditions: [{ attribute: "orders", op: "gte", values: [3] }],
+      serve: { rollout: { weights: [{ variant: "festive", weight: 30000 }, { variant: "spring", weight: 70000 }] } } }]);
+    // Editing it: a percentage that is not one is refused before sending; the condition goes.
+    editor = await openEditor();
+    assert.equal(await editor.locator('[data-path="rules[0].serve.rollout.weights[1].weight"]').inputValue(), "70");
+    await editor.locator('[data-path="fallthrough.kind"]').selectOption("percent");
+    await editor.locator('[data-path="fallthrough.rollout.percent"]').fill("150");
+    await editor.locator('[data-path="fallthrough.rollout.inside"]').selectOption("festive");
+    await editor.locator('[data-path="fallthrough.rollout.outside"]').selectOption("plain");
+    await editor.locator('[data-action="remove"][data-path="rules[0].conditions[0]"]').click();
+    await editor.locator('[data-path="reason"]').fill("a tenth of everyone else too");
+    await editor.locator('button[type="submit"]').click();
+    await editor.locator(".error", { hasText: "is not a percentage from 0 to 100" }).waitFor();
+    assert.equal(await editor.locator('[data-path="fallthrough.rollout.percent"]').getAttribute("class"), "number field-error");
+    await editor.locator('[data-path="fallthrough.rollout.percent"]').fill("10");
+    await editor.locator('button[type="submit"]').click();
+    await page.locator("#flag-states", { hasText: "otherwise 10% festive, the rest plain" }).waitFor();
+    const edited2 = await productionState();
+    assert.deepEqual(edited2.rules, [{ segments: ["beta-customers"],
+      serve: { rollout: { weights: [{ variant: "festive", weight: 30000 }, { variant: "spring", weight: 70000 }] } } }]);
+    assert.deepEqual(edited2.fallthrough, { rollout: { percent: 10000, inside: "festive", outside: "plain" } });
+    const history = await stack.api("GET", "/api/v1/audit?flag=promo-banner&order=newest&limit=2");
+    assert.deepEqual(history.body.map((r) => [r.action, r.reason]),
+      [["flag.state", "a tenth of everyone else too"], ["flag.state", "holiday copy for loyal customers"]]);
+
     // Tokens: the secret once, then deleted.
     await page.click('nav a[href="#/tokens"]');
     await page.locator("#tokens tbody tr").first().waitFor();
@@ -146,14 +210,14 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     await shop.waitFor();
     assert.equal((await shop.textContent()).includes(secret), false, "the list never shows a secret");
     const evaluated = await fetch(`${stack.controlPlane}/ofrep/v1/evaluate/flags/promo-banner`, {
-      method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: "{}" });
+      method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: '{"context": {"targetingKey": "user-1"}}' });
     assert.equal(evaluated.status, 200, "the new read token works");
     await page.screenshot({ path: join(artifacts, "dashboard-tokens.png"), fullPage: true });
     page.once("dialog", (dialog) => dialog.accept());
     await shop.locator("button.delete-token").click();
     await shop.waitFor({ state: "detached" });
     const after = await fetch(`${stack.controlPlane}/ofrep/v1/evaluate/flags/promo-banner`, {
-      method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: "{}" });
+      method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: '{"context": {"targetingKey": "user-1"}}' });
     assert.equal(after.status, 401, "deleted, it no longer works");
 
     // Segments, with members pasted from a spreadsheet.
@@ -166,6 +230,27 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     const staff = page.locator("#segments tr", { hasText: "staff" });
     await staff.waitFor();
     assert.deepEqual((await stack.api("GET", "/api/v1/segments/staff")).body.included, ["ana", "ben", "cy", "dee"]);
+    // Editing it: other members, and a condition flag-core refuses at its field, then accepts.
+    await staff.locator("button.edit-segment").click();
+    const segmentEditor = page.locator("#edit-segment");
+    await segmentEditor.locator('[data-path="included"]').fill("ana\nben\neve");
+    await segmentEditor.locator('[data-action="add-condition"]').click();
+    await segmentEditor.locator('[data-path="conditions[0].attribute"]').fill("email");
+    await segmentEditor.locator('[data-path="conditions[0].op"]').selectOption("semver_gt");
+    await segmentEditor.locator('[data-path="conditions[0].values"]').fill("soon");
+    await segmentEditor.locator('button[type="submit"]').click();
+    await segmentEditor.locator(".error", { hasText: "conditions[0].values[0]" }).waitFor();
+    assert.equal(await segmentEditor.locator('[data-path="conditions[0].values"]').getAttribute("aria-invalid"), "true");
+    assert.deepEqual((await stack.api("GET", "/api/v1/segments/staff")).body.included, ["ana", "ben", "cy", "dee"], "nothing stored");
+    assert.deepEqual(await accessibilityProblems(page), [], "the segment editor");
+    await segmentEditor.locator('[data-path="conditions[0].op"]').selectOption("ends_with");
+    await segmentEditor.locator('[data-path="conditions[0].values"]').fill("@rollgate.dev");
+    await segmentEditor.locator('button[type="submit"]').click();
+    await segmentEditor.waitFor({ state: "hidden" });
+    await page.locator("#segments tr", { hasText: "email ends with @rollgate.dev" }).waitFor();
+    const staffNow = (await stack.api("GET", "/api/v1/segments/staff")).body;
+    assert.deepEqual([staffNow.included, staffNow.conditions],
+      [["ana", "ben", "eve"], [{ attribute: "email", op: "ends_with", values: ["@rollgate.dev"] }]]);
     await page.fill('#new-segment [name="key"]', "staff");
     await page.click('#new-segment button[type="submit"]');
     await page.locator("#new-segment-error", { hasText: "segment `staff` already exists" }).waitFor();

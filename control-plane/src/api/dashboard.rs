@@ -9,8 +9,17 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
-const SCRIPT: &str = include_str!("../../dashboard/app.js");
 const STYLE: &str = include_str!("../../dashboard/app.css");
+
+/// The JavaScript modules; `app.js` imports the others.
+const SCRIPTS: [(&str, &str); 6] = [
+    ("app.js", include_str!("../../dashboard/app.js")),
+    ("lib.js", include_str!("../../dashboard/lib.js")),
+    ("board.js", include_str!("../../dashboard/board.js")),
+    ("flag-page.js", include_str!("../../dashboard/flag-page.js")),
+    ("rules.js", include_str!("../../dashboard/rules.js")),
+    ("admin.js", include_str!("../../dashboard/admin.js")),
+];
 
 /// Only this origin's own files and API; no inline script, no framing.
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -22,10 +31,12 @@ pub(crate) async fn index() -> Response {
 
 /// `GET /dashboard/{file}`.
 pub(crate) async fn asset(Path(file): Path<String>) -> Response {
-    match file.as_str() {
-        "app.js" => serve("text/javascript; charset=utf-8", SCRIPT),
-        "app.css" => serve("text/css; charset=utf-8", STYLE),
-        _ => StatusCode::NOT_FOUND.into_response(),
+    if file == "app.css" {
+        return serve("text/css; charset=utf-8", STYLE);
+    }
+    match SCRIPTS.iter().find(|(name, _)| *name == file) {
+        Some((_, script)) => serve("text/javascript; charset=utf-8", script),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

@@ -1,0 +1,89 @@
+// What every page of the dashboard shares: the API client, the session's state, messages, and
+// the words and formats the CLI uses too.
+
+// The dashboard: plain JavaScript over the HTTP API (docs/api.md), served by the control plane.
+// The token stays in sessionStorage; every request sends it as a bearer token. The environment's
+// snapshot stream (read through fetch, since EventSource cannot send headers) triggers refreshes.
+
+export const $ = (selector) => document.querySelector(selector);
+
+export const escape = (text) =>
+  String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+export const state = { token: sessionStorage.getItem("rollgate-token"), environment: null, stream: null, refreshing: null };
+
+/** Calls the API; throws an Error carrying the problem's detail. */
+export async function api(method, path, body, ifMatch) {
+  const response = await fetch(path, {
+    method,
+    headers: {
+      authorization: `Bearer ${state.token}`,
+      ...(body ? { "content-type": "application/json" } : {}),
+      ...(ifMatch ? { "if-match": ifMatch } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  state.etag = response.headers.get("etag");
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const error = new Error(data?.detail ?? `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.path = data?.path;
+    throw error;
+  }
+  return data;
+}
+
+export function toast(message, isError = false) {
+  const item = document.createElement("div");
+  item.textContent = message;
+  if (isError) item.className = "error";
+  $("#toast").append(item);
+  setTimeout(() => item.remove(), isError ? 8000 : 4000);
+}
+
+/** Asks for a reason in a modal; resolves to it, or to null if cancelled. */
+export function confirmWithReason(title, text, action, reason = "") {
+  const dialog = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  $("#confirm-ok").textContent = action;
+  $("#confirm-reason").value = reason;
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const reason = $("#confirm-reason").value.trim();
+      resolve(dialog.returnValue === "ok" && reason ? reason : null);
+    }, { once: true });
+  });
+}
+
+/** A UTC timestamp in the reader's local time, with UTC on hover. */
+export function time(iso) {
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return escape(iso);
+  return `<time datetime="${escape(iso)}" title="${escape(iso)}">${escape(at.toLocaleString())}</time>`;
+}
+
+/** A verdict in the words the CLI and the notifications use. */
+export const VERDICTS = { pass: "pass", fail: "fail", insufficient: "insufficient data" };
+
+/** `2d`, `1d 12h`, `45m`: as the CLI and the notifications write durations. */
+export function duration(seconds) {
+  const parts = [[Math.floor(seconds / 86400), "d"], [Math.floor(seconds % 86400 / 3600), "h"], [Math.floor(seconds % 3600 / 60), "m"]]
+    .filter(([n]) => n > 0).map(([n, unit]) => `${n}${unit}`);
+  return parts.length ? parts.join(" ") : `${seconds}s`;
+}
+
+/** Runs a change and says how it went; true if it was made. */
+export async function attempt(work, done) {
+  try {
+    await work();
+    toast(done);
+    return true;
+  } catch (error) {
+    toast(error.message, true);
+    return false;
+  }
+}
