@@ -1,5 +1,7 @@
 //! Realistic snapshots and contexts for Rollgate's benchmarks (see benches/benches/).
 
+pub mod heap;
+
 use flag_core::Context;
 use serde_json::{Value, json};
 
