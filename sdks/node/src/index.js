@@ -118,19 +118,19 @@ export class RollgateProvider {
     await this.#saving;
   }
 
-  resolveBooleanEvaluation(flagKey, _defaultValue, context) {
+  async resolveBooleanEvaluation(flagKey, _defaultValue, context) {
     return this.#resolve(flagKey, context, "boolean");
   }
 
-  resolveStringEvaluation(flagKey, _defaultValue, context) {
+  async resolveStringEvaluation(flagKey, _defaultValue, context) {
     return this.#resolve(flagKey, context, "string");
   }
 
-  resolveNumberEvaluation(flagKey, _defaultValue, context) {
+  async resolveNumberEvaluation(flagKey, _defaultValue, context) {
     return this.#resolve(flagKey, context, "number");
   }
 
-  resolveObjectEvaluation(flagKey, _defaultValue, context) {
+  async resolveObjectEvaluation(flagKey, _defaultValue, context) {
     return this.#resolve(flagKey, context, "object");
   }
 

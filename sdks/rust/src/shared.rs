@@ -1,6 +1,7 @@
 //! What the evaluation path, the sync task and the app's handle share: the engine, the
 //! provider's status and its events, and the counts waiting to be reported.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
@@ -172,7 +173,11 @@ impl ProviderHandle {
     }
 
     /// Reports the counts now rather than at the next interval, and waits until it is tried.
+    /// Without a reporter (metrics off, not started, or shut down) there is nothing to wait for.
     pub async fn flush(&self) {
+        if !self.shared.counts.enabled.load(Ordering::Relaxed) || self.shared.stop.is_stopped() {
+            return;
+        }
         let done = self.shared.counts.reported.notified();
         self.shared.flush.notify_one();
         done.await;
@@ -209,6 +214,10 @@ impl Default for Stop {
 impl Stop {
     pub(crate) fn stop(&self) {
         self.0.send_replace(true);
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.0.borrow()
     }
 
     /// Resolves once `stop` was called.
