@@ -44,6 +44,14 @@ struct Known {
 }
 
 impl Tokens {
+    /// The known token called `name`, if any.
+    pub fn named(&self, name: &str) -> Option<Arc<Token>> {
+        self.read()
+            .values()
+            .find(|known| known.token.name == name)
+            .map(|known| Arc::clone(&known.token))
+    }
+
     /// The token presented, if it is known.
     pub fn find(&self, presented: &str) -> Option<Arc<Token>> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();

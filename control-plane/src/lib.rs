@@ -94,8 +94,8 @@ pub fn route_paths() -> Vec<&'static str> {
 
 fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     use api::{
-        audit, counters, dashboard, edges, environments, flags, health, ofrep, plans, segments,
-        snapshot, stream, tokens, webhooks,
+        audit, counters, dashboard, edges, environments, flags, health, ofrep, ofrep_events, plans,
+        segments, snapshot, stream, tokens, webhooks,
     };
     use axum::routing::delete;
     vec![
@@ -148,6 +148,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/webhooks/{webhook}", delete(webhooks::delete_webhook)),
         // OFREP, in the environment the read token is bound to, or in the one the path names.
         ("/ofrep/v1/evaluate/flags", post(ofrep::post_bulk)),
+        ("/ofrep/v1/events", get(ofrep_events::get_events)),
         ("/ofrep/v1/evaluate/flags/{flag}", post(ofrep::post_single)),
         ("/api/v1/environments/{environment}/ofrep/v1/evaluate/flags", post(ofrep::post_bulk_in)),
         (

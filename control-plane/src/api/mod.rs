@@ -8,6 +8,7 @@ pub mod environments;
 pub mod flags;
 pub mod health;
 pub mod ofrep;
+pub mod ofrep_events;
 pub mod openapi;
 pub mod plans;
 pub mod segments;

@@ -9,14 +9,15 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flag_core::ofrep;
+use serde::Deserialize;
 
 use crate::AppState;
-use crate::api::{Authorized, Read, none_match};
+use crate::api::{Authorized, Read, none_match, ofrep_events};
 use crate::error::ApiError;
 
 // The shapes below describe OFREP's JSON for the API description; `flag_core::ofrep` writes it.
@@ -86,26 +87,42 @@ pub(crate) async fn post_single_in(
     single(&caller, &state, &environment, &flag, &body)
 }
 
-#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+/// What a re-fetch that an event stream triggered may say about the configuration it expects
+/// (ADR-0008); other query parameters are ignored.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub(crate) struct BulkQuery {
+    /// The `etag` of the `refetchEvaluation` event: the version to answer from. A replica that
+    /// has not heard of that version yet catches up first.
+    flag_config_etag: Option<String>,
+    /// The event's `lastModified`; accepted and not needed (versions order changes).
+    #[allow(dead_code)]
+    flag_config_last_modified: Option<String>,
+}
+
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", params(BulkQuery), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk(
     caller: Authorized<Read>,
     State(state): State<AppState>,
+    query: Query<BulkQuery>,
     headers: HeaderMap,
     OfrepBody(body): OfrepBody,
 ) -> Result<Response, ApiError> {
     let environment = bound_environment(&caller)?;
-    bulk(&caller, &state, &environment, &headers, &body)
+    bulk(&caller, &state, &environment, &query, &headers, &body).await
 }
 
-#[utoipa::path(post, path = "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags", tag = "ofrep", params(("environment" = String, Path, description = "An environment, e.g. production")), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags", tag = "ofrep", params(("environment" = String, Path, description = "An environment, e.g. production"), BulkQuery), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk_in(
     caller: Authorized<Read>,
     State(state): State<AppState>,
     Path(environment): Path<String>,
+    query: Query<BulkQuery>,
     headers: HeaderMap,
     OfrepBody(body): OfrepBody,
 ) -> Result<Response, ApiError> {
-    bulk(&caller, &state, &environment, &headers, &body)
+    bulk(&caller, &state, &environment, &query, &headers, &body).await
 }
 
 /// An OFREP request's body; one over the body limit gets OFREP's error shape, 413.
@@ -140,14 +157,21 @@ fn single(
     Ok(json_answer(ofrep::single(&current.published.engine, flag, body, now), None))
 }
 
-fn bulk(
+async fn bulk(
     caller: &Authorized<Read>,
     state: &AppState,
     environment: &str,
+    query: &BulkQuery,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let current = crate::api::snapshot::current(caller, state, environment)?;
+    let mut current = crate::api::snapshot::current(caller, state, environment)?;
+    // An event from another replica named a version this one has not heard of yet.
+    let expected = query.flag_config_etag.as_deref().and_then(ofrep_events::named_version);
+    if expected.is_some_and(|expected| expected > current.version()) {
+        state.service.catch_up().await?;
+        current = crate::api::snapshot::current(caller, state, environment)?;
+    }
     // The answer depends on the snapshot and the context alone, so a repeated request is
     // recognised without parsing or evaluating anything.
     let mut hasher = DefaultHasher::new();
@@ -157,9 +181,19 @@ fn bulk(
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
     }
     let now = Some(state.service.clock.now().timestamp_millis());
-    let answer = ofrep::bulk(&current.published.engine, body, now);
-    let etag = (answer.status == 200).then_some(etag);
-    Ok(json_answer(answer, etag))
+    let mut answer = ofrep::bulk(&current.published.engine, body, now);
+    if answer.status != 200 {
+        return Ok(json_answer(answer, None));
+    }
+    // `{"flags":[...]}` becomes `{"flags":[...],"eventStreams":[...]}`.
+    if let Some(streams) = ofrep_events::event_streams(headers, &caller.token, environment)
+        && answer.body.pop() == Some(b'}')
+    {
+        answer.body.extend_from_slice(b",\"eventStreams\":");
+        answer.body.extend_from_slice(streams.as_bytes());
+        answer.body.push(b'}');
+    }
+    Ok(json_answer(answer, Some(etag)))
 }
 
 fn json_answer(answer: ofrep::Answer, etag: Option<String>) -> Response {

@@ -48,6 +48,7 @@ use crate::api;
         api::ofrep::post_bulk,
         api::ofrep::post_single_in,
         api::ofrep::post_bulk_in,
+        api::ofrep_events::get_events,
         api::counters::post_metrics,
         api::counters::get_metrics,
         api::plans::list_templates,

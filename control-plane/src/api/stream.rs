@@ -16,6 +16,7 @@ use crate::api::{Authorized, Read};
 use crate::error::ApiError;
 use crate::metrics::Subscribed;
 use crate::model::Refusal;
+use crate::model::token::Token;
 use crate::publisher::Subscription;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -48,15 +49,32 @@ pub(crate) async fn get_stream(
         .publisher
         .subscribe(&environment, seen)
         .ok_or_else(|| Refusal::NotFound(format!("environment `{environment}`")))?;
+    event_stream(&state, &caller.token, subscription, |_, snapshot_event| snapshot_event)
+}
+
+/// A Server-Sent Events response following `subscription`, each version written by `render`
+/// (given the version and its snapshot event), with keep-alive comments when idle. It ends when
+/// `token` is deleted or the server shuts down.
+pub(crate) fn event_stream(
+    state: &AppState,
+    token: &Token,
+    subscription: Subscription,
+    render: fn(u64, Bytes) -> Bytes,
+) -> Result<Response, ApiError> {
     // Deleted between authentication and now: as good as unknown.
-    let revoked = service.tokens.revocation(&caller.token).ok_or(ApiError::Unauthorized)?;
+    let revoked = state.service.tokens.revocation(token).ok_or(ApiError::Unauthorized)?;
     let mut keep_alive = tokio::time::interval_at(
         Instant::now() + state.settings.keep_alive,
         state.settings.keep_alive,
     );
     keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let follower =
-        Follower { subscription, keep_alive, revoked, _subscribed: state.metrics.subscribed() };
+    let follower = Follower {
+        subscription,
+        keep_alive,
+        revoked,
+        render,
+        _subscribed: state.metrics.subscribed(),
+    };
     let events = futures_util::stream::unfold(follower, |mut follower| async move {
         let frame = follower.next_frame().await?;
         Some((Ok::<_, Infallible>(frame), follower))
@@ -74,6 +92,7 @@ struct Follower {
     keep_alive: Interval,
     /// Turns `true` when the token is deleted.
     revoked: watch::Receiver<bool>,
+    render: fn(u64, Bytes) -> Bytes,
     _subscribed: Subscribed,
 }
 
@@ -90,7 +109,7 @@ impl Follower {
             }
             next = self.subscription.next() => {
                 self.keep_alive.reset();
-                next.map(|(_, event)| event)
+                next.map(|(version, event)| (self.render)(version, event))
             }
             _ = self.keep_alive.tick() => Some(Bytes::from_static(KEEP_ALIVE)),
         }

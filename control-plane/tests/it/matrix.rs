@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("GET", "/api/v1/environments/production/stream", Needs::Read),
     ("POST", "/ofrep/v1/evaluate/flags", Needs::BoundRead),
     ("POST", "/ofrep/v1/evaluate/flags/checkout-v2", Needs::BoundRead),
+    ("GET", "/ofrep/v1/events", Needs::BoundRead),
     ("POST", "/api/v1/environments/production/ofrep/v1/evaluate/flags", Needs::Read),
     ("POST", "/api/v1/environments/production/ofrep/v1/evaluate/flags/checkout-v2", Needs::Read),
     ("GET", "/api/v1/flags", Needs::Release),

@@ -157,3 +157,145 @@ async fn bulk_evaluation_has_an_etag_that_changes_with_the_snapshot() {
     assert_eq!(answer["flags"][0]["reason"], "DISABLED");
     assert_eq!(answer["flags"][0]["variant"], "off");
 }
+
+/// The next `refetchEvaluation` event's id and data on an OFREP event stream, skipping
+/// keep-alives; `None` when the server ends the stream.
+async fn next_refetch(
+    response: &mut reqwest::Response,
+    buffer: &mut Vec<u8>,
+) -> Option<(u64, Value)> {
+    loop {
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame = String::from_utf8(buffer.drain(..end + 2).collect()).unwrap();
+            if frame.starts_with(':') {
+                continue;
+            }
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("{name} in {frame:?}"))
+            };
+            assert_eq!(field("event: "), "message");
+            return Some((
+                field("id: ").parse().unwrap(),
+                serde_json::from_str(field("data: ")).unwrap(),
+            ));
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event or the end within 10 s")
+            .unwrap()?;
+        buffer.extend_from_slice(&chunk);
+    }
+}
+
+#[tokio::test]
+async fn bulk_answers_advertise_an_event_stream_that_says_when_to_evaluate_again() {
+    let server = half_rolled_out().await;
+    let app = server.token("web-shop", "read", Some("production")).await;
+    let bulk = |query: &str| {
+        server
+            .send(Method::POST, &format!("{BULK}{query}"), None)
+            .header("x-api-key", &app)
+            .json(&json!({"context": {"targetingKey": "user-1"}}))
+    };
+    let response = bulk("").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    let answer: Value = response.json().await.unwrap();
+    let streams = answer["eventStreams"].as_array().unwrap();
+    assert_eq!(streams.len(), 1);
+    assert_eq!(
+        (&streams[0]["type"], &streams[0]["inactivityDelaySec"]),
+        (&json!("sse"), &json!(120))
+    );
+    let url = streams[0]["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!(
+            "http://{}/ofrep/v1/events?token=web-shop~production~",
+            server.address
+        )),
+        "{url}"
+    );
+    // The same URL every time, so the bulk ETag still holds.
+    assert_eq!(
+        bulk("").send().await.unwrap().json::<Value>().await.unwrap()["eventStreams"][0]["url"],
+        url.as_str()
+    );
+    let unchanged = bulk("").header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+
+    // A browser's EventSource: the URL alone, no headers.
+    let mut events = server.client.get(&url).send().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let mut buffer = Vec::new();
+    let kill = "/api/v1/environments/production/flags/checkout-v2/kill";
+    let (status, killed) =
+        server.call(Method::POST, kill, Some(RELEASE), Some(json!({"reason": "errors"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let version = killed["version"].as_u64().unwrap();
+    let (id, data) = next_refetch(&mut events, &mut buffer).await.unwrap();
+    assert_eq!(
+        (id, data),
+        (version, json!({"type": "refetchEvaluation", "etag": format!("\"{version}\"")}))
+    );
+
+    // The re-fetch the event triggers, with its metadata, sees the kill.
+    let query = format!("?flagConfigEtag=%22{version}%22&flagConfigLastModified=1771622898");
+    let refetched: Value = bulk(&query).send().await.unwrap().json().await.unwrap();
+    let checkout = refetched["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "checkout-v2")
+        .unwrap()
+        .clone();
+    assert_eq!(checkout["reason"], "DISABLED");
+
+    // Resuming from the event before: the kill again, and nothing twice.
+    let mut resumed = server
+        .client
+        .get(&url)
+        .header("last-event-id", (version - 1).to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut resumed_buffer = Vec::new();
+    assert_eq!(next_refetch(&mut resumed, &mut resumed_buffer).await.unwrap().0, version);
+
+    // A server client may present its read token instead.
+    let with_header =
+        server.get("/ofrep/v1/events", None).header("x-api-key", &app).send().await.unwrap();
+    assert_eq!(with_header.status(), StatusCode::OK);
+
+    // Forged, altered or misdirected tokens get 401; so does no token at all.
+    let (name_and_environment, signature) =
+        url.split_once("token=").unwrap().1.rsplit_once('~').unwrap();
+    let mut flipped = signature.to_owned();
+    flipped.replace_range(0..1, if signature.starts_with('0') { "1" } else { "0" });
+    for token in [
+        format!("{name_and_environment}~{flipped}"),
+        format!("web-shop~staging~{signature}"),
+        format!("nobody~production~{signature}"),
+        "web-shop~production".to_owned(),
+        String::new(),
+    ] {
+        let response =
+            server.get(&format!("/ofrep/v1/events?token={token}"), None).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token}");
+    }
+    assert_eq!(
+        server.get("/ofrep/v1/events", None).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Deleting the read token ends its streams and its URL.
+    let (status, _) = server
+        .call(Method::DELETE, "/api/v1/tokens/web-shop", Some(crate::support::ADMIN), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(next_refetch(&mut events, &mut buffer).await, None);
+    assert_eq!(server.client.get(&url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,170 @@
+//! OFREP event streams (open-feature/protocol, ADR-0008 and `service/event-streams.yaml`): a
+//! bulk evaluation advertises `eventStreams`, and `GET /ofrep/v1/events` tells its clients to
+//! evaluate again, with a `refetchEvaluation` event per new version of their environment.
+//!
+//! A browser's `EventSource` sends no headers, so the advertised URL carries a stream token:
+//! the read token's name, the environment, and an HMAC of both keyed with the read token's
+//! stored digest. It grants change notifications and nothing else (no flag, no value), stays the
+//! same for a token and environment (so bulk answers keep their ETags), holds on every replica
+//! (they share the digests), and dies with the read token. A client that can send headers may
+//! present its read token instead, as on the other OFREP paths.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::Response;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::AppState;
+use crate::api::{Authorized, Read, stream};
+use crate::error::ApiError;
+use crate::model::Refusal;
+use crate::model::token::Token;
+
+/// Seconds of client inactivity (a hidden tab) after which a client should close its stream.
+pub(crate) const INACTIVITY_DELAY_SECONDS: u64 = 120;
+
+const PATH: &str = "/ofrep/v1/events";
+
+/// The `eventStreams` a bulk answer for `token` in `environment` carries, as JSON. The URL is
+/// absolute when the request named its host, else the endpoint form the client resolves.
+pub(crate) fn event_streams(
+    headers: &HeaderMap,
+    token: &Token,
+    environment: &str,
+) -> Option<String> {
+    let request_uri = format!("{PATH}?token={}", stream_token(token, environment)?);
+    let host = headers.get("host").and_then(|host| host.to_str().ok()).filter(|host| is_host(host));
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|proto| proto.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    let stream = match host {
+        Some(host) => serde_json::json!({
+            "type": "sse",
+            "url": format!("{}://{host}{request_uri}", if https { "https" } else { "http" }),
+            "inactivityDelaySec": INACTIVITY_DELAY_SECONDS,
+        }),
+        None => serde_json::json!({
+            "type": "sse",
+            "endpoint": {"requestUri": request_uri},
+            "inactivityDelaySec": INACTIVITY_DELAY_SECONDS,
+        }),
+    };
+    Some(serde_json::json!([stream]).to_string())
+}
+
+/// A host and optional port, nothing that could bend the URL it goes into.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+}
+
+/// `name~environment~mac`; token names and environment names never hold `~`.
+fn stream_token(token: &Token, environment: &str) -> Option<String> {
+    let mac = mac(token, environment)?.finalize().into_bytes();
+    Some(format!("{}~{environment}~{}", token.name, hex::encode(mac)))
+}
+
+fn mac(token: &Token, environment: &str) -> Option<Hmac<Sha256>> {
+    let key = hex::decode(&token.hash).ok()?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).ok()?;
+    mac.update(b"rollgate ofrep events\n");
+    mac.update(token.name.as_bytes());
+    mac.update(b"\n");
+    mac.update(environment.as_bytes());
+    Some(mac)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// The stream token from a bulk answer's `eventStreams` URL. Without it, the request's read
+    /// token (bound to an environment) is used.
+    token: Option<String>,
+}
+
+/// Who follows the events, and of which environment.
+pub(crate) struct Watcher {
+    token: Arc<Token>,
+    environment: String,
+}
+
+impl FromRequestParts<AppState> for Watcher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Query(query) = Query::<EventsQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| Refusal::Malformed(rejection.body_text()))?;
+        let Some(presented) = query.token else {
+            let caller = Authorized::<Read>::from_request_parts(parts, state).await?;
+            let environment = caller.token.environment.clone().ok_or(ApiError::Unbound)?;
+            return Ok(Self { token: caller.token, environment });
+        };
+        let mut fields = presented.splitn(3, '~');
+        let (Some(name), Some(environment), Some(signature)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(ApiError::Unauthorized);
+        };
+        let token = state.service.tokens.named(name).ok_or(ApiError::Unauthorized)?;
+        let valid = hex::decode(signature)
+            .ok()
+            .zip(mac(&token, environment))
+            .is_some_and(|(signature, mac)| mac.verify_slice(&signature).is_ok());
+        if !valid || !token.reaches(environment) {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Self { environment: environment.to_owned(), token })
+    }
+}
+
+/// `GET /ofrep/v1/events`: from now on (or, with `Last-Event-ID`, from the version after it),
+/// a `refetchEvaluation` event per new version of the environment, its id the version and its
+/// `etag` the version quoted. Keep-alive comments when idle; the stream ends when the read token
+/// is deleted.
+#[utoipa::path(get, path = "/ofrep/v1/events", tag = "ofrep", params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "The last event id received: the version it named")), security((), ("bearer" = []), ("api_key" = [])), responses((status = 200, description = "Server-Sent Events: `refetchEvaluation` per new version", body = String, content_type = "text/event-stream"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_events(
+    watcher: Watcher,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Watcher { token, environment } = watcher;
+    let service = &state.service;
+    let missing = || Refusal::NotFound(format!("environment `{environment}`"));
+    let current = service.publisher.current(&environment).ok_or_else(missing)?.version();
+    let seen: Option<u64> = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok());
+    // Seen on another replica, not yet here: catch up, so no event repeats an earlier one.
+    if seen.is_some_and(|seen| seen > current) {
+        service.catch_up().await?;
+    }
+    // Without Last-Event-ID the client has just evaluated: only newer versions matter.
+    let subscription = service
+        .publisher
+        .subscribe(&environment, Some(seen.unwrap_or(current)))
+        .ok_or_else(missing)?;
+    stream::event_stream(&state, &token, subscription, refetch)
+}
+
+fn refetch(version: u64, _snapshot_event: Bytes) -> Bytes {
+    Bytes::from(format!(
+        "id: {version}\nevent: message\ndata: {{\"type\":\"refetchEvaluation\",\"etag\":\"\\\"{version}\\\"\"}}\n\n"
+    ))
+}
+
+/// The version an OFREP client's `flagConfigEtag` names (`"12"`, `12` or `W/"12"`), if any.
+pub(crate) fn named_version(flag_config_etag: &str) -> Option<u64> {
+    let tag = flag_config_etag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    tag.trim_matches('"').parse().ok()
+}
