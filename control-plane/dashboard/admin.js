@@ -1,6 +1,6 @@
 // Segments, tokens and settings (environments, webhooks, edges).
 
-import { $, api, attempt, confirmWithReason, escape, state, time, toast } from "./lib.js";
+import { $, api, attempt, confirmWithReason, escape, read, time, toast } from "./lib.js";
 import { bindEditor, pastedKeys, redraw, segmentDraft, segmentEditorFields, segmentOut, submitEditor } from "./rules.js";
 
 export async function showTokens() {
@@ -111,8 +111,7 @@ document.addEventListener("click", async (event) => {
 /** Opens the segment editor on `key`'s current members and conditions, saved with If-Match. */
 async function editSegment(key) {
   const path = `/api/v1/segments/${encodeURIComponent(key)}`;
-  const segment = await api("GET", path);
-  const revision = state.etag;
+  const { data: segment, etag: revision } = await read(path);
   const old = $("#edit-segment");
   // A fresh form each time, so no listener of an earlier edit stays behind.
   const form = old.cloneNode(false);

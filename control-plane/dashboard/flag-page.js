@@ -1,7 +1,7 @@
 // A flag's page (definition, states with their rules, plans, guardrail charts, decisions,
 // history) and the new-flag form.
 
-import { $, api, escape, state, time, toast } from "./lib.js";
+import { $, api, escape, read, state, time, toast } from "./lib.js";
 import { act, exposure, planView } from "./board.js";
 import { bindEditor, redraw, stateDraft, stateEditorFields, stateOut, submitEditor } from "./rules.js";
 
@@ -27,9 +27,9 @@ export async function showFlag(key) {
   $("#flag-title").textContent = "";
   for (const id of ["#flag-about", "#flag-states", "#flag-plans", "#flag-charts"]) $(id).innerHTML = "";
   const k = encodeURIComponent(key);
-  const flag = await api("GET", `/api/v1/flags/${k}`);
-  // The revision the edit form sends back as If-Match.
-  state.flagRevision = state.etag;
+  const { data: flag, etag } = await read(`/api/v1/flags/${k}`);
+  // The revision the edit forms send back as If-Match: read with the flag, never shared.
+  state.flagRevision = etag;
   const [plans, decisions, audit, segments] = await Promise.all([
     api("GET", `/api/v1/plans?flag=${k}`),
     api("GET", `/api/v1/decisions?flag=${k}&order=newest&limit=20`),
@@ -76,7 +76,7 @@ export async function showFlag(key) {
           <button type="submit" class="primary">Save the rules in ${escape(environment)}</button></form></details></div>`;
   }).join("");
   for (const form of document.querySelectorAll("#flag-states form.rule-editor")) {
-    editRules(form, flag, flag.environments[form.dataset.environment], segments.map((s) => s.key));
+    editRules(form, flag, flag.environments[form.dataset.environment], segments.map((s) => s.key), etag);
   }
   state.flag = flag.key;
   // Why each plan that is not running stands where it does: its last decision.
@@ -95,8 +95,11 @@ export async function showFlag(key) {
   $("#flag-title").textContent = flag.key;
 }
 
-/** Makes `form` edit the flag's rules and fallthrough in its environment, saved with If-Match. */
-function editRules(form, flag, flagState, segments) {
+/**
+ * Makes `form` edit the flag's rules and fallthrough in its environment, saved with If-Match
+ * `revision`, the one read with `flag`.
+ */
+function editRules(form, flag, flagState, segments, revision) {
   const environment = form.dataset.environment;
   const variants = Object.keys(flag.variants);
   const draft = stateDraft(flagState, variants);
@@ -108,7 +111,7 @@ function editRules(form, flag, flagState, segments) {
     event.preventDefault();
     const path = `/api/v1/environments/${encodeURIComponent(environment)}/flags/${encodeURIComponent(flag.key)}`;
     const saved = await submitEditor(form, () => stateOut(draft, flagState), (body) =>
-      api("PUT", path, body, state.flagRevision).catch((failure) => {
+      api("PUT", path, body, revision).catch((failure) => {
         if (failure.status === 412) failure.message = "Someone changed this flag since you opened it: reload the page to see their change.";
         throw failure;
       }));

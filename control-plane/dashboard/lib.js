@@ -14,6 +14,15 @@ export const state = { token: sessionStorage.getItem("rollgate-token"), environm
 
 /** Calls the API; throws an Error carrying the problem's detail. */
 export async function api(method, path, body, ifMatch) {
+  return (await exchange(method, path, body, ifMatch)).data;
+}
+
+/** A resource and its revision (ETag), read together: what an edit sends back as If-Match. */
+export async function read(path) {
+  return exchange("GET", path);
+}
+
+async function exchange(method, path, body, ifMatch) {
   const response = await fetch(path, {
     method,
     headers: {
@@ -23,7 +32,7 @@ export async function api(method, path, body, ifMatch) {
     },
     body: body ? JSON.stringify(body) : undefined,
   });
-  state.etag = response.headers.get("etag");
+  const etag = response.headers.get("etag");
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
@@ -32,7 +41,7 @@ export async function api(method, path, body, ifMatch) {
     error.path = data?.path;
     throw error;
   }
-  return data;
+  return { data, etag };
 }
 
 export function toast(message, isError = false) {

@@ -42,12 +42,12 @@ function write(draft, path, value) {
 
 /** A percentage as typed (`25`, `2.5`, `2.5%`) in the snapshot's thousandths. */
 function thousandths(text, path) {
-  const trimmed = String(text ?? "").trim().replace(/%$/, "").trim();
-  const scaled = Number(trimmed) * 1000;
-  if (!trimmed || !(scaled >= 0 && scaled <= 100000) || Math.abs(scaled - Math.round(scaled)) > 1e-6) {
+  const match = /^\s*(\d{1,3})(?:\.(\d{1,3}))?\s*%?\s*$/.exec(String(text ?? ""));
+  const scaled = match ? Number(match[1]) * 1000 + Number((match[2] ?? "").padEnd(3, "0")) : NaN;
+  if (!(scaled <= 100000)) {
     throw new FieldError(path, `"${text}" is not a percentage from 0 to 100 with at most three decimals`);
   }
-  return Math.round(scaled);
+  return scaled;
 }
 
 const percentText = (value) => String(value / 1000);
@@ -72,10 +72,11 @@ function operands(text, op, path) {
       try { return JSON.parse(token); } catch { throw new FieldError(`${path}[${i}]`, `${token} is not a quoted string`); }
     }
     if (STRING_OPERATORS.has(op)) return token;
-    try {
-      const value = JSON.parse(token);
-      if (typeof value === "number" || typeof value === "boolean") return value;
-    } catch { /* a plain string */ }
+    if (token === "true" || token === "false") return token === "true";
+    // A number only when it reads back the same (`02134` and 20-digit ids stay text).
+    const number = Number(token);
+    if (token.trim() !== "" && Number.isFinite(number) && String(number) === token
+      && (!Number.isInteger(number) || Number.isSafeInteger(number))) return number;
     return token;
   });
 }
@@ -160,6 +161,9 @@ export function stateOut(draft, flagState) {
   };
 }
 
+/** Keys as the segment editor shows them: one per line (a pasted row's tabs split too). */
+const keysPerLine = (text) => text.split(/[\r\n\t]+/).map((key) => key.trim()).filter(Boolean);
+
 /** A draft of a segment; members are the pasted text. */
 export function segmentDraft(segment) {
   return {
@@ -177,8 +181,8 @@ export const pastedKeys = (text) => text.split(/[\s,]+/).filter(Boolean);
 export function segmentOut(draft) {
   return {
     key: draft.key,
-    included: pastedKeys(draft.included),
-    excluded: pastedKeys(draft.excluded),
+    included: keysPerLine(draft.included),
+    excluded: keysPerLine(draft.excluded),
     conditions: draft.conditions.map((c, i) => conditionOut(c, `conditions[${i}]`)),
   };
 }
@@ -260,9 +264,9 @@ export function stateEditorFields(draft, variants, segments) {
 
 /** The segment editor's fields for `draft`. */
 export function segmentEditorFields(draft) {
-  return `<label>Members: paste keys, one per line or separated by commas, tabs or spaces
+  return `<label>Members, one key per line (a key may hold spaces)
       <textarea data-path="included" rows="4">${escape(draft.included)}</textarea></label>
-    <label>Never members <textarea data-path="excluded" rows="2">${escape(draft.excluded)}</textarea></label>
+    <label>Never members, one per line <textarea data-path="excluded" rows="2">${escape(draft.excluded)}</textarea></label>
     <div>Also members: any unit for which every condition holds (none: only the keys above)
       ${conditionsEditor("conditions", draft.conditions, "the segment")}</div>`;
 }

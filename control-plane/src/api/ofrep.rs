@@ -168,14 +168,16 @@ async fn bulk(
     let mut current = crate::api::snapshot::current(caller, state, environment)?;
     // An event from another replica named a version this one has not heard of yet.
     let expected = query.flag_config_etag.as_deref().and_then(ofrep_events::named_version);
-    if expected.is_some_and(|expected| expected > current.version()) {
+    if expected.is_some_and(|expected| ofrep_events::within_reach(expected, current.version())) {
         state.service.catch_up().await?;
         current = crate::api::snapshot::current(caller, state, environment)?;
     }
-    // The answer depends on the snapshot and the context alone, so a repeated request is
-    // recognised without parsing or evaluating anything.
+    // The answer depends on the snapshot, the context and the advertised event stream alone,
+    // so a repeated request is recognised without parsing or evaluating anything.
+    let streams = ofrep_events::event_streams(headers, &caller.token, environment);
     let mut hasher = DefaultHasher::new();
     body.hash(&mut hasher);
+    streams.hash(&mut hasher);
     let etag = format!("\"{}-{:016x}\"", current.version(), hasher.finish());
     if none_match(headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
@@ -186,7 +188,7 @@ async fn bulk(
         return Ok(json_answer(answer, None));
     }
     // `{"flags":[...]}` becomes `{"flags":[...],"eventStreams":[...]}`.
-    if let Some(streams) = ofrep_events::event_streams(headers, &caller.token, environment)
+    if let Some(streams) = streams
         && answer.body.pop() == Some(b'}')
     {
         answer.body.extend_from_slice(b",\"eventStreams\":");

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::Response;
@@ -25,6 +25,7 @@ use crate::api::{Authorized, Read, stream};
 use crate::error::ApiError;
 use crate::model::Refusal;
 use crate::model::token::Token;
+use crate::transport::ClientAddress;
 
 /// Seconds of client inactivity (a hidden tab) after which a client should close its stream.
 pub(crate) const INACTIVITY_DELAY_SECONDS: u64 = 120;
@@ -82,6 +83,16 @@ fn mac(token: &Token, environment: &str) -> Option<Hmac<Sha256>> {
     Some(mac)
 }
 
+/// The token and environment a stream token names, if its MAC holds and the token reaches it.
+fn verified(state: &AppState, presented: &str) -> Option<(Arc<Token>, String)> {
+    let mut fields = presented.splitn(3, '~');
+    let (name, environment, signature) = (fields.next()?, fields.next()?, fields.next()?);
+    let token = state.service.tokens.named(name)?;
+    let signature = hex::decode(signature).ok()?;
+    mac(&token, environment)?.verify_slice(&signature).ok()?;
+    token.reaches(environment).then(|| (token, environment.to_owned()))
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
@@ -108,21 +119,18 @@ impl FromRequestParts<AppState> for Watcher {
             let environment = caller.token.environment.clone().ok_or(ApiError::Unbound)?;
             return Ok(Self { token: caller.token, environment });
         };
-        let mut fields = presented.splitn(3, '~');
-        let (Some(name), Some(environment), Some(signature)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(ApiError::Unauthorized);
-        };
-        let token = state.service.tokens.named(name).ok_or(ApiError::Unauthorized)?;
-        let valid = hex::decode(signature)
-            .ok()
-            .zip(mac(&token, environment))
-            .is_some_and(|(signature, mac)| mac.verify_slice(&signature).is_ok());
-        if !valid || !token.reaches(environment) {
-            return Err(ApiError::Unauthorized);
+        match verified(state, &presented) {
+            Some((token, environment)) => Ok(Self { token, environment }),
+            // Guessing stream tokens counts against the same brake as guessing read tokens.
+            None => match parts.extensions.get::<ConnectInfo<ClientAddress>>() {
+                Some(ConnectInfo(ClientAddress(address))) => match state.brake.failed(address.ip())
+                {
+                    Some(wait) => Err(ApiError::TooManyFailures(wait)),
+                    None => Err(ApiError::Unauthorized),
+                },
+                None => Err(ApiError::Unauthorized),
+            },
         }
-        Ok(Self { environment: environment.to_owned(), token })
     }
 }
 
@@ -139,20 +147,21 @@ pub(crate) async fn get_events(
     let Watcher { token, environment } = watcher;
     let service = &state.service;
     let missing = || Refusal::NotFound(format!("environment `{environment}`"));
-    let current = service.publisher.current(&environment).ok_or_else(missing)?.version();
+    let mut current = service.publisher.current(&environment).ok_or_else(missing)?.version();
     let seen: Option<u64> = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse().ok());
     // Seen on another replica, not yet here: catch up, so no event repeats an earlier one.
-    if seen.is_some_and(|seen| seen > current) {
+    if seen.is_some_and(|seen| within_reach(seen, current)) {
         service.catch_up().await?;
+        current = service.publisher.current(&environment).ok_or_else(missing)?.version();
     }
-    // Without Last-Event-ID the client has just evaluated: only newer versions matter.
-    let subscription = service
-        .publisher
-        .subscribe(&environment, Some(seen.unwrap_or(current)))
-        .ok_or_else(missing)?;
+    // A client that has the current version hears of the next one. Any other (a new stream,
+    // whose client may have evaluated just before a change; one that missed versions) hears of
+    // the current one at once: one re-fetch, however many versions it missed.
+    let from = if seen == Some(current) { current } else { current.saturating_sub(1) };
+    let subscription = service.publisher.subscribe(&environment, Some(from)).ok_or_else(missing)?;
     stream::event_stream(&state, &token, subscription, refetch)
 }
 
@@ -160,6 +169,12 @@ fn refetch(version: u64, _snapshot_event: Bytes) -> Bytes {
     Bytes::from(format!(
         "id: {version}\nevent: message\ndata: {{\"type\":\"refetchEvaluation\",\"etag\":\"\\\"{version}\\\"\"}}\n\n"
     ))
+}
+
+/// Whether a client's `version` is one another replica may have made and this one, at `current`,
+/// not heard of yet: worth a catch-up. A version far beyond is made up, and costs no store read.
+pub(crate) fn within_reach(version: u64, current: u64) -> bool {
+    version > current && version - current <= 1024
 }
 
 /// The version an OFREP client's `flagConfigEtag` names (`"12"`, `12` or `W/"12"`), if any.

@@ -231,11 +231,14 @@ async fn bulk_answers_advertise_an_event_stream_that_says_when_to_evaluate_again
     assert_eq!(events.status(), StatusCode::OK);
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     let mut buffer = Vec::new();
+    // A new stream first names the current version: the client may have evaluated just before it.
+    let (current, _) = next_refetch(&mut events, &mut buffer).await.unwrap();
     let kill = "/api/v1/environments/production/flags/checkout-v2/kill";
     let (status, killed) =
         server.call(Method::POST, kill, Some(RELEASE), Some(json!({"reason": "errors"}))).await;
     assert_eq!(status, StatusCode::OK);
     let version = killed["version"].as_u64().unwrap();
+    assert_eq!(version, current + 1);
     let (id, data) = next_refetch(&mut events, &mut buffer).await.unwrap();
     assert_eq!(
         (id, data),
@@ -254,16 +257,26 @@ async fn bulk_answers_advertise_an_event_stream_that_says_when_to_evaluate_again
         .clone();
     assert_eq!(checkout["reason"], "DISABLED");
 
-    // Resuming from the event before: the kill again, and nothing twice.
-    let mut resumed = server
-        .client
-        .get(&url)
-        .header("last-event-id", (version - 1).to_string())
-        .send()
-        .await
-        .unwrap();
+    // Resuming from an older event: one event for the newest version, however many were missed.
+    let unkill = "/api/v1/environments/production/flags/checkout-v2/unkill";
+    let reason = |text: &str| Some(json!({"reason": text}));
+    let (status, _) = server.call(Method::POST, unkill, Some(RELEASE), reason("fixed")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, again) = server.call(Method::POST, kill, Some(RELEASE), reason("again")).await;
+    assert_eq!(status, StatusCode::OK);
+    let newest = again["version"].as_u64().unwrap();
+    let open_from =
+        |id: u64| server.client.get(&url).header("last-event-id", id.to_string()).send();
+    let mut resumed = open_from(current).await.unwrap();
     let mut resumed_buffer = Vec::new();
-    assert_eq!(next_refetch(&mut resumed, &mut resumed_buffer).await.unwrap().0, version);
+    assert_eq!(next_refetch(&mut resumed, &mut resumed_buffer).await.unwrap().0, newest);
+    // A client that has the newest version hears nothing until the next change.
+    let mut up_to_date = open_from(newest).await.unwrap();
+    let mut up_to_date_buffer = Vec::new();
+    let (status, _) = server.call(Method::POST, unkill, Some(RELEASE), reason("fixed again")).await;
+    assert_eq!(status, StatusCode::OK);
+    let next = next_refetch(&mut up_to_date, &mut up_to_date_buffer).await.unwrap().0;
+    assert_eq!(next, newest + 1);
 
     // A server client may present its read token instead.
     let with_header =
@@ -296,6 +309,7 @@ async fn bulk_answers_advertise_an_event_stream_that_says_when_to_evaluate_again
         .call(Method::DELETE, "/api/v1/tokens/web-shop", Some(crate::support::ADMIN), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(next_refetch(&mut events, &mut buffer).await, None);
+    // The first stream saw the later changes too; then it ends (within 10 s, or the read fails).
+    while next_refetch(&mut events, &mut buffer).await.is_some() {}
     assert_eq!(server.client.get(&url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 }

@@ -1,8 +1,9 @@
 // Rollgate's in-process OpenFeature provider for Node: flag-core, compiled to WebAssembly,
 // evaluates inside the app; the control plane's snapshot stream keeps it current. Options,
 // events and metrics: docs/sdks.md.
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { rename, writeFile } from "node:fs/promises";
+import { open, rename } from "node:fs/promises";
 import { createRequire } from "node:module";
 
 import {
@@ -33,6 +34,9 @@ const FITS = {
   number: (value) => typeof value === "number",
   object: (value) => typeof value === "object" && value !== null && !Array.isArray(value),
 };
+
+/** The metric names the API takes. */
+const METRIC_NAME = /^[a-z0-9_.-]{1,64}$/;
 
 /** The same words as the control plane's OFREP answers. */
 const DETAILS = {
@@ -70,7 +74,13 @@ export class RollgateProvider {
     for (const name of ["url", "token", "environment"]) {
       if (typeof options?.[name] !== "string" || !options[name]) throw new TypeError(`RollgateProvider: \`${name}\` is required`);
     }
-    this.#options = { ...DEFAULTS, ...options, url: options.url.replace(/\/+$/, "") };
+    // An option given as undefined takes its default; a time must be a positive number.
+    const times = Object.fromEntries(Object.keys(DEFAULTS).map((name) => [name, options[name] === undefined ? DEFAULTS[name] : options[name]]));
+    for (const [name, value] of Object.entries(times)) {
+      const off = name === "metricsIntervalMs" && value === null;
+      if (!off && !(Number.isFinite(value) && value > 0)) throw new TypeError(`RollgateProvider: \`${name}\` must be a positive number of milliseconds`);
+    }
+    this.#options = { ...options, ...times, url: options.url.replace(/\/+$/, "") };
     if (options.bootstrap) {
       let text;
       try {
@@ -140,9 +150,14 @@ export class RollgateProvider {
    * of `flag`: what a rollout plan's guardrails compare.
    */
   track(trackingEventName, _context, details = {}) {
-    const { flag, variant, value = 1 } = details;
-    if (typeof flag !== "string" || typeof variant !== "string") {
-      this.#options.logger?.warn?.(`rollgate: track("${trackingEventName}") needs the details' flag and variant; not counted`);
+    const { flag, variant, value = 1 } = details ?? {};
+    // What the API would refuse is not counted, so it cannot sink a whole batch.
+    const why = typeof flag !== "string" || typeof variant !== "string" ? "needs the details' flag and variant"
+      : !this.#types.has(flag) ? `names a flag the snapshot does not have (${flag})`
+        : !METRIC_NAME.test(trackingEventName) ? "is not a metric name (1 to 64 of a-z 0-9 _ . -)"
+          : !(Number.isSafeInteger(value) && value > 0) ? "needs a whole, positive value" : null;
+    if (why) {
+      this.#options.logger?.warn?.(`rollgate: track("${trackingEventName}") ${why}; not counted`);
       return;
     }
     if (this.#reporting) this.#counts.add(flag, variant, trackingEventName, value);
@@ -199,12 +214,11 @@ export class RollgateProvider {
       snapshot = JSON.parse(text);
       engine = new Engine(text);
     } catch (error) {
-      const why = `a snapshot flag-core refuses: ${error.message}`;
-      this.#options.logger?.warn?.(`rollgate: ${why}; the last good one is served`);
-      // Each refusal is reported, even while in error already.
-      this.#status = "ERROR";
-      if (this.#emitting) this.events.emit(ProviderEvents.Error, { message: why, metadata: this.#metadata() });
-      return why;
+      return this.#refuse(`a snapshot flag-core refuses: ${error.message}`);
+    }
+    if (engine.environment !== this.#options.environment) {
+      engine.free();
+      return this.#refuse(`a snapshot of \`${snapshot.environment}\`, not of \`${this.#options.environment}\``);
     }
     if (this.#engine && engine.version <= this.#engine.version) {
       engine.free();
@@ -227,11 +241,28 @@ export class RollgateProvider {
     return null;
   }
 
-  /** Written beside, then renamed: a crash never leaves half a file. */
+  /** Reports a refused snapshot (each one, even while in error already); returns why. */
+  #refuse(why) {
+    this.#options.logger?.warn?.(`rollgate: ${why}; the last good one is served`);
+    this.#status = "ERROR";
+    if (this.#emitting) this.events.emit(ProviderEvents.Error, { message: why, metadata: this.#metadata() });
+    return why;
+  }
+
+  /**
+   * Written beside under a name of its own (processes may share the file), flushed to disk,
+   * then renamed over it: a crash or a power cut leaves the old file or the new one, never half.
+   */
   async #save(text) {
-    const partial = `${this.#options.saveTo}.partial`;
+    const partial = `${this.#options.saveTo}.${process.pid}-${randomBytes(8).toString("hex")}.partial`;
     try {
-      await writeFile(partial, text);
+      const file = await open(partial, "w");
+      try {
+        await file.writeFile(text);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
       await rename(partial, this.#options.saveTo);
     } catch (error) {
       this.#options.logger?.warn?.(`rollgate: cannot save the snapshot to ${this.#options.saveTo}: ${error.message}`);

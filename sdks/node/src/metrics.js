@@ -5,7 +5,11 @@ import { randomBytes } from "node:crypto";
 
 /** The API's limits on a batch (docs/api.md, Limits). */
 const COUNTERS_PER_BATCH = 1000;
+const METRICS_PER_COUNTER = 32;
 const MAX_COUNT = 1_000_000_000;
+/** How long a batch may take, and the longest Retry-After heeded. */
+const SEND_TIMEOUT_MS = 30000;
+const LONGEST_RETRY_AFTER_MS = 3600000;
 
 export class Counts {
   /** flag → variant → metric → count */
@@ -27,7 +31,7 @@ export class Counts {
       for (const [variant, metrics] of variants) {
         if (taken.length === COUNTERS_PER_BATCH) return taken;
         const counts = {};
-        for (const [metric, n] of metrics) {
+        for (const [metric, n] of [...metrics].slice(0, METRICS_PER_COUNTER)) {
           counts[metric] = Math.min(n, MAX_COUNT);
           if (n > MAX_COUNT) metrics.set(metric, n - MAX_COUNT);
           else metrics.delete(metric);
@@ -47,6 +51,8 @@ export class Reporter {
   #sender = randomBytes(8).toString("hex");
   #sequence = 0;
   #sending = Promise.resolve();
+  /** After a 429, nothing is sent before this time (ms since the epoch). */
+  #notBefore = 0;
 
   constructor({ url, token, counts, logger }) {
     Object.assign(this, { url, token, counts, logger });
@@ -59,7 +65,7 @@ export class Reporter {
   }
 
   async #report() {
-    for (;;) {
+    while (Date.now() >= this.#notBefore) {
       if (!this.#pending) {
         const counters = this.counts.take();
         if (!counters.length) return;
@@ -77,10 +83,16 @@ export class Reporter {
         method: "POST",
         headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json" },
         body: JSON.stringify(batch),
+        signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
       });
       const text = await response.text();
       if (response.ok) return true;
-      if (response.status === 429 || response.status >= 500) return false;
+      if (response.status === 429) {
+        const seconds = Number(response.headers.get("retry-after"));
+        this.#notBefore = Date.now() + Math.min(LONGEST_RETRY_AFTER_MS, (Number.isFinite(seconds) && seconds > 0 ? seconds : 1) * 1000);
+        return false;
+      }
+      if (response.status >= 500) return false;
       this.logger?.warn?.(`rollgate: the control plane refused a metrics batch (${response.status}); dropped: ${text}`);
       return true;
     } catch {

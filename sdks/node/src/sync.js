@@ -52,19 +52,31 @@ export function changedFlags(old, now) {
   return [...changed].sort();
 }
 
-/** Server-Sent Events from a fetch body: yields `{id, event, data}`; `onBytes` sees every chunk. */
+/**
+ * Server-Sent Events from a fetch body: yields `{id, event, data}`; `onBytes` sees every chunk.
+ * Line ends are made `\n` as they arrive, and each chunk is searched once, so a large event
+ * arriving in many chunks costs time in proportion to its size.
+ */
 export async function* serverSentEvents(body, onBytes) {
   const decoder = new TextDecoder();
   let buffer = "";
+  let searched = 0;
+  let carriageReturn = false;
   for await (const chunk of body) {
     onBytes();
-    buffer += decoder.decode(chunk, { stream: true });
+    let text = decoder.decode(chunk, { stream: true });
+    // A `\r` at a chunk's end may be the first half of `\r\n`.
+    if (carriageReturn) text = `\r${text}`;
+    carriageReturn = text.endsWith("\r");
+    if (carriageReturn) text = text.slice(0, -1);
+    buffer += text.replace(/\r\n?/g, "\n");
     let end;
-    while ((end = buffer.search(/\r?\n\r?\n/)) !== -1) {
+    while ((end = buffer.indexOf("\n\n", Math.max(0, searched - 1))) !== -1) {
       const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + buffer.slice(end).match(/^\r?\n\r?\n/)[0].length);
+      buffer = buffer.slice(end + 2);
+      searched = 0;
       const event = { id: undefined, event: "message", data: [] };
-      for (const line of block.split(/\r?\n/)) {
+      for (const line of block.split("\n")) {
         if (line === "" || line.startsWith(":")) continue;
         const colon = line.indexOf(":");
         const [field, value] = colon === -1 ? [line, ""] : [line.slice(0, colon), line.slice(colon + 1).replace(/^ /, "")];
@@ -74,6 +86,7 @@ export async function* serverSentEvents(body, onBytes) {
       }
       if (event.data.length) yield { ...event, data: event.data.join("\n") };
     }
+    searched = buffer.length;
   }
 }
 
@@ -87,9 +100,14 @@ export async function follow({ options, signal, apply, reachable, unreachable, v
   const headers = { authorization: `Bearer ${options.token}` };
   const backoff = new Backoff(options.maxBackoffMs);
   const sleep = (ms) => new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
     timer.unref?.();
-    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+    signal.addEventListener("abort", done, { once: true });
   });
 
   async function stream() {
@@ -105,6 +123,9 @@ export async function follow({ options, signal, apply, reachable, unreachable, v
     };
     try {
       const served = version();
+      // A connection that died silently must not hold the follower: the answer's head comes
+      // within the idle timeout, or the attempt fails.
+      quiet();
       const response = await fetch(`${base}/stream`, {
         headers: { ...headers, accept: "text/event-stream", ...(served === undefined ? {} : { "last-event-id": String(served) }) },
         signal: connection.signal,
@@ -135,7 +156,7 @@ export async function follow({ options, signal, apply, reachable, unreachable, v
     const served = version();
     const response = await fetch(`${base}/snapshot`, {
       headers: { ...headers, ...(served === undefined ? {} : { "if-none-match": `"${served}"` }) },
-      signal,
+      signal: AbortSignal.any([signal, AbortSignal.timeout(options.streamIdleTimeoutMs)]),
     });
     if (response.status === 304) return;
     if (response.status !== 200) {

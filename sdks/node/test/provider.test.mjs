@@ -264,3 +264,52 @@ test("changes reach the flags that follow them; backoff doubles with jitter; big
   assert.equal(counts.take().length, 1000);
   assert.equal(counts.take().length, 1);
 });
+
+test("options: undefined takes the default, a bad time throws; the event parser takes any line end", async () => {
+  const base = { url: "http://127.0.0.1:9", token: "t", environment: "production" };
+  assert.doesNotThrow(() => new RollgateProvider({ ...base, maxBackoffMs: undefined, metricsIntervalMs: null }));
+  for (const bad of [{ maxBackoffMs: 0 }, { streamIdleTimeoutMs: "45s" }, { metricsIntervalMs: NaN }]) {
+    assert.throws(() => new RollgateProvider({ ...base, ...bad }), /positive number of milliseconds/, JSON.stringify(bad));
+  }
+  const { serverSentEvents } = await import("../src/sync.js");
+  const chunks = ["id: 1\r", "\nevent: snapshot\r\ndata: {\"a\":", "1}\r\n\r", "\n: keep-alive\n\nid: 2\ndata: x\n\n"];
+  const events = [];
+  for await (const event of serverSentEvents(chunks.map((c) => new TextEncoder().encode(c)), () => {})) events.push(event);
+  assert.deepEqual(events, [{ id: "1", event: "snapshot", data: '{"a":1}' }, { id: "2", event: "message", data: "x" }]);
+});
+
+test("what the API would refuse is not tracked, and another environment's snapshot is refused", async () => {
+  const server = await scripted();
+  server.state.snapshot = snapshot(1, 0);
+  server.state.streamMissing = true;
+  const warnings = [];
+  const provider = new RollgateProvider({ url: server.url, token: "t", environment: "production", metricsIntervalMs: 3600000,
+    logger: { warn: (message) => warnings.push(message) } });
+  const events = recorder(provider);
+  try {
+    await OpenFeature.setProviderAndWait("refusals", provider);
+    const client = OpenFeature.getClient("refusals");
+    for (const details of [{ flag: "banner", variant: "old", value: 1.5 }, { flag: "banner", variant: "old", value: "5" },
+      { flag: "nope", variant: "old" }, { flag: "banner", variant: "old", value: Infinity }]) {
+      client.track("errors", {}, details);
+    }
+    client.track("checkoutCompleted", {}, { flag: "banner", variant: "old" });
+    await provider.flush();
+    assert.deepEqual(server.state.batches, [], "nothing was counted");
+    assert.equal(warnings.length, 5);
+
+    const elsewhere = snapshot(2, 100000);
+    elsewhere.environment = "staging";
+    server.state.snapshot = elsewhere;
+    server.state.streamMissing = false;
+    await server.until(() => server.state.streams.size === 1);
+    server.send(JSON.stringify(elsewhere));
+    const error = await events.next();
+    assert.equal(error.kind, ProviderEvents.Error);
+    assert.match(error.message, /not of `production`/);
+    assert.equal(provider.version, 1);
+  } finally {
+    await OpenFeature.clearProviders();
+    server.close();
+  }
+});

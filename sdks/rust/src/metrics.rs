@@ -8,14 +8,27 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
 use serde::Serialize;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::shared::Shared;
 
 /// The API's limits on a batch (docs/api.md, Limits).
 const COUNTERS_PER_BATCH: usize = 1000;
+const METRICS_PER_COUNTER: usize = 32;
 const MAX_COUNT: u64 = 1_000_000_000;
+/// How long a batch may take, and the longest `Retry-After` heeded.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A metric name the API takes: 1 to 64 of `a-z 0-9 _ . -`. Anything else would get the
+/// whole batch refused.
+pub(crate) fn is_metric_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+}
 
 /// foldhash: these maps are hashed on every evaluation, and their keys are not attacker-chosen.
 type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
@@ -76,7 +89,7 @@ impl Counts {
                     break;
                 }
                 let mut sent = ByMetric::default();
-                for (metric, n) in metrics.iter_mut() {
+                for (metric, n) in metrics.iter_mut().take(METRICS_PER_COUNTER) {
                     let now = (*n).min(MAX_COUNT);
                     *n -= now;
                     sent.insert(metric.clone(), now);
@@ -102,6 +115,8 @@ pub(crate) async fn report(
     let sender = format!("{:016x}", rand::random::<u64>());
     let mut sequence = 0u64;
     let mut pending: Option<Batch> = None;
+    // After a 429, nothing is sent before the time its `Retry-After` names.
+    let mut not_before = Instant::now();
     loop {
         let stopping = tokio::select! {
             () = tokio::time::sleep(interval) => false,
@@ -109,7 +124,7 @@ pub(crate) async fn report(
             () = shared.stop.stopped() => true,
         };
         // Everything counted so far, a batch at a time, until a batch must wait.
-        loop {
+        while Instant::now() >= not_before {
             if pending.is_none() {
                 let counters = shared.counts.take();
                 if counters.is_empty() {
@@ -122,6 +137,10 @@ pub(crate) async fn report(
             match send(&client, &url, &token, batch).await {
                 Sent::Done => pending = None,
                 Sent::Later => break,
+                Sent::After(wait) => {
+                    not_before = Instant::now() + wait.min(LONGEST_RETRY_AFTER);
+                    break;
+                }
             }
         }
         shared.counts.reported.notify_waiters();
@@ -136,15 +155,24 @@ enum Sent {
     Done,
     /// Not counted yet: send the same batch again later.
     Later,
+    /// Over a quota: send the same batch again, not before this long.
+    After(Duration),
 }
 
 async fn send(client: &reqwest::Client, url: &str, token: &str, batch: &Batch) -> Sent {
-    match client.post(url).bearer_auth(token).json(batch).send().await {
+    match client.post(url).bearer_auth(token).timeout(SEND_TIMEOUT).json(batch).send().await {
         Ok(response) if response.status().is_success() => Sent::Done,
-        Ok(response)
-            if response.status() == StatusCode::TOO_MANY_REQUESTS
-                || response.status().is_server_error() =>
-        {
+        Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+            let seconds = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(1);
+            tracing::debug!(seconds, "rollgate: over a metrics quota; the batch waits");
+            Sent::After(Duration::from_secs(seconds))
+        }
+        Ok(response) if response.status().is_server_error() => {
             tracing::debug!(status = %response.status(), "rollgate: metrics not counted yet; sent again later");
             Sent::Later
         }
@@ -188,11 +216,24 @@ mod tests {
         counts.add("f", "v", "evaluations", MAX_COUNT + 5);
         assert_eq!(counts.take()[0].counts["evaluations"], MAX_COUNT);
         assert_eq!(counts.take()[0].counts["evaluations"], 5);
+        for metric in 0..METRICS_PER_COUNTER + 1 {
+            counts.add("g", "v", &format!("m{metric}"), 1);
+        }
+        assert_eq!(counts.take()[0].counts.len(), METRICS_PER_COUNTER);
+        assert_eq!(counts.take()[0].counts.len(), 1);
         for i in 0..COUNTERS_PER_BATCH + 1 {
             counts.add(&format!("flag-{i}"), "v", "evaluations", 1);
         }
         assert_eq!(counts.take().len(), COUNTERS_PER_BATCH);
         assert_eq!(counts.take().len(), 1);
+    }
+
+    #[test]
+    fn metric_names_are_the_apis() {
+        assert!(is_metric_name("requests") && is_metric_name("p99.latency_ms-2"));
+        for bad in ["", "Errors", "checkoutCompleted", "a b", &"x".repeat(65)] {
+            assert!(!is_metric_name(bad), "{bad}");
+        }
     }
 
     #[test]

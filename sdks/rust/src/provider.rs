@@ -39,6 +39,14 @@ impl RollgateProvider {
                 path: path.clone(),
                 message: error.to_string(),
             })?;
+            if engine.environment() != options.environment {
+                let message = format!(
+                    "it is `{}`'s snapshot, not `{}`'s",
+                    engine.environment(),
+                    options.environment
+                );
+                return Err(Error::InvalidBootstrap { path: path.clone(), message });
+            }
             shared.install(engine, None);
         }
         Ok(Self { metadata: ProviderMetadata::new("rollgate"), shared, options, started: false })

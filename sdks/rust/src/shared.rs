@@ -167,9 +167,29 @@ impl ProviderHandle {
     }
 
     /// Counts `count` of `metric` (e.g. `requests`, `errors`) for the units served `variant` of
-    /// `flag`: what a rollout plan's guardrails compare. Reported with the next batch.
-    pub fn track(&self, flag: &str, variant: &str, metric: &str, count: u64) {
+    /// `flag`: what a rollout plan's guardrails compare. Reported with the next batch. Returns
+    /// whether it was counted: a metric name the API refuses (1 to 64 of `a-z 0-9 _ . -`), a zero
+    /// count, or a flag the served snapshot lacks is not, since it would get the whole batch
+    /// refused.
+    pub fn track(&self, flag: &str, variant: &str, metric: &str, count: u64) -> bool {
+        let known = self
+            .shared
+            .engine
+            .load()
+            .as_ref()
+            .is_some_and(|engine| engine.flag_type(flag).is_some());
+        if !known || count == 0 || !crate::metrics::is_metric_name(metric) {
+            tracing::warn!(
+                flag,
+                variant,
+                metric,
+                count,
+                "rollgate: not counted: an unknown flag, a zero count or a metric name the API refuses"
+            );
+            return false;
+        }
         self.shared.counts.add(flag, variant, metric, count);
+        true
     }
 
     /// Reports the counts now rather than at the next interval, and waits until it is tried.

@@ -102,24 +102,26 @@ impl Follower {
         if let Some(version) = self.version() {
             request = request.header("Last-Event-ID", version.to_string());
         }
-        let response = match request.send().await {
-            Ok(response) if response.status().is_success() => response,
-            Ok(response) => {
-                return Streamed {
-                    opened: false,
-                    ended: format!("the stream answered {}", response.status()),
-                };
+        // A connection that died silently must not hold the follower: the answer's head comes
+        // within the idle timeout, or the attempt fails.
+        let idle = self.options.stream_idle_timeout;
+        let response = match tokio::time::timeout(idle, request.send()).await {
+            Ok(Ok(response)) if response.status().is_success() => response,
+            Ok(Ok(response)) => {
+                let ended = format!("the stream answered {}", response.status());
+                return Streamed { opened: false, ended };
             }
-            Err(error) => {
-                return Streamed {
-                    opened: false,
-                    ended: format!("cannot open the stream: {error}"),
-                };
+            Ok(Err(error)) => {
+                let ended = format!("cannot open the stream: {error}");
+                return Streamed { opened: false, ended };
+            }
+            Err(_) => {
+                let ended = format!("no answer to opening the stream within {} s", idle.as_secs());
+                return Streamed { opened: false, ended };
             }
         };
         // Connected: what is served is current, and whatever is newer comes next.
         self.shared.reachable();
-        let idle = self.options.stream_idle_timeout;
         // The idle timeout applies to bytes, so the server's keep-alive comments count.
         let chunks = futures_util::stream::unfold(response, move |mut response| async move {
             match tokio::time::timeout(idle, response.chunk()).await {
@@ -149,7 +151,11 @@ impl Follower {
         if let Some(version) = self.version() {
             request = request.header(IF_NONE_MATCH, format!("\"{version}\""));
         }
-        let response = request.send().await.map_err(|error| format!("cannot poll: {error}"))?;
+        let response = request
+            .timeout(self.options.stream_idle_timeout)
+            .send()
+            .await
+            .map_err(|error| format!("cannot poll: {error}"))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => Ok(()),
             StatusCode::OK => {
@@ -170,6 +176,14 @@ impl Follower {
                 return self.shared.refused(format!("a snapshot flag-core refuses: {error}"));
             }
         };
+        if engine.environment() != self.options.environment {
+            let why = format!(
+                "a snapshot of `{}`, not of `{}`",
+                engine.environment(),
+                self.options.environment
+            );
+            return self.shared.refused(why);
+        }
         if self.version().is_some_and(|served| engine.version() <= served) {
             return;
         }
@@ -189,12 +203,25 @@ impl Follower {
     }
 }
 
-/// Written beside, then renamed: a crash never leaves half a file.
+/// Written beside under a name of its own (processes may share the file), flushed to disk, then
+/// renamed over it: a crash or a power cut leaves the old file or the new one, never half.
 async fn save(path: &std::path::Path, json: &[u8]) -> std::io::Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    tokio::fs::write(&partial, json).await?;
-    tokio::fs::rename(&partial, path).await
+    let (path, json) = (path.to_owned(), json.to_vec());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(format!(".{}-{:016x}.partial", std::process::id(), rand::random::<u64>()));
+        let mut file = std::fs::File::create(&partial)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&partial, &path)?;
+        match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// What a snapshot's flags and segments were, in a few bytes each: enough to tell which flags a

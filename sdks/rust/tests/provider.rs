@@ -215,6 +215,12 @@ async fn it_follows_the_stream_keeps_the_last_good_snapshot_and_reports_each_cha
         provider.resolve_string_value("banner", &user("bob")).await.unwrap().value,
         "Welcome"
     );
+    let mut elsewhere = snapshot(9, 100_000);
+    elsewhere["environment"] = json!("staging");
+    scripted.events.send(elsewhere.to_string()).unwrap();
+    let misdirected = next(&mut events).await;
+    assert_eq!(misdirected.kind, ProviderEventKind::Error);
+    assert!(misdirected.message.unwrap().contains("not of `production`"));
     scripted.events.send("{not json".to_owned()).unwrap();
 
     // A good one: READY again, and the change names the flags it touches.
@@ -317,7 +323,11 @@ async fn served_variants_and_tracked_metrics_are_reported_in_batches_sent_again_
         let context = EvaluationContext::default().with_targeting_key(user);
         client.get_string_value("banner", Some(&context), None).await.unwrap();
     }
-    handle.track("banner", "old", "errors", 2);
+    // What the API would refuse is not counted, so it cannot sink the batch.
+    assert!(!handle.track("banner", "old", "checkoutCompleted", 1));
+    assert!(!handle.track("nope", "old", "errors", 1));
+    assert!(!handle.track("banner", "old", "errors", 0));
+    assert!(handle.track("banner", "old", "errors", 2));
     *scripted.refuse_metrics.lock().unwrap() = 1;
     handle.flush().await;
     let refused = batches.recv().await.unwrap();
