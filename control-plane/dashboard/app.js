@@ -5,7 +5,7 @@
 
 import { $, api, escape, state, toast } from "./lib.js";
 import { refresh, scheduleRefresh } from "./board.js";
-import { showFlag } from "./flag-page.js";
+import { refreshCharts, showFlag } from "./flag-page.js";
 import { showSegments, showSettings, showTokens } from "./admin.js";
 
 async function logIn(token) {
@@ -55,7 +55,7 @@ async function watch(environment) {
         const { done, value } = await reader.read();
         if (done) break;
         // Keep-alive comments start with ":"; events carry "data:".
-        if (new TextDecoder().decode(value).includes("data:")) scheduleRefresh();
+        if (new TextDecoder().decode(value).includes("data:")) refreshAll();
       }
     } catch (error) {
       if (controller.signal.aborted) return;
@@ -63,6 +63,12 @@ async function watch(environment) {
     $("#live").classList.add("off");
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
+}
+
+/** The board, and the guardrail charts of an open flag page, catch up with what changed. */
+function refreshAll() {
+  scheduleRefresh();
+  if (!$("#flag-page").hidden && state.flag) refreshCharts(state.flag).catch((error) => toast(error.message, true));
 }
 
 /** Shows the page the URL's fragment names: #/ (the board), #/flags/<key>, #/new-flag, #/tokens. */
@@ -113,6 +119,6 @@ $("#logout").addEventListener("click", logOut);
 $("#environment").addEventListener("change", (event) => switchEnvironment(event.target.value));
 
 // Guardrail readings change with metrics, which the stream does not carry.
-setInterval(() => state.environment && scheduleRefresh(), 10000);
+setInterval(() => state.environment && refreshAll(), 10000);
 
 if (state.token) logIn(state.token).catch(() => sessionStorage.removeItem("rollgate-token"));

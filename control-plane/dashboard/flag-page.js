@@ -121,6 +121,12 @@ function editRules(form, flag, flagState, segments, revision) {
   });
 }
 
+/** Draws the guardrail charts of `key`'s page again, with the metrics reported since. */
+export async function refreshCharts(key) {
+  const plans = await api("GET", `/api/v1/plans?flag=${encodeURIComponent(key)}`);
+  if (state.flag === key && !$("#flag-page").hidden) await showCharts(key, plans);
+}
+
 /**
  * For each environment's latest plan, a chart per guardrail: the rate (metric per unit, summed
  * from the plan's start) for the plan's variant and its control, minute by minute, and the limit.

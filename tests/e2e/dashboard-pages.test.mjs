@@ -1,7 +1,9 @@
 // The dashboard as a flag manager, in headless Chromium: a flag's page (metadata, readable rules,
-// a rolled-back plan with its reason, history), creating a flag (and a refused one, the error at
-// its field), and tokens (shown once, deleted). Every page is checked with axe-core: no serious
-// or critical accessibility violations. Screenshots go to tests/artifacts/.
+// a rolled-back plan with its reason, a guardrail chart that fills as metrics arrive, history),
+// creating a flag (and a refused one, the error at its field), the rule editor (a segment, a
+// condition, a weighted split; refusals at their fields), segments (pasted, then edited),
+// tokens (shown once, deleted) and settings. Every page is checked with axe-core: no serious or
+// critical accessibility violations. Screenshots go to tests/artifacts/.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -71,6 +73,12 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     assert.equal(await chart.locator("polyline.variant").count(), 1);
     assert.equal(await chart.locator("polyline.control").count(), 1);
     assert.equal(await chart.locator("line.limit").count(), 1);
+    // The chart fills as metrics arrive, without a reload: 50 errors in 2,000 requests now.
+    const more = await stack.api("POST", "/api/v1/environments/production/metrics", { counters: [
+      { flag: "banner", variant: "new", counts: { requests: 200, errors: 41 } },
+    ] }, stack.appToken);
+    assert.equal(more.status, 202, JSON.stringify(more.body));
+    await chart.locator("figcaption", { hasText: "variant new: 2.50%" }).waitFor();
     assert.deepEqual(await accessibilityProblems(page), [], "a flag's page");
     await page.screenshot({ path: join(artifacts, "dashboard-flag-page.png"), fullPage: true });
 
