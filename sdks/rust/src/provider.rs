@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use flag_core::{Engine, ErrorCode, Evaluation, FlagType, Reason};
+use flag_core::{ErrorCode, Evaluation, FlagType, Reason};
 use open_feature::provider::{
     FeatureProvider, ProviderMetadata, ProviderStatus, ResolutionDetails,
 };
@@ -25,6 +25,8 @@ pub struct RollgateProvider {
     shared: Arc<Shared>,
     options: Options,
     started: bool,
+    /// The bootstrapped snapshot's digest, for the follower to tell what the first one changes.
+    bootstrapped: Option<sync::Digest>,
 }
 
 impl RollgateProvider {
@@ -32,12 +34,12 @@ impl RollgateProvider {
     /// control plane is first contacted when OpenFeature initializes the provider.
     pub fn new(options: Options) -> Result<Self, Error> {
         let shared = Arc::new(Shared::new());
+        let mut bootstrapped = None;
         if let Some(path) = &options.bootstrap {
             let json = std::fs::read(path)
                 .map_err(|source| Error::Bootstrap { path: path.clone(), source })?;
-            let engine = Engine::from_json(&json).map_err(|error| Error::InvalidBootstrap {
-                path: path.clone(),
-                message: error.to_string(),
+            let (engine, digest) = sync::compile(&json).map_err(|error| {
+                Error::InvalidBootstrap { path: path.clone(), message: error.to_string() }
             })?;
             if engine.environment() != options.environment {
                 let message = format!(
@@ -48,8 +50,10 @@ impl RollgateProvider {
                 return Err(Error::InvalidBootstrap { path: path.clone(), message });
             }
             shared.install(engine, None);
+            bootstrapped = Some(digest);
         }
-        Ok(Self { metadata: ProviderMetadata::new("rollgate"), shared, options, started: false })
+        let metadata = ProviderMetadata::new("rollgate");
+        Ok(Self { metadata, shared, options, started: false, bootstrapped })
     }
 
     /// The app's handle on this provider: events, status, tracking, flush and shutdown.
@@ -80,7 +84,13 @@ impl RollgateProvider {
             );
             tokio::spawn(task);
         }
-        tokio::spawn(sync::follow(self.shared.clone(), client, self.options.clone()));
+        let follow = sync::follow(
+            self.shared.clone(),
+            client,
+            self.options.clone(),
+            self.bootstrapped.take(),
+        );
+        tokio::spawn(follow);
         self.started = true;
         Ok(())
     }

@@ -30,9 +30,29 @@ pub(crate) fn segment(text: &str) -> String {
         .collect()
 }
 
-/// Runs until the provider is stopped.
-pub(crate) async fn follow(shared: Arc<Shared>, client: Client, options: Options) {
-    let mut follower = Follower::new(shared.clone(), &options);
+/// A snapshot's JSON, parsed once: compiled, and digested. A refusal is flag-core's, with the
+/// path of the fault.
+pub(crate) fn compile(json: &[u8]) -> Result<(Engine, Digest), flag_core::ConfigError> {
+    let parsed = flag_core::json::unique_keys(json)
+        .ok()
+        .and_then(|()| serde_json::from_slice::<Snapshot>(json).ok());
+    let Some(snapshot) = parsed else {
+        // flag-core parses again, tracking the path, to say where it fails. (It makes the same
+        // checks, so it fails too; were it not to, an empty digest names every flag changed.)
+        return Engine::from_json(json).map(|engine| (engine, Digest::default()));
+    };
+    let digest = Digest::of(&snapshot);
+    Ok((Engine::from_snapshot(snapshot)?, digest))
+}
+
+/// Runs until the provider is stopped; `served` digests the bootstrapped snapshot, if any.
+pub(crate) async fn follow(
+    shared: Arc<Shared>,
+    client: Client,
+    options: Options,
+    served: Option<Digest>,
+) {
+    let mut follower = Follower::new(shared.clone(), &options, served);
     let mut backoff = Backoff::new(options.max_backoff);
     loop {
         let streamed = tokio::select! {
@@ -74,13 +94,8 @@ struct Follower {
 }
 
 impl Follower {
-    fn new(shared: Arc<Shared>, options: &Options) -> Self {
+    fn new(shared: Arc<Shared>, options: &Options, served: Option<Digest>) -> Self {
         let base = format!("{}/api/v1/environments/{}", options.url, segment(&options.environment));
-        // The bootstrap file compiled when the provider was made, so it parses.
-        let served = options.bootstrap.as_ref().and_then(|path| {
-            let snapshot: Snapshot = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-            Some(Digest::of(&snapshot))
-        });
         Self {
             shared,
             options: options.clone(),
@@ -170,8 +185,8 @@ impl Follower {
 
     /// Serves `json` if flag-core compiles it and it is newer than what is served.
     async fn apply(&mut self, json: &[u8]) {
-        let engine = match Engine::from_json(json) {
-            Ok(engine) => engine,
+        let (engine, digest) = match compile(json) {
+            Ok(compiled) => compiled,
             Err(error) => {
                 return self.shared.refused(format!("a snapshot flag-core refuses: {error}"));
             }
@@ -187,11 +202,6 @@ impl Follower {
         if self.version().is_some_and(|served| engine.version() <= served) {
             return;
         }
-        let Ok(wire) = serde_json::from_slice::<Snapshot>(json) else {
-            return self.shared.refused("a snapshot that does not parse".to_owned());
-        };
-        let digest = Digest::of(&wire);
-        drop(wire);
         let changed = self.served.as_ref().map(|served| served.changed(&digest));
         self.shared.install(engine, changed);
         self.served = Some(digest);
