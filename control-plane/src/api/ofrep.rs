@@ -174,10 +174,9 @@ async fn bulk(
     }
     // The answer depends on the snapshot, the context and the advertised event stream alone,
     // so a repeated request is recognised without parsing or evaluating anything.
-    let streams = ofrep_events::event_streams(headers, &caller.token, environment);
     let mut hasher = DefaultHasher::new();
     body.hash(&mut hasher);
-    streams.hash(&mut hasher);
+    ofrep_events::hash_event_streams(headers, &caller.token, environment, &mut hasher);
     let etag = format!("\"{}-{:016x}\"", current.version(), hasher.finish());
     if none_match(headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
@@ -188,7 +187,7 @@ async fn bulk(
         return Ok(json_answer(answer, None));
     }
     // `{"flags":[...]}` becomes `{"flags":[...],"eventStreams":[...]}`.
-    if let Some(streams) = streams
+    if let Some(streams) = ofrep_events::event_streams(headers, &caller.token, environment)
         && answer.body.pop() == Some(b'}')
     {
         answer.body.extend_from_slice(b",\"eventStreams\":");

@@ -9,6 +9,7 @@
 //! (they share the digests), and dies with the read token. A client that can send headers may
 //! present its read token instead, as on the other OFREP paths.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -40,11 +41,7 @@ pub(crate) fn event_streams(
     environment: &str,
 ) -> Option<String> {
     let request_uri = format!("{PATH}?token={}", stream_token(token, environment)?);
-    let host = headers.get("host").and_then(|host| host.to_str().ok()).filter(|host| is_host(host));
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|proto| proto.to_str().ok())
-        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    let (host, https) = origin(headers);
     let stream = match host {
         Some(host) => serde_json::json!({
             "type": "sse",
@@ -58,6 +55,27 @@ pub(crate) fn event_streams(
         }),
     };
     Some(serde_json::json!([stream]).to_string())
+}
+
+/// Feeds `hasher` what `event_streams` depends on, so a bulk ETag can stand for the advertised
+/// URL without the HMAC and JSON being made for a 304.
+pub(crate) fn hash_event_streams(
+    headers: &HeaderMap,
+    token: &Token,
+    environment: &str,
+    hasher: &mut impl Hasher,
+) {
+    (origin(headers), &token.name, &token.hash, environment).hash(hasher);
+}
+
+/// The host the request named (if it is one) and whether a proxy says it came over HTTPS.
+fn origin(headers: &HeaderMap) -> (Option<&str>, bool) {
+    let host = headers.get("host").and_then(|host| host.to_str().ok()).filter(|host| is_host(host));
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|proto| proto.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    (host, https)
 }
 
 /// A host and optional port, nothing that could bend the URL it goes into.
