@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use edge_worker::config::Access;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -28,12 +29,22 @@ pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Who may read, as the store has it at a readers revision: every token, and the origins each
+/// environment's pages may call from.
+#[derive(Debug, Default)]
+pub struct Readers {
+    pub tokens: Vec<Token>,
+    pub allowed_origins: HashMap<String, Vec<String>>,
+}
+
 /// Every token, in memory, so authenticating a request never waits on the store. The service
 /// keeps it in step with the store: each token change is applied right after it commits.
 #[derive(Clone, Default)]
 pub struct Tokens {
     by_digest: Arc<RwLock<HashMap<[u8; 32], Known>>>,
-    /// The store's readers revision: grows with every token change.
+    /// Written with `by_digest`, under its lock.
+    allowed_origins: Arc<RwLock<HashMap<String, Vec<String>>>>,
+    /// The store's readers revision: grows with every change of tokens or allowed origins.
     revision: Arc<AtomicU64>,
 }
 
@@ -66,17 +77,37 @@ impl Tokens {
         self.read().get(&digest).map(|known| known.revoked.subscribe())
     }
 
-    /// The readers revision and the hex SHA-256 of every read token that reaches
-    /// `environment`: what an edge of it accepts.
-    pub fn readers(&self, environment: &str) -> (u64, Vec<String>) {
-        let mut readers: Vec<String> = self
-            .read()
-            .values()
-            .filter(|known| known.token.scope == Scope::Read && known.token.reaches(environment))
-            .map(|known| known.token.hash.clone())
-            .collect();
-        readers.sort();
-        (self.revision.load(Ordering::SeqCst), readers)
+    /// The readers revision, and who may evaluate at an edge of `environment`: the hex SHA-256
+    /// of every read and client token that reaches it, and its allowed origins.
+    pub fn readers(&self, environment: &str) -> (u64, Access) {
+        let by_digest = self.read();
+        let digests = |scope: Scope| {
+            let mut digests: Vec<String> = by_digest
+                .values()
+                .filter(|known| known.token.scope == scope && known.token.reaches(environment))
+                .map(|known| known.token.hash.clone())
+                .collect();
+            digests.sort();
+            digests
+        };
+        let access = Access {
+            readers: digests(Scope::Read),
+            clients: digests(Scope::Client),
+            allowed_origins: self.allowed_origins(environment),
+        };
+        (self.revision.load(Ordering::SeqCst), access)
+    }
+
+    /// Whether some environment lets pages from `origin` call it.
+    pub fn allowed_anywhere(&self, origin: &[u8]) -> bool {
+        let origins = self.allowed_origins.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        origins.values().flatten().any(|allowed| allowed.as_bytes() == origin)
+    }
+
+    /// The origins whose pages may call OFREP for `environment` (CORS).
+    pub fn allowed_origins(&self, environment: &str) -> Vec<String> {
+        let origins = self.allowed_origins.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        origins.get(environment).cloned().unwrap_or_default()
     }
 
     /// The readers revision the tokens are at.
@@ -87,11 +118,14 @@ impl Tokens {
     /// Makes the tokens the store's at `revision`, unless a later revision is already applied.
     /// A token that is gone no longer authenticates, and whatever waits on its revocation
     /// ends; one that stays keeps its open streams.
-    pub fn replace_all(&self, revision: u64, tokens: Vec<Token>) {
+    pub fn replace_all(&self, revision: u64, readers: Readers) {
         let mut by_digest = self.write();
         if revision < self.revision.load(Ordering::SeqCst) {
             return;
         }
+        let Readers { tokens, allowed_origins } = readers;
+        *self.allowed_origins.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            allowed_origins;
         let mut wanted: HashMap<[u8; 32], Token> = HashMap::new();
         for token in tokens {
             match digest_of(&token) {
@@ -187,6 +221,10 @@ fn digest_of(token: &Token) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
 
+    fn only(token: &Token) -> Readers {
+        Readers { tokens: vec![token.clone()], ..Readers::default() }
+    }
+
     #[test]
     fn tokens_are_random_128_bit_and_hash_stably() {
         let (a, b) = (generate().unwrap(), generate().unwrap());
@@ -198,18 +236,18 @@ mod tests {
         let stored =
             Token { name: "ci".into(), scope: Scope::Read, environment: None, hash: hash(&a) };
         let tokens = Tokens::default();
-        tokens.replace_all(1, vec![stored.clone()]);
+        tokens.replace_all(1, only(&stored));
         assert_eq!(tokens.find(&a).as_deref(), Some(&stored));
         assert_eq!(tokens.find(&b), None);
         let mut revoked = tokens.revocation(&stored).unwrap();
         assert!(!*revoked.borrow_and_update());
-        tokens.replace_all(2, vec![stored.clone()]);
+        tokens.replace_all(2, only(&stored));
         assert!(!*revoked.borrow_and_update(), "a token that stays keeps its streams");
-        tokens.replace_all(3, vec![]);
+        tokens.replace_all(3, Readers::default());
         assert_eq!(tokens.find(&a), None);
         assert!(*revoked.borrow_and_update(), "whoever held the token learns it is gone");
         assert!(tokens.revocation(&stored).is_none());
-        tokens.replace_all(2, vec![stored.clone()]);
+        tokens.replace_all(2, only(&stored));
         assert_eq!(tokens.find(&a), None, "an older revision undoes nothing");
         assert_eq!(tokens.revision(), 3);
     }

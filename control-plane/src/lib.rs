@@ -124,6 +124,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         ("/api/v1/edges", get(edges::list_edges).post(edges::post_edge)),
         ("/api/v1/edges/{edge}", delete(edges::delete_edge)),
+        (
+            "/api/v1/environments/{environment}/allowed-origins",
+            put(environments::put_allowed_origins),
+        ),
         ("/api/v1/environments/{environment}/edge-config", get(edges::get_edge_config)),
         ("/api/v1/environments/{environment}/snapshot", get(snapshot::get_snapshot)),
         ("/api/v1/environments/{environment}/stream", get(stream::get_stream)),
@@ -180,6 +184,7 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(api::cors(state.service.tokens.clone()))
         .layer(axum::middleware::from_fn(api::limit_headers))
         .layer(axum::middleware::from_fn(api::close_after_refusal))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))

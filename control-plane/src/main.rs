@@ -207,6 +207,7 @@ async fn create_demo_flag(service: &Service) -> anyhow::Result<()> {
         description: "The new checkout: the demo flag.".into(),
         owner: "payments".into(),
         tags: vec!["checkout".into(), "demo".into()],
+        client_visible: false,
     };
     match service::flags::create(service, flag, service::environments::SYSTEM_ACTOR).await {
         Ok(_) | Err(service::Error::Refused(Refusal::Conflict(_))) => Ok(()),

@@ -6,9 +6,14 @@
 //! `readers_revision`. The control plane signs the envelope's bytes with HMAC-SHA256 under a
 //! secret the edge holds. An edge takes an envelope only if the signature holds, it is for the
 //! edge's environment, flag-core compiles it, and it is newer than what the edge has.
+//!
+//! Browsers: client tokens (`clients`) evaluate only the flags marked `client_visible`, and
+//! pages may call the edge from the `allowed_origins` (CORS). Both are part of who may read, so
+//! they move with the readers revision too.
 
 use std::collections::HashSet;
 
+use flag_core::ofrep::Audience;
 use flag_core::{Engine, wire};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -26,7 +31,25 @@ struct Envelope {
     readers_revision: u64,
     /// Hex SHA-256 of each token that may evaluate here.
     readers: Vec<String>,
+    /// Hex SHA-256 of each client token: browsers, shown client-visible flags only.
+    #[serde(default)]
+    clients: Vec<String>,
+    /// Origins whose pages may call this edge, e.g. `https://app.example.com`.
+    #[serde(default)]
+    allowed_origins: Vec<String>,
     snapshot: wire::Snapshot,
+}
+
+/// Who may evaluate at an edge, as of a readers revision: what an envelope carries besides
+/// the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Hex SHA-256 of each read token of the environment.
+    pub readers: Vec<String>,
+    /// Hex SHA-256 of each client token of the environment.
+    pub clients: Vec<String>,
+    /// Origins whose pages may call the edge.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A verified, compiled configuration.
@@ -35,6 +58,10 @@ pub struct Config {
     pub version: u64,
     pub readers_revision: u64,
     readers: HashSet<[u8; 32]>,
+    clients: HashSet<[u8; 32]>,
+    allowed_origins: Vec<String>,
+    /// The event-stream key of each reader and client, hashed (see `stream_key`).
+    stream_keys: HashSet<[u8; 32]>,
     pub engine: Engine,
 }
 
@@ -120,16 +147,24 @@ pub fn envelope(
     environment: &str,
     version: u64,
     readers_revision: u64,
-    readers: &[String],
+    access: &Access,
     snapshot_json: &[u8],
 ) -> Vec<u8> {
-    let head = serde_json::json!({
+    let mut head = serde_json::json!({
         "environment": environment,
         "version": version,
         "readers_revision": readers_revision,
-        "readers": readers,
-    })
-    .to_string();
+        "readers": access.readers,
+    });
+    // Only when used, so edges from before browsers were served take the envelopes of
+    // environments that serve none.
+    if !access.clients.is_empty() {
+        head["clients"] = access.clients.clone().into();
+    }
+    if !access.allowed_origins.is_empty() {
+        head["allowed_origins"] = access.allowed_origins.clone().into();
+    }
+    let head = head.to_string();
     // Splice the snapshot in as it is, rather than parsing and serializing it again.
     let mut envelope = Vec::with_capacity(head.len() + snapshot_json.len() + 16);
     envelope.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
@@ -183,14 +218,13 @@ impl Config {
                 "the envelope and its snapshot disagree on the version".into(),
             ));
         }
-        let mut readers = HashSet::with_capacity(envelope.readers.len());
-        for reader in &envelope.readers {
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(reader, &mut digest).map_err(|_| {
-                Refusal::Invalid(format!("reader `{reader}` is not a SHA-256 hex digest"))
-            })?;
-            readers.insert(digest);
-        }
+        let readers = digests("reader", &envelope.readers)?;
+        let clients = digests("client", &envelope.clients)?;
+        let stream_keys = readers
+            .iter()
+            .chain(&clients)
+            .map(|digest| Sha256::digest(stream_key(digest, environment)).into())
+            .collect();
         let engine = Engine::from_snapshot(envelope.snapshot)
             .map_err(|error| Refusal::Invalid(format!("the snapshot does not compile: {error}")))?;
         Ok(Self {
@@ -198,6 +232,9 @@ impl Config {
             version: envelope.version,
             readers_revision: envelope.readers_revision,
             readers,
+            clients,
+            allowed_origins: envelope.allowed_origins,
+            stream_keys,
             engine,
         })
     }
@@ -220,11 +257,64 @@ impl Config {
         }
     }
 
-    /// Whether `token` may evaluate here.
-    pub fn admits(&self, token: &str) -> bool {
+    /// Whom `token` evaluates for, if it may evaluate here at all.
+    pub fn audience(&self, token: &str) -> Option<Audience> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.readers.get(&digest).is_some_and(|stored| bool::from(stored.ct_eq(&digest)))
+        if holds(&self.readers, &digest) {
+            Some(Audience::Server)
+        } else if holds(&self.clients, &digest) {
+            Some(Audience::Client)
+        } else {
+            None
+        }
     }
+
+    /// The key an event-stream URL carries for `token` (a browser's `EventSource` sends no
+    /// headers). It opens the event stream and nothing else; see `stream_key`.
+    pub fn stream_key_for(&self, token: &str) -> String {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        hex::encode(stream_key(&digest, &self.environment))
+    }
+
+    /// Whether `key` is the event-stream key of a reader or client.
+    pub fn opens_stream(&self, key: &str) -> bool {
+        let mut decoded = [0u8; 32];
+        if hex::decode_to_slice(key, &mut decoded).is_err() {
+            return false;
+        }
+        holds(&self.stream_keys, &Sha256::digest(decoded).into())
+    }
+
+    /// Whether pages from `origin` may call this edge.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|allowed| allowed == origin)
+    }
+}
+
+/// An event-stream key: HMAC-SHA256 keyed with the token's digest, so only a holder of the
+/// token (or the edge, which has the digest) can make it, and it reveals neither.
+fn stream_key(token_digest: &[u8; 32], environment: &str) -> [u8; 32] {
+    let mut mac = mac(token_digest, b"rollgate event stream\0");
+    mac.update(environment.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// Set lookup by a hash, then a constant-time comparison of the entry found.
+fn holds(set: &HashSet<[u8; 32]>, digest: &[u8; 32]) -> bool {
+    set.get(digest).is_some_and(|stored| bool::from(stored.ct_eq(digest)))
+}
+
+fn digests(what: &str, hex_digests: &[String]) -> Result<HashSet<[u8; 32]>, Refusal> {
+    hex_digests
+        .iter()
+        .map(|text| {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(text, &mut digest).map_err(|_| {
+                Refusal::Invalid(format!("{what} `{text}` is not a SHA-256 hex digest"))
+            })?;
+            Ok(digest)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -239,10 +329,48 @@ mod tests {
     fn built_envelopes_parse() {
         let snapshot = br#"{"schema":1,"environment":"production","version":9,"flags":[]}"#;
         let readers = vec![hex::encode(Sha256::digest(b"rg_reader"))];
-        let built = super::envelope("production", 9, 4, &readers, snapshot);
+        let access = Access { readers, ..Access::default() };
+        let built = super::envelope("production", 9, 4, &access, snapshot);
+        // Without browsers, an envelope is what edges from before them take.
+        assert!(!String::from_utf8_lossy(&built).contains("clients"));
         let config = Config::from_envelope(&built, "production").unwrap();
         assert_eq!(config.position(), (9, 4));
-        assert!(config.admits("rg_reader"));
+        assert_eq!(config.audience("rg_reader"), Some(Audience::Server));
+
+        let access = Access {
+            clients: vec![hex::encode(Sha256::digest(b"rg_page"))],
+            allowed_origins: vec!["https://app.example.com".into()],
+            ..access
+        };
+        let built = super::envelope("production", 9, 5, &access, snapshot);
+        let config = Config::from_envelope(&built, "production").unwrap();
+        assert_eq!(config.audience("rg_reader"), Some(Audience::Server));
+        assert_eq!(config.audience("rg_page"), Some(Audience::Client));
+        assert_eq!(config.audience("rg_other"), None);
+        assert!(config.allows_origin("https://app.example.com"));
+        assert!(!config.allows_origin("https://app.example.com.evil.test"));
+        assert!(!config.allows_origin("http://app.example.com"));
+    }
+
+    #[test]
+    fn stream_keys_open_the_stream_for_their_environment_only() {
+        let snapshot = br#"{"schema":1,"environment":"production","version":9,"flags":[]}"#;
+        let access = Access {
+            readers: vec![hex::encode(Sha256::digest(b"rg_reader"))],
+            clients: vec![hex::encode(Sha256::digest(b"rg_page"))],
+            ..Access::default()
+        };
+        let built = super::envelope("production", 9, 4, &access, snapshot);
+        let config = Config::from_envelope(&built, "production").unwrap();
+        let key = config.stream_key_for("rg_reader");
+        assert!(config.opens_stream(&key));
+        assert!(config.opens_stream(&config.stream_key_for("rg_page")));
+        assert!(!key.contains(&hex::encode(Sha256::digest(b"rg_reader"))));
+        assert!(!config.opens_stream(&config.stream_key_for("rg_other")));
+        assert!(!config.opens_stream("rg_reader"));
+        assert!(!config.opens_stream(""));
+        let staging = hex::encode(stream_key(&Sha256::digest(b"rg_reader").into(), "staging"));
+        assert!(!config.opens_stream(&staging));
     }
 
     fn envelope(version: u64, readers_revision: u64) -> Vec<u8> {
@@ -277,8 +405,8 @@ mod tests {
     fn envelopes_compile_and_admit_their_readers() {
         let config = Config::from_envelope(&envelope(3, 1), "production").unwrap();
         assert_eq!(config.position(), (3, 1));
-        assert!(config.admits("rg_reader"));
-        assert!(!config.admits("rg_other"));
+        assert_eq!(config.audience("rg_reader"), Some(Audience::Server));
+        assert_eq!(config.audience("rg_other"), None);
         assert_eq!(config.engine.evaluate("dark", &flag_core::Context::new()).variant, Some("on"));
         let refused = Config::from_envelope(&envelope(3, 1), "staging").err().unwrap();
         assert_eq!(refused.status(), 422);

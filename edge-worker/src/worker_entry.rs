@@ -1,5 +1,6 @@
 //! The Worker: routes, the isolate's in-memory configuration, and the `EdgeConfig` Durable
-//! Object that keeps the configuration durably and pulls it when pushes stop coming.
+//! Object that keeps the configuration durably, pulls it when pushes stop coming, and holds the
+//! OFREP event streams, so a push reaches their browsers the moment it is stored.
 //!
 //! Bindings (see edge-worker/README.md): `EDGE_CONFIG` (the Durable Object), `ENVIRONMENT`,
 //! `PUSH_SECRET` (HMAC key shared with the control plane), and for the backstop pull
@@ -10,7 +11,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use flag_core::{ErrorCode, ofrep};
+use flag_core::ErrorCode;
+use flag_core::ofrep;
+use futures_channel::mpsc::{UnboundedSender, unbounded};
+use futures_util::StreamExt;
 use worker::js_sys::{Object, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{
@@ -29,6 +33,11 @@ const DEFAULT_PULL_INTERVAL_SECONDS: u64 = 60;
 const CHUNK_BYTES: usize = 100 * 1024;
 /// A Durable Object takes at most 128 keys per put or delete.
 const KEYS_PER_PUT: usize = 100;
+/// Seconds of client inactivity (a hidden tab) after which an OFREP client should close its
+/// event stream, as the control plane advertises.
+const INACTIVITY_DELAY_SECONDS: u64 = 120;
+/// What browsers may send cross-origin: the token's headers, the body's type and the ETag.
+const CORS_HEADERS: &str = "authorization, content-type, if-none-match, x-api-key, last-event-id";
 
 /// The isolate's configuration, and when it last checked it against the Durable Object.
 #[derive(Default)]
@@ -63,15 +72,138 @@ async fn fetch(mut request: Request, env: Env, context: Context) -> Result<Respo
     match (request.method(), path.as_str()) {
         (Method::Post, "/rollgate/v1/push") => push(&mut request, &env).await,
         (Method::Get, "/rollgate/v1/status") => status(&env).await,
-        (Method::Post, "/ofrep/v1/evaluate/flags") => {
-            evaluate(&mut request, &env, &context, None).await
-        }
-        (Method::Post, _) if path.starts_with("/ofrep/v1/evaluate/flags/") => {
-            let flag = path["/ofrep/v1/evaluate/flags/".len()..].to_owned();
-            evaluate(&mut request, &env, &context, Some(&flag)).await
-        }
+        _ if path.starts_with("/ofrep/") => ofrep(&mut request, &env, &context, &path).await,
         _ => problem(404, "no such route"),
     }
+}
+
+/// OFREP, with CORS for the origins the envelope allows. Other origins get no CORS headers,
+/// so browsers keep the answers from their pages; credentials are never allowed.
+async fn ofrep(
+    request: &mut Request,
+    env: &Env,
+    context: &Context,
+    path: &str,
+) -> Result<Response> {
+    let mut config = configuration(env, context).await?;
+    // A browser's Origin, if this edge lets its pages call.
+    let origin = request
+        .headers()
+        .get("origin")?
+        .filter(|origin| config.as_ref().is_some_and(|config| config.allows_origin(origin)));
+    let response = match (request.method(), path) {
+        (Method::Options, _) => return preflight(request, origin.as_deref()),
+        (Method::Post, "/ofrep/v1/evaluate/flags") => {
+            if let Some(expected) = expected_position(request)?
+                && config.as_ref().is_none_or(|config| expected > config.position())
+            {
+                // An event stream told of a configuration this isolate has not loaded yet.
+                load_stored(env).await?;
+                config = current();
+            }
+            evaluate(request, env, context, config, None).await
+        }
+        (Method::Post, _) if path.starts_with("/ofrep/v1/evaluate/flags/") => {
+            let flag = &path["/ofrep/v1/evaluate/flags/".len()..];
+            evaluate(request, env, context, config, Some(flag)).await
+        }
+        (Method::Get, "/ofrep/v1/events") => events(request, env, config).await,
+        _ => problem(404, "no such route"),
+    }?;
+    if let Some(origin) = origin {
+        let headers = response.headers();
+        headers.set("access-control-allow-origin", &origin)?;
+        headers.set("access-control-expose-headers", "etag")?;
+        headers.append("vary", "origin")?;
+    }
+    Ok(response)
+}
+
+/// A CORS preflight: allowed for the envelope's origins, with GET or POST and the headers
+/// OFREP clients send; anything else is refused without CORS headers, which browsers obey.
+fn preflight(request: &Request, origin: Option<&str>) -> Result<Response> {
+    let headers = request.headers();
+    let method = headers.get("access-control-request-method")?.unwrap_or_default();
+    let asked = headers.get("access-control-request-headers")?.unwrap_or_default();
+    let allowed_headers = asked
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .all(|name| CORS_HEADERS.split(", ").any(|allowed| allowed == name));
+    let Some(origin) = origin else {
+        return problem(403, "pages from this origin may not call this edge");
+    };
+    if !matches!(method.as_str(), "GET" | "POST") || !allowed_headers {
+        return problem(
+            403,
+            "OFREP takes GET and POST, with authorization, content-type, if-none-match, x-api-key and last-event-id headers",
+        );
+    }
+    let response = Response::empty()?.with_status(204);
+    let cors = response.headers();
+    cors.set("access-control-allow-origin", origin)?;
+    cors.set("access-control-allow-methods", "GET, POST")?;
+    cors.set("access-control-allow-headers", CORS_HEADERS)?;
+    cors.set("access-control-max-age", "600")?;
+    cors.set("vary", "origin")?;
+    Ok(response)
+}
+
+/// The configuration a re-fetch expects (`flagConfigEtag`, the `etag` of an event), if given.
+fn expected_position(request: &Request) -> Result<Option<(u64, u64)>> {
+    Ok(query_parameter(request, "flagConfigEtag").and_then(|tag| parse_position_tag(&tag)))
+}
+
+/// A query parameter's decoded value. By hand, because the `url` crate's Unicode tables would
+/// add a third to the bundle for two parameters.
+fn query_parameter(request: &Request, wanted: &str) -> Option<String> {
+    let url = request.inner().url();
+    let query = url.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(query, _)| query);
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = worker::js_sys::decode_uri_component(&value.replace('+', " ")).ok()?;
+        (name == wanted).then(|| String::from(value))
+    })
+}
+
+/// `scheme://host[:port]` of the request's URL.
+fn request_origin(request: &Request) -> String {
+    let url = request.inner().url();
+    let host_start = url.find("://").map_or(0, |at| at + 3);
+    let end = url[host_start..].find(['/', '?', '#']).map_or(url.len(), |at| host_start + at);
+    url[..end].to_owned()
+}
+
+/// `GET /ofrep/v1/events`: the event stream, held by the Durable Object. A browser's
+/// `EventSource` sends no headers, so the advertised URL carries a stream key instead of the
+/// token; a client that can send headers may present its token.
+async fn events(request: &Request, env: &Env, config: Option<Rc<Config>>) -> Result<Response> {
+    let Some(config) = config else {
+        return problem(503, "no configuration yet");
+    };
+    let admitted = match query_parameter(request, "token") {
+        Some(key) => config.opens_stream(&key),
+        None => presented_token(request.headers())
+            .is_some_and(|token| config.audience(&token).is_some()),
+    };
+    if !admitted {
+        return problem(401, "an event-stream key or an API key of this environment is required");
+    }
+    let headers = Headers::new();
+    if let Some(seen) = request.headers().get("last-event-id")? {
+        headers.set("last-event-id", &seen)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    let stream = Request::new_with_init("https://edge-config/events", &init)?;
+    let held = config_object(env)?.fetch_with_request(stream).await?;
+    // A fetched response's headers are immutable: answer with its body under new ones.
+    let headers = Headers::new();
+    headers.set("content-type", "text/event-stream")?;
+    headers.set("cache-control", "no-store")?;
+    let (_, body) = held.into_parts();
+    Ok(Response::from_body(body)?.with_headers(headers))
 }
 
 /// The configuration to serve: the isolate's, or, in a fresh isolate, the durable one. Checks in
@@ -125,48 +257,67 @@ async fn evaluate(
     request: &mut Request,
     env: &Env,
     context: &Context,
+    config: Option<Rc<Config>>,
     flag: Option<&str>,
 ) -> Result<Response> {
-    let Some(config) = configuration(env, context).await? else {
+    let Some(config) = config else {
         // Never a made-up value: the caller's default applies.
         let answer = ofrep::failure(500, flag, ErrorCode::General, "no configuration yet");
         return json(answer.status, answer.body);
     };
-    let presented = presented_token(request.headers());
-    match presented {
-        None => return problem(401, "an API key is required (X-API-Key or Authorization: Bearer)"),
-        Some(token) if !config.admits(&token) => {
-            return problem(401, "unknown API key for this environment");
-        }
-        Some(_) => {}
-    }
+    let Some(token) = presented_token(request.headers()) else {
+        return problem(401, "an API key is required (X-API-Key or Authorization: Bearer)");
+    };
+    let Some(audience) = config.audience(&token) else {
+        return problem(401, "unknown API key for this environment");
+    };
     let body = request.bytes().await?;
     let now = i64::try_from(Date::now().as_millis()).ok();
     let Some(flag) = flag else {
-        let etag = bulk_etag(&config, &body);
+        let etag = bulk_etag(&config, &token, &body);
         if none_match(request.headers(), &etag) {
             let headers = Headers::new();
             headers.set("etag", &etag)?;
             return Ok(Response::empty()?.with_status(304).with_headers(headers));
         }
-        let answer = ofrep::bulk_counted(&config.engine, &body, now, &mut report::served);
+        let mut answer =
+            ofrep::bulk_counted(&config.engine, &body, now, audience, &mut report::served);
         report::flush_if_due(env, context);
-        let response = json(answer.status, answer.body)?;
-        if answer.status == 200 {
-            response.headers().set("etag", &etag)?;
+        if answer.status != 200 {
+            return json(answer.status, answer.body);
         }
+        // `{"flags":[...]}` becomes `{"flags":[...],"eventStreams":[...]}`.
+        if answer.body.pop() == Some(b'}') {
+            let url = format!(
+                "{}/ofrep/v1/events?token={}",
+                request_origin(request),
+                config.stream_key_for(&token)
+            );
+            let streams = serde_json::json!([{
+                "type": "sse",
+                "url": url,
+                "inactivityDelaySec": INACTIVITY_DELAY_SECONDS,
+            }]);
+            answer.body.extend_from_slice(b",\"eventStreams\":");
+            answer.body.extend_from_slice(streams.to_string().as_bytes());
+            answer.body.push(b'}');
+        }
+        let response = json(answer.status, answer.body)?;
+        response.headers().set("etag", &etag)?;
         return Ok(response);
     };
-    let answer = ofrep::single_counted(&config.engine, flag, &body, now, &mut report::served);
+    let answer =
+        ofrep::single_counted(&config.engine, flag, &body, now, audience, &mut report::served);
     report::flush_if_due(env, context);
     json(answer.status, answer.body)
 }
 
-/// The bulk answer's ETag: the configuration's position and a hash of the request body.
-fn bulk_etag(config: &Config, body: &[u8]) -> String {
+/// The bulk answer's ETag: the configuration's position and a hash of the token (the answer
+/// and its event-stream URL are the token's) and of the request body.
+fn bulk_etag(config: &Config, token: &str, body: &[u8]) -> String {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
-    body.hash(&mut hasher);
+    (token, body).hash(&mut hasher);
     format!("\"{}.{}-{:016x}\"", config.version, config.readers_revision, hasher.finish())
 }
 
@@ -245,6 +396,24 @@ fn position_tag((version, readers_revision): (u64, u64)) -> String {
     format!("\"{version}.{readers_revision}\"")
 }
 
+/// The position a tag (`"12.3"`, `12.3` or `W/"12.3"`) names.
+fn parse_position_tag(tag: &str) -> Option<(u64, u64)> {
+    let tag = tag.trim();
+    let (version, readers_revision) =
+        tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"').split_once('.')?;
+    Some((version.parse().ok()?, readers_revision.parse().ok()?))
+}
+
+/// An OFREP `refetchEvaluation` event for the configuration at `position`; its id and `etag`
+/// name the position, so a resumed stream and a re-fetch know what they ask for.
+fn refetch_event(position: (u64, u64)) -> Vec<u8> {
+    let (version, readers_revision) = position;
+    format!(
+        "id: {version}.{readers_revision}\nevent: message\ndata: {{\"type\":\"refetchEvaluation\",\"etag\":\"\\\"{version}.{readers_revision}\\\"\"}}\n\n"
+    )
+    .into_bytes()
+}
+
 fn environment(env: &Env) -> Result<String> {
     Ok(env.var("ENVIRONMENT")?.to_string())
 }
@@ -276,20 +445,26 @@ fn refused(refusal: &Refusal) -> Result<Response> {
 
 /// Keeps the edge's envelope durably: a fresh isolate starts from it, and pushes race here, so
 /// a stale one is refused even when isolates disagree. Its alarm pulls from the control plane
-/// when pushes have stopped coming.
+/// when pushes have stopped coming. It holds the OFREP event streams: whatever it stores, from
+/// a push or a pull, is announced on them at once.
 #[durable_object(alarm)]
 pub struct EdgeConfig {
     state: State,
     env: Env,
+    /// The open event streams; one whose browser has gone is dropped at the next event.
+    streams: RefCell<Vec<UnboundedSender<Vec<u8>>>>,
 }
 
 impl DurableObject for EdgeConfig {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        Self { state, env, streams: RefCell::default() }
     }
 
     async fn fetch(&self, mut request: Request) -> Result<Response> {
         self.arm_pull().await?;
+        if request.path() == "/events" {
+            return self.open_stream(&request).await;
+        }
         match request.method() {
             Method::Get => {
                 // The isolate's copy is current: spare it a transfer and a compile.
@@ -328,6 +503,28 @@ impl DurableObject for EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// A new event stream. It hears of every configuration stored from now on; and at once of
+    /// the current one, unless `Last-Event-ID` says its client has that one already (a client
+    /// that evaluated just before a change, or missed some, re-fetches once).
+    async fn open_stream(&self, request: &Request) -> Result<Response> {
+        let (sender, receiver) = unbounded();
+        let seen = request.headers().get("last-event-id")?;
+        if let Some(position) = self.position().await?
+            && seen.as_deref().and_then(parse_position_tag) != Some(position)
+        {
+            // An unbounded channel takes a message while its receiver lives.
+            let _ = sender.unbounded_send(refetch_event(position));
+        }
+        self.streams.borrow_mut().push(sender);
+        Response::from_stream(receiver.map(Ok::<Vec<u8>, worker::Error>))
+    }
+
+    /// Tells every open stream of the configuration now stored.
+    fn announce(&self, position: (u64, u64)) {
+        let event = refetch_event(position);
+        self.streams.borrow_mut().retain(|stream| stream.unbounded_send(event.clone()).is_ok());
+    }
+
     /// The stored envelope's version and readers revision.
     async fn position(&self) -> Result<Option<(u64, u64)>> {
         let storage = self.state.storage();
@@ -394,6 +591,7 @@ impl EdgeConfig {
         set(&current, "readers_revision", (config.readers_revision as f64).into())?;
         set(&current, "heard_at", (Date::now().as_millis() as f64).into())?;
         storage.put_multiple_raw(current).await?;
+        self.announce(config.position());
         if let Some(old) = old_generation {
             let keys: Vec<String> = (0..old_chunks).map(|index| chunk_key(old, index)).collect();
             for keys in keys.chunks(KEYS_PER_PUT) {

@@ -172,6 +172,7 @@ fn compile_flag(
         salt_hash,
         prerequisites: Vec::new(),
         rules,
+        client_visible: flag.client_visible,
     })
 }
 

@@ -101,6 +101,7 @@ pub(crate) struct Flag {
     pub(crate) prerequisites: Vec<(FlagId, VariantId)>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) fallthrough: Serve,
+    pub(crate) client_visible: bool,
 }
 
 pub(crate) type FlagId = usize;
@@ -164,6 +165,11 @@ impl Engine {
     /// The type of a flag, if it exists.
     pub fn flag_type(&self, flag_key: &str) -> Option<FlagType> {
         self.flag_keys.get(flag_key).map(|id| self.flags[id].kind)
+    }
+
+    /// Whether the flag exists and is marked `client_visible`.
+    pub fn is_client_visible(&self, flag_key: &str) -> bool {
+        self.flag_keys.get(flag_key).is_some_and(|id| self.flags[id].client_visible)
     }
 
     /// Evaluates one flag. Unknown flags give `Reason::Error(ErrorCode::FlagNotFound)`.

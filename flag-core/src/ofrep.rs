@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use crate::{Context, ContextError, Engine, ErrorCode, KeyedEvaluation, Reason};
+use crate::{Context, ContextError, Engine, ErrorCode, Evaluation, KeyedEvaluation, Reason};
 
 /// An HTTP status and a JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,25 +34,65 @@ struct EvaluationRequest {
 /// Told each flag and the variant it served, for hosts that count evaluations.
 pub type Served<'s> = &'s mut dyn FnMut(&str, &str);
 
+/// Who asks, which decides what an answer may show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A server with a read token: every flag, with every detail of its evaluation.
+    Server,
+    /// A browser with a client token, which anyone can read out of a page: only flags marked
+    /// `client_visible` (any other is answered as if it did not exist), and of each only its key,
+    /// value, variant, reason and error code, so no answer tells of rules, segments or other
+    /// flags.
+    Client,
+}
+
+impl Audience {
+    fn sees(self, engine: &Engine, flag: &str) -> bool {
+        self == Self::Server || engine.is_client_visible(flag)
+    }
+
+    /// What this audience is shown of an evaluation.
+    fn shown(self, evaluation: Evaluation<'_>) -> Evaluation<'_> {
+        match self {
+            Self::Server => evaluation,
+            Self::Client => Evaluation {
+                // A failed prerequisite would point at another flag.
+                reason: match evaluation.reason {
+                    Reason::PrerequisiteFailed => Reason::Default,
+                    reason => reason,
+                },
+                rule_index: None,
+                bucket_key_missing: false,
+                ..evaluation
+            },
+        }
+    }
+}
+
 /// `POST /ofrep/v1/evaluate/flags/{flag}`. `now_millis` is the host's clock, for `before` and
 /// `after`.
 pub fn single(engine: &Engine, flag: &str, request: &[u8], now_millis: Option<i64>) -> Answer {
-    single_counted(engine, flag, request, now_millis, &mut |_, _| {})
+    single_counted(engine, flag, request, now_millis, Audience::Server, &mut |_, _| {})
 }
 
-/// `single`, telling `served` the variant served, if one was.
+/// `single` for `audience`, telling `served` the variant served, if one was.
 pub fn single_counted(
     engine: &Engine,
     flag: &str,
     request: &[u8],
     now_millis: Option<i64>,
+    audience: Audience,
     served: Served<'_>,
 ) -> Answer {
     let context = match context(request, now_millis) {
         Ok(context) => context,
         Err((code, details)) => return failure(400, Some(flag), code, &details),
     };
-    let evaluation = engine.evaluate(flag, &context);
+    let evaluation = if audience.sees(engine, flag) {
+        audience.shown(engine.evaluate(flag, &context))
+    } else {
+        Evaluation::error(ErrorCode::FlagNotFound)
+    };
     match evaluation.reason {
         Reason::Error(ErrorCode::FlagNotFound) => failure(
             404,
@@ -72,19 +112,20 @@ pub fn single_counted(
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag, in snapshot order, each a success or a failure.
 pub fn bulk(engine: &Engine, request: &[u8], now_millis: Option<i64>) -> Answer {
-    bulk_counted(engine, request, now_millis, &mut |_, _| {})
+    bulk_counted(engine, request, now_millis, Audience::Server, &mut |_, _| {})
 }
 
-/// `bulk`, telling `served` each flag's variant, where one was served.
+/// `bulk` for `audience`, telling `served` each flag's variant, where one was served.
 pub fn bulk_counted(
     engine: &Engine,
     request: &[u8],
     now_millis: Option<i64>,
+    audience: Audience,
     served: Served<'_>,
 ) -> Answer {
     match context(request, now_millis) {
         Ok(context) => {
-            let bulk = Bulk { engine, context: &context, served: RefCell::new(served) };
+            let bulk = Bulk { engine, context: &context, audience, served: RefCell::new(served) };
             Answer { status: 200, body: to_json(&bulk) }
         }
         Err((code, details)) => failure(400, None, code, &details),
@@ -139,6 +180,7 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 struct Bulk<'e> {
     engine: &'e Engine,
     context: &'e Context,
+    audience: Audience,
     served: RefCell<Served<'e>>,
 }
 
@@ -147,12 +189,20 @@ impl Serialize for Bulk<'_> {
         struct Flags<'b, 'e>(&'b Bulk<'e>);
         impl Serialize for Flags<'_, '_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let Bulk { engine, context, audience, .. } = *self.0;
                 let mut served = self.0.served.borrow_mut();
-                let evaluations = self.0.engine.evaluate_all(self.0.context).inspect(|keyed| {
-                    if let Some(variant) = keyed.evaluation.variant {
-                        served(keyed.key, variant);
-                    }
-                });
+                let evaluations = engine
+                    .evaluate_all(context)
+                    .filter(|keyed| audience.sees(engine, keyed.key))
+                    .map(|keyed| KeyedEvaluation {
+                        key: keyed.key,
+                        evaluation: audience.shown(keyed.evaluation),
+                    })
+                    .inspect(|keyed| {
+                        if let Some(variant) = keyed.evaluation.variant {
+                            served(keyed.key, variant);
+                        }
+                    });
                 serializer.collect_seq(evaluations)
             }
         }
@@ -217,13 +267,64 @@ mod tests {
     }
 
     #[test]
+    fn clients_see_only_client_visible_flags_and_nothing_of_how_they_were_decided() {
+        let snapshot = json!({"schema": 1, "environment": "production", "version": 3,
+        "segments": [{"key": "staff", "conditions": [{"attribute": "email", "op": "ends_with", "values": ["@example.com"]}]}],
+        "flags": [
+            {"key": "secret-gate", "type": "boolean", "variants": {"on": true, "off": false},
+             "off_variant": "off", "fallthrough": {"variant": "off"}},
+            {"key": "banner", "type": "string", "variants": {"a": "A", "b": "B"}, "off_variant": "a",
+             "client_visible": true, "rules": [{"segments": ["staff"], "serve": {"variant": "b"}}],
+             "fallthrough": {"variant": "a"}},
+            {"key": "promo", "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off",
+             "client_visible": true, "prerequisites": [{"flag": "secret-gate", "variant": "on"}],
+             "fallthrough": {"variant": "on"}}
+        ]});
+        let engine = Engine::from_json(snapshot.to_string().as_bytes()).unwrap();
+        let staff = br#"{"context": {"targetingKey": "u1", "email": "ann@example.com"}}"#;
+        let client = |request| {
+            answer(bulk_counted(&engine, request, None, Audience::Client, &mut |_, _| {}))
+        };
+
+        let (_, server) = answer(bulk(&engine, staff, None));
+        assert_eq!(server["flags"][1]["ruleIndex"], 0);
+        assert_eq!(server["flags"][2]["metadata"]["prerequisiteFailed"], true);
+        let (status, body) = client(staff);
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"flags": [
+                {"key": "banner", "value": "B", "variant": "b", "reason": "TARGETING_MATCH"},
+                {"key": "promo", "value": false, "variant": "off", "reason": "DEFAULT"}
+            ]})
+        );
+
+        let single = |flag| {
+            answer(single_counted(&engine, flag, staff, None, Audience::Client, &mut |_, _| {}))
+        };
+        let (hidden_status, hidden) = single("secret-gate");
+        let (missing_status, missing) = single("no-such-flag");
+        assert_eq!((hidden_status, missing_status), (404, 404));
+        assert_eq!(hidden["errorCode"], "FLAG_NOT_FOUND");
+        assert_eq!(
+            hidden["errorDetails"].as_str().unwrap().replace("secret-gate", "no-such-flag"),
+            missing["errorDetails"]
+        );
+        assert_eq!(
+            single("banner").1,
+            json!({"key": "banner", "value": "B", "variant": "b", "reason": "TARGETING_MATCH"})
+        );
+    }
+
+    #[test]
     fn counted_answers_tell_each_served_variant() {
         let engine = engine();
         let mut served = alloc::vec::Vec::new();
         let mut count = |flag: &str, variant: &str| served.push(format!("{flag}={variant}"));
-        single_counted(&engine, "dark", br#"{"context": {}}"#, None, &mut count);
-        single_counted(&engine, "banner", br#"{}"#, None, &mut count);
-        bulk_counted(&engine, br#"{"context": {}}"#, None, &mut count);
+        let server = Audience::Server;
+        single_counted(&engine, "dark", br#"{"context": {}}"#, None, server, &mut count);
+        single_counted(&engine, "banner", br#"{}"#, None, server, &mut count);
+        bulk_counted(&engine, br#"{"context": {}}"#, None, server, &mut count);
         // The banner needs a targeting key: nothing served, nothing counted.
         assert_eq!(served, ["dark=on", "dark=on"]);
     }

@@ -69,6 +69,10 @@ pub struct Flag {
     pub rules: Vec<Rule>,
     /// What a unit gets when no rule matched.
     pub fallthrough: Serve,
+    /// Whether browsers may evaluate it with a client token. Flags not marked so are invisible
+    /// to client tokens, as if they did not exist.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub client_visible: bool,
 }
 
 /// A flag that must serve a given variant first.

@@ -51,9 +51,14 @@ pub(crate) trait Needs: Send + Sync {
     const SCOPE: Scope;
 }
 
+pub(crate) struct Client;
 pub(crate) struct Read;
 pub(crate) struct Release;
 pub(crate) struct Admin;
+
+impl Needs for Client {
+    const SCOPE: Scope = Scope::Client;
+}
 
 impl Needs for Read {
     const SCOPE: Scope = Scope::Read;
@@ -150,6 +155,34 @@ pub(crate) async fn close_after_refusal(
 }
 
 /// The answer for a path no route matches.
+/// CORS for OFREP, so pages from an environment's allowed origins can evaluate with a client
+/// token. Other paths, and other origins, get no CORS headers, so browsers keep them from
+/// pages. Credentials (cookies) are never allowed: the token travels in a header.
+pub(crate) fn cors(tokens: crate::auth::Tokens) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = move |origin: &HeaderValue, parts: &Parts| {
+        let path = parts.uri.path();
+        let ofrep = path.starts_with("/ofrep/")
+            || path.strip_prefix("/api/v1/environments/").is_some_and(|rest| {
+                rest.split_once('/').is_some_and(|(_, rest)| rest.starts_with("ofrep/"))
+            });
+        ofrep && tokens.allowed_anywhere(origin.as_bytes())
+    };
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(allowed))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::ETAG])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 pub(crate) async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NoRoute(shown_path(&uri))
 }

@@ -1,10 +1,11 @@
 //! OFREP, the OpenFeature Remote Evaluation Protocol (open-feature/protocol,
 //! `service/openapi.yaml`), for server apps that evaluate through the control plane.
 //!
-//! `/ofrep/v1/evaluate/flags[/{key}]` evaluates in the environment the read token is bound to;
+//! `/ofrep/v1/evaluate/flags[/{key}]` evaluates in the environment the token is bound to;
 //! `/api/v1/environments/{env}/ofrep/v1/evaluate/flags[/{key}]` in the one named. Evaluation
 //! runs on the engine the publisher holds: a request never touches the store. The answers
-//! themselves come from `flag_core::ofrep`, shared with the edge worker.
+//! themselves come from `flag_core::ofrep`, shared with the edge worker. A read token sees every
+//! flag; a client token (a browser's) only those marked `client_visible`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -17,8 +18,9 @@ use flag_core::ofrep;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::api::{Authorized, Read, none_match, ofrep_events};
+use crate::api::{Authorized, Client, none_match, ofrep_events};
 use crate::error::ApiError;
+use crate::model::token::Scope;
 
 // The shapes below describe OFREP's JSON for the API description; `flag_core::ofrep` writes it.
 
@@ -68,7 +70,7 @@ pub(crate) struct OfrepFailure {
 
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{flag}", tag = "ofrep", params(("flag" = String, Path, description = "A flag key")), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepEvaluation), (status = 400, description = "OFREP failure: PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING", body = OfrepFailure), (status = 404, description = "OFREP failure FLAG_NOT_FOUND, or a problem: no such environment", content((OfrepFailure = "application/json"), (crate::error::Problem = "application/problem+json"))), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_single(
-    caller: Authorized<Read>,
+    caller: Authorized<Client>,
     State(state): State<AppState>,
     Path(flag): Path<String>,
     OfrepBody(body): OfrepBody,
@@ -79,7 +81,7 @@ pub(crate) async fn post_single(
 
 #[utoipa::path(post, path = "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags/{flag}", tag = "ofrep", params(("environment" = String, Path, description = "An environment, e.g. production"), ("flag" = String, Path, description = "A flag key")), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepEvaluation), (status = 400, description = "OFREP failure: PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING", body = OfrepFailure), (status = 404, description = "OFREP failure FLAG_NOT_FOUND, or a problem: no such environment", content((OfrepFailure = "application/json"), (crate::error::Problem = "application/problem+json"))), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_single_in(
-    caller: Authorized<Read>,
+    caller: Authorized<Client>,
     State(state): State<AppState>,
     Path((environment, flag)): Path<(String, String)>,
     OfrepBody(body): OfrepBody,
@@ -103,7 +105,7 @@ pub(crate) struct BulkQuery {
 
 #[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep", params(BulkQuery), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk(
-    caller: Authorized<Read>,
+    caller: Authorized<Client>,
     State(state): State<AppState>,
     query: Query<BulkQuery>,
     headers: HeaderMap,
@@ -115,7 +117,7 @@ pub(crate) async fn post_bulk(
 
 #[utoipa::path(post, path = "/api/v1/environments/{environment}/ofrep/v1/evaluate/flags", tag = "ofrep", params(("environment" = String, Path, description = "An environment, e.g. production"), BulkQuery), request_body = OfrepRequest, security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "OK", body = OfrepBulk), (status = 304, description = "Not modified: the If-None-Match tag is current"), (status = 400, description = "OFREP failure", body = OfrepFailure), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_bulk_in(
-    caller: Authorized<Read>,
+    caller: Authorized<Client>,
     State(state): State<AppState>,
     Path(environment): Path<String>,
     query: Query<BulkQuery>,
@@ -141,12 +143,12 @@ impl<S: Send + Sync> FromRequest<S> for OfrepBody {
     }
 }
 
-fn bound_environment(caller: &Authorized<Read>) -> Result<String, ApiError> {
+fn bound_environment(caller: &Authorized<Client>) -> Result<String, ApiError> {
     caller.token.environment.clone().ok_or(ApiError::Unbound)
 }
 
 fn single(
-    caller: &Authorized<Read>,
+    caller: &Authorized<Client>,
     state: &AppState,
     environment: &str,
     flag: &str,
@@ -154,11 +156,13 @@ fn single(
 ) -> Result<Response, ApiError> {
     let current = crate::api::snapshot::current(caller, state, environment)?;
     let now = Some(state.service.clock.now().timestamp_millis());
-    Ok(json_answer(ofrep::single(&current.published.engine, flag, body, now), None))
+    let engine = &current.published.engine;
+    let answer = ofrep::single_counted(engine, flag, body, now, audience(caller), &mut |_, _| {});
+    Ok(json_answer(answer, None))
 }
 
 async fn bulk(
-    caller: &Authorized<Read>,
+    caller: &Authorized<Client>,
     state: &AppState,
     environment: &str,
     query: &BulkQuery,
@@ -182,7 +186,8 @@ async fn bulk(
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
     }
     let now = Some(state.service.clock.now().timestamp_millis());
-    let mut answer = ofrep::bulk(&current.published.engine, body, now);
+    let engine = &current.published.engine;
+    let mut answer = ofrep::bulk_counted(engine, body, now, audience(caller), &mut |_, _| {});
     if answer.status != 200 {
         return Ok(json_answer(answer, None));
     }
@@ -195,6 +200,14 @@ async fn bulk(
         answer.body.push(b'}');
     }
     Ok(json_answer(answer, Some(etag)))
+}
+
+/// A client token (a browser's) sees client-visible flags only; any other, every flag.
+fn audience(caller: &Authorized<Client>) -> ofrep::Audience {
+    match caller.token.scope {
+        Scope::Client => ofrep::Audience::Client,
+        _ => ofrep::Audience::Server,
+    }
 }
 
 fn json_answer(answer: ofrep::Answer, etag: Option<String>) -> Response {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::AppState;
-use crate::api::{Authorized, Read, stream};
+use crate::api::{Authorized, Client, stream};
 use crate::error::ApiError;
 use crate::model::Refusal;
 use crate::model::token::Token;
@@ -133,7 +133,7 @@ impl FromRequestParts<AppState> for Watcher {
             .await
             .map_err(|rejection| Refusal::Malformed(rejection.body_text()))?;
         let Some(presented) = query.token else {
-            let caller = Authorized::<Read>::from_request_parts(parts, state).await?;
+            let caller = Authorized::<Client>::from_request_parts(parts, state).await?;
             let environment = caller.token.environment.clone().ok_or(ApiError::Unbound)?;
             return Ok(Self { token: caller.token, environment });
         };

@@ -24,6 +24,7 @@ use crate::api;
         api::tokens::delete_token,
         api::environments::list_environments,
         api::environments::post_environment,
+        api::environments::put_allowed_origins,
         api::flags::list_flags,
         api::flags::post_flag,
         api::flags::get_flag,

@@ -19,7 +19,7 @@ use crate::store::StoreError;
 pub(crate) struct TokenRequest {
     name: String,
     scope: Scope,
-    /// Binds a read token to one environment.
+    /// Binds a read token to one environment; a client token must be bound.
     environment: Option<String>,
 }
 
@@ -65,10 +65,10 @@ pub(crate) async fn post_token(
     State(state): State<AppState>,
     AppJson(request): AppJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    if request.environment.is_some() && request.scope != Scope::Read {
+    if request.environment.is_some() && request.scope > Scope::Read {
         return Err(ApiError::Body {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: "only read tokens are bound to an environment".into(),
+            detail: "only read and client tokens are bound to an environment".into(),
         });
     }
     let secret = auth::generate().map_err(|error| StoreError::Failed(error.to_string()))?;

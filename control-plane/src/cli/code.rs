@@ -46,6 +46,8 @@ pub(super) struct FileFlag {
     pub(super) owner: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) client_visible: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) environments: BTreeMap<String, FlagState>,
 }

@@ -197,6 +197,14 @@ pub enum EnvironmentsCommand {
         /// Its name, e.g. qa.
         name: String,
     },
+    /// Sets the origins whose pages may evaluate its client-visible flags (CORS), replacing
+    /// the ones set before; none given allows none.
+    Origins {
+        /// The environment, e.g. production.
+        name: String,
+        /// Origins as browsers send them, e.g. https://app.example.com.
+        origins: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -247,10 +255,11 @@ pub enum TokensCommand {
     Create {
         /// A name for it, e.g. shop-production.
         name: String,
-        /// read (apps and edges), release (release managers) or admin.
+        /// client (browsers: client-visible flags only), read (apps and edges), release
+        /// (release managers) or admin.
         #[arg(long)]
         scope: String,
-        /// For a read token: the one environment it reads.
+        /// For a read or client token: the one environment it reads.
         #[arg(long)]
         env: Option<String>,
     },
@@ -651,6 +660,12 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
             let body = json!({"name": name});
             let created = client.call(Method::POST, "/api/v1/environments", Some(&body)).await?;
             out.print(&json!([created]), render::environments)
+        }
+        Command::Environments(EnvironmentsCommand::Origins { name, origins }) => {
+            let body = json!({"allowed_origins": origins});
+            let path = format!("/api/v1/environments/{}/allowed-origins", segment(&name));
+            let updated = client.call(Method::PUT, &path, Some(&body)).await?;
+            out.print(&json!([updated]), render::environments)
         }
         Command::Segments(SegmentsCommand::List) => {
             let segments = client.call(Method::GET, "/api/v1/segments", None).await?;

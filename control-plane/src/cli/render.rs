@@ -328,8 +328,14 @@ pub(super) fn plan(value: &Value) -> String {
 }
 
 pub(super) fn environments(value: &Value) -> String {
-    let rows = list(value).iter().map(|e| vec![text(&e["name"]), text(&e["version"])]).collect();
-    table(&["ENVIRONMENT", "VERSION"], rows)
+    let rows = list(value)
+        .iter()
+        .map(|e| {
+            let origins: Vec<String> = list(&e["allowed_origins"]).iter().map(text).collect();
+            vec![text(&e["name"]), text(&e["version"]), origins.join(" ")]
+        })
+        .collect();
+    table(&["ENVIRONMENT", "VERSION", "ALLOWED ORIGINS"], rows)
 }
 
 pub(super) fn segments(value: &Value) -> String {

@@ -34,6 +34,9 @@ pub struct FlagDefinition {
     /// Labels to find it by, e.g. `checkout` or `experiment`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Whether browsers may evaluate it with a client token; other flags are invisible to them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_visible: bool,
 }
 
 /// The longest description, and the most tags a flag may have.
@@ -188,6 +191,8 @@ pub struct FlagRecord {
     pub owner: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub client_visible: bool,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     /// Its last change: to the definition, or to its state in any environment.
@@ -202,8 +207,17 @@ pub struct FlagRecord {
 impl FlagRecord {
     pub fn new(flag: StoredFlag, environments: BTreeMap<String, FlagState>) -> Self {
         let StoredFlag { definition, revision, created_at, updated_at } = flag;
-        let FlagDefinition { key, kind, variants, off_variant, salt, description, owner, tags } =
-            definition;
+        let FlagDefinition {
+            key,
+            kind,
+            variants,
+            off_variant,
+            salt,
+            description,
+            owner,
+            tags,
+            client_visible,
+        } = definition;
         Self {
             key,
             kind,
@@ -213,6 +227,7 @@ impl FlagRecord {
             description,
             owner,
             tags,
+            client_visible,
             created_at,
             updated_at,
             revision,
@@ -238,11 +253,14 @@ pub struct SegmentRecord {
     pub revision: u64,
 }
 
-/// An environment and its current snapshot version.
+/// An environment, its current snapshot version, and the origins whose pages may call it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Environment {
     pub name: String,
     pub version: u64,
+    /// Origins (`https://app.example.com`) whose pages may evaluate its client-visible flags
+    /// with a client token, at its edges and here (CORS).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Environments every installation starts with.

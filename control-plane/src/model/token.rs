@@ -11,6 +11,9 @@ use crate::model::time::Timestamp;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// OFREP for browsers: safe to ship in a page. Evaluates only the flags marked
+    /// `client_visible`, in the one environment it is bound to.
+    Client,
     /// Snapshots, the stream and OFREP: what edges and apps get.
     Read,
     /// Flags, segments, rollouts and kills: release managers.
@@ -22,6 +25,7 @@ pub enum Scope {
 impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Client => "client",
             Self::Read => "read",
             Self::Release => "release",
             Self::Admin => "admin",
@@ -30,6 +34,7 @@ impl Scope {
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
+            "client" => Some(Self::Client),
             "read" => Some(Self::Read),
             "release" => Some(Self::Release),
             "admin" => Some(Self::Admin),
@@ -74,7 +79,8 @@ mod tests {
     #[test]
     fn scopes_include_the_ones_below() {
         assert!(Scope::Admin > Scope::Release && Scope::Release > Scope::Read);
-        for scope in [Scope::Read, Scope::Release, Scope::Admin] {
+        assert!(Scope::Read > Scope::Client);
+        for scope in [Scope::Client, Scope::Read, Scope::Release, Scope::Admin] {
             assert_eq!(Scope::parse(scope.as_str()), Some(scope));
         }
         assert_eq!(Scope::parse("root"), None);

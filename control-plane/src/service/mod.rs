@@ -26,14 +26,13 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
-use crate::auth::Tokens;
+use crate::auth::{Readers, Tokens};
 use crate::clock::Clock;
 use crate::edges::Edges;
 use crate::model::Refusal;
 use crate::model::edge::EdgeRecord;
 use crate::model::flag::Published;
 use crate::model::time::Timestamp;
-use crate::model::token::Token;
 use crate::outbound::Targets;
 use crate::publisher::Publisher;
 use crate::store::{self, Committed, Store, StoreError, Tx};
@@ -90,8 +89,8 @@ impl Deref for Service {
 #[derive(Default)]
 pub(crate) struct Effects {
     published: Vec<Published>,
-    /// Every token at a readers revision, after a token change.
-    tokens: Option<(u64, Vec<Token>)>,
+    /// Who may read at a readers revision, after a change of tokens or allowed origins.
+    readers: Option<(u64, Readers)>,
     edges_added: Vec<EdgeRecord>,
     edges_removed: Vec<String>,
     /// The outbox has new notifications.
@@ -105,10 +104,11 @@ impl Effects {
         self.published.push(published);
     }
 
-    /// After a token change: bumps the readers revision, and takes every token as of it.
+    /// After a change of tokens or allowed origins: bumps the readers revision, and takes who
+    /// may read as of it.
     async fn readers(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
         let revision = tx.bump_readers_revision().await?;
-        self.tokens = Some((revision, every_token(tx).await?));
+        self.readers = Some((revision, readers(tx).await?));
         Ok(())
     }
 
@@ -124,7 +124,7 @@ impl Effects {
         }
         let revision = tx.readers_revision().await?;
         if revision > service.tokens.revision() {
-            self.tokens = Some((revision, every_token(tx).await?));
+            self.readers = Some((revision, readers(tx).await?));
         }
         Ok(())
     }
@@ -177,7 +177,7 @@ impl Service {
                     }
                     Ok((
                         snapshots,
-                        every_token(tx).await?,
+                        readers(tx).await?,
                         tx.readers_revision().await?,
                         tx.edges().await?,
                     ))
@@ -281,11 +281,12 @@ impl Service {
 
     /// Brings the in-memory copies up to a commit. Runs right after it, in commit order.
     fn apply(&self, effects: Effects) {
-        let Effects { published, tokens, edges_added, edges_removed, notified, measured } = effects;
+        let Effects { published, readers, edges_added, edges_removed, notified, measured } =
+            effects;
         self.publisher.publish_all(published);
-        if let Some((revision, tokens)) = tokens {
+        if let Some((revision, readers)) = readers {
             // Also ends every stream opened with a token now gone.
-            self.tokens.replace_all(revision, tokens);
+            self.tokens.replace_all(revision, readers);
             // Edges get the new set of readers.
             self.publisher.nudge();
         }
@@ -304,9 +305,16 @@ impl Service {
     }
 }
 
-/// Every token, as stored.
-async fn every_token(tx: &mut dyn Tx) -> Result<Vec<Token>, Error> {
-    Ok(tx.tokens().await?.into_iter().map(|stored| stored.token).collect())
+/// Who may read, as stored: every token, and each environment's allowed origins.
+async fn readers(tx: &mut dyn Tx) -> Result<Readers, Error> {
+    let tokens = tx.tokens().await?.into_iter().map(|stored| stored.token).collect();
+    let allowed_origins = tx
+        .environments()
+        .await?
+        .into_iter()
+        .map(|environment| (environment.name, environment.allowed_origins))
+        .collect();
+    Ok(Readers { tokens, allowed_origins })
 }
 
 /// Catches up each time another process commits, for as long as the service lives.

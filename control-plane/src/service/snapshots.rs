@@ -87,6 +87,7 @@ async fn assemble(
             prerequisites: state.prerequisites,
             rules: state.rules,
             fallthrough: state.fallthrough,
+            client_visible: definition.client_visible,
         })
         .collect();
     let segments = tx.segments().await?.into_iter().map(|record| record.segment).collect();

@@ -15,6 +15,12 @@ pub async fn list(service: &Service) -> Result<Vec<StoredToken>, Error> {
 /// Stores a token by its hash; the name must be new, and its environment must exist.
 pub async fn create(service: &Service, token: Token, actor: &str) -> Result<StoredToken, Error> {
     check_key("token", &token.name)?;
+    if token.scope == Scope::Client && token.environment.is_none() {
+        return Err(Refusal::Unprocessable(
+            "a client token is bound to one environment: give `environment`".into(),
+        )
+        .into());
+    }
     let actor = actor.to_owned();
     service
         .change(move |tx, now, effects| {

@@ -180,6 +180,13 @@ pub trait Tx: Send {
     /// Every environment with its version, by name.
     async fn environments(&mut self) -> Result<Vec<Environment>, StoreError>;
     async fn environment_version(&mut self, name: &str) -> Result<Option<u64>, StoreError>;
+    /// Sets the origins whose pages may call the environment; `false` if there is no such
+    /// environment.
+    async fn set_allowed_origins(
+        &mut self,
+        environment: &str,
+        origins: &[String],
+    ) -> Result<bool, StoreError>;
     /// `false` if the name is taken.
     async fn insert_environment(&mut self, name: &str, at: Timestamp) -> Result<bool, StoreError>;
     /// Adds one to the environment's version and returns it.

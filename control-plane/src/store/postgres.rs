@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_snapshots.sql")),
     (3, include_str!("../../migrations/postgres/0003_metric_quota.sql")),
     (4, include_str!("../../migrations/postgres/0004_plan_stage_percentages.sql")),
+    (5, include_str!("../../migrations/postgres/0005_browsers.sql")),
 ];
 
 /// Advisory lock keys ("rollgate" in ASCII, then one more per purpose).
@@ -356,11 +357,33 @@ impl Pg<'_, '_> {
 #[async_trait::async_trait]
 impl Tx for Pg<'_, '_> {
     async fn environments(&mut self) -> Result<Vec<Environment>, StoreError> {
-        let rows = self.rows("SELECT name, version FROM environments ORDER BY name", &[]).await?;
-        Ok(rows
-            .iter()
-            .map(|row| Environment { name: row.get(0), version: unsigned(row.get(1)) })
-            .collect())
+        let rows = self
+            .rows("SELECT name, version, allowed_origins FROM environments ORDER BY name", &[])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Environment {
+                    name: row.get(0),
+                    version: unsigned(row.get(1)),
+                    allowed_origins: from_json(row.get(2))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_allowed_origins(
+        &mut self,
+        environment: &str,
+        origins: &[String],
+    ) -> Result<bool, StoreError> {
+        let origins = serde_json::json!(origins).to_string();
+        let updated = self
+            .execute(
+                "UPDATE environments SET allowed_origins = $2 WHERE name = $1",
+                &[&environment, &origins],
+            )
+            .await?;
+        Ok(updated == 1)
     }
 
     async fn environment_version(&mut self, name: &str) -> Result<Option<u64>, StoreError> {

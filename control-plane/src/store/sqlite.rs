@@ -47,6 +47,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0010_snapshots.sql")),
         M::up(include_str!("../../migrations/sqlite/0011_metric_quota.sql")),
         M::up(include_str!("../../migrations/sqlite/0012_plan_stage_percentages.sql")),
+        M::up(include_str!("../../migrations/sqlite/0013_browsers.sql")),
     ])
 }
 
@@ -174,12 +175,31 @@ struct Db(Connection);
 #[async_trait::async_trait]
 impl Tx for Db {
     async fn environments(&mut self) -> Result<Vec<Environment>, StoreError> {
-        let mut statement =
-            self.0.prepare_cached("SELECT name, version FROM environments ORDER BY name")?;
+        let mut statement = self.0.prepare_cached(
+            "SELECT name, version, allowed_origins FROM environments ORDER BY name",
+        )?;
         let rows = statement.query_map([], |row| {
-            Ok(Environment { name: row.get(0)?, version: unsigned_at(row, 1)? })
+            Ok((row.get::<_, String>(0)?, unsigned_at(row, 1)?, row.get::<_, String>(2)?))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut environments = Vec::new();
+        for row in rows {
+            let (name, version, allowed_origins) = row?;
+            let allowed_origins = from_json(&allowed_origins)?;
+            environments.push(Environment { name, version, allowed_origins });
+        }
+        Ok(environments)
+    }
+
+    async fn set_allowed_origins(
+        &mut self,
+        environment: &str,
+        origins: &[String],
+    ) -> Result<bool, StoreError> {
+        let updated = self.0.execute(
+            "UPDATE environments SET allowed_origins = ?2 WHERE name = ?1",
+            params![environment, serde_json::json!(origins).to_string()],
+        )?;
+        Ok(updated == 1)
     }
 
     async fn environment_version(&mut self, name: &str) -> Result<Option<u64>, StoreError> {

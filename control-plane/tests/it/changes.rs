@@ -30,7 +30,7 @@ fn rollout(percent: u32) -> FlagState {
 }
 
 fn environment(name: &str, version: u64) -> Environment {
-    Environment { name: name.into(), version }
+    Environment { name: name.into(), version, allowed_origins: vec![] }
 }
 
 async fn audit(service: &Service) -> Vec<control_plane::model::audit::AuditRecord> {
@@ -58,7 +58,7 @@ fn refusal<T>(result: Result<T, Error>) -> Refusal {
 /// What is served: each environment's version, and that it equals the stored snapshot.
 async fn served(service: &Service) -> Vec<(String, u64)> {
     let mut served = Vec::new();
-    for Environment { name, version } in environments::list(service).await.unwrap() {
+    for Environment { name, version, .. } in environments::list(service).await.unwrap() {
         let current = service.publisher.current(&name).unwrap();
         assert_eq!(current.published, snapshots::stored(service, &name).await.unwrap());
         assert_eq!(current.version(), version);

@@ -561,6 +561,22 @@ async fn environments_segments_tokens_webhooks_and_edges() {
     assert!(stdout(&run(&["environments", "create", "qa"]).await).contains("qa"));
     let environments = json_of(&run(&["environments", "list", "-o", "json"]).await);
     assert!(environments.as_array().unwrap().iter().any(|e| e["name"] == "qa"), "{environments}");
+    let origins = stdout(&run(&["environments", "origins", "qa", "https://app.example.com"]).await);
+    assert!(origins.contains("ALLOWED ORIGINS") && origins.contains("https://app.example.com"));
+    let (code, message) = fails(
+        &server,
+        Some(ADMIN),
+        &config,
+        &["environments", "origins", "qa", "https://app.example.com/login"],
+    )
+    .await;
+    assert_eq!(code, 6, "{message}");
+    assert!(message.contains("scheme, host and port only"), "{message}");
+    let page = json_of(
+        &run(&["tokens", "create", "qa-page", "--scope", "client", "--env", "qa", "-o", "json"])
+            .await,
+    );
+    assert!(page["token"].as_str().unwrap().starts_with("rg_"), "{page}");
     let (code, message) = fails(
         &server,
         Some(RELEASE),

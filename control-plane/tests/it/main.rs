@@ -2,6 +2,7 @@
 //! service on a real loopback listener.
 
 mod balanced;
+mod browsers;
 mod changes;
 mod cli;
 mod contract;

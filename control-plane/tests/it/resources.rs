@@ -226,7 +226,7 @@ async fn admins_manage_environments_and_tokens() {
         .call(Method::POST, "/api/v1/environments", Some(ADMIN), Some(json!({"name": "qa"})))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{environment}");
-    assert_eq!(environment, json!({"name": "qa", "version": 1}));
+    assert_eq!(environment, json!({"name": "qa", "version": 1, "allowed_origins": []}));
     let (status, _) = server
         .call(Method::POST, "/api/v1/environments", Some(ADMIN), Some(json!({"name": "qa"})))
         .await;
