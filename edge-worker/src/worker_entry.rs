@@ -44,6 +44,8 @@ const CORS_HEADERS: &str = "authorization, content-type, if-none-match, x-api-ke
 struct Isolate {
     config: Option<Rc<Config>>,
     checked_at: u64,
+    /// The configuration a re-fetch last named (`catch_up`).
+    caught_up_to: Option<(u64, u64)>,
 }
 
 thread_local! {
@@ -85,7 +87,7 @@ async fn ofrep(
     context: &Context,
     path: &str,
 ) -> Result<Response> {
-    let mut config = configuration(env, context).await?;
+    let config = configuration(env, context).await?;
     // A browser's Origin, if this edge lets its pages call.
     let origin = request
         .headers()
@@ -94,13 +96,6 @@ async fn ofrep(
     let response = match (request.method(), path) {
         (Method::Options, _) => return preflight(request, origin.as_deref()),
         (Method::Post, "/ofrep/v1/evaluate/flags") => {
-            if let Some(expected) = expected_position(request)?
-                && config.as_ref().is_none_or(|config| expected > config.position())
-            {
-                // An event stream told of a configuration this isolate has not loaded yet.
-                load_stored(env).await?;
-                config = current();
-            }
             evaluate(request, env, context, config, None).await
         }
         (Method::Post, _) if path.starts_with("/ofrep/v1/evaluate/flags/") => {
@@ -149,9 +144,30 @@ fn preflight(request: &Request, origin: Option<&str>) -> Result<Response> {
     Ok(response)
 }
 
-/// The configuration a re-fetch expects (`flagConfigEtag`, the `etag` of an event), if given.
-fn expected_position(request: &Request) -> Result<Option<(u64, u64)>> {
-    Ok(query_parameter(request, "flagConfigEtag").and_then(|tag| parse_position_tag(&tag)))
+/// For a re-fetch that an event asked for: the configuration the event named
+/// (`flagConfigEtag`), read from the Durable Object first if this isolate has not loaded it yet,
+/// so the answer is never older than the event. Once per named configuration and isolate, and
+/// only for one within reach, so made-up tags cannot send every request to the object.
+async fn catch_up(env: &Env, config: Rc<Config>, request: &Request) -> Result<Rc<Config>> {
+    let Some(named) =
+        query_parameter(request, "flagConfigEtag").and_then(|tag| parse_position_tag(&tag))
+    else {
+        return Ok(config);
+    };
+    let (version, readers_revision) = config.position();
+    let ahead = named.0 > version || named.1 > readers_revision;
+    let within_reach = named.0 <= version + 1024 && named.1 <= readers_revision + 1024;
+    let first_time = ISOLATE.with(|isolate| {
+        let mut isolate = isolate.borrow_mut();
+        let first = isolate.caught_up_to != Some(named);
+        isolate.caught_up_to = Some(named);
+        first
+    });
+    if !(ahead && within_reach && first_time) {
+        return Ok(config);
+    }
+    load_stored(env).await?;
+    Ok(current().unwrap_or(config))
 }
 
 /// A query parameter's decoded value. By hand, because the `url` crate's Unicode tables would
@@ -182,15 +198,18 @@ async fn events(request: &Request, env: &Env, config: Option<Rc<Config>>) -> Res
     let Some(config) = config else {
         return problem(503, "no configuration yet");
     };
-    let admitted = match query_parameter(request, "token") {
-        Some(key) => config.opens_stream(&key),
+    let key = match query_parameter(request, "token") {
+        Some(key) => Some(key).filter(|key| config.opens_stream(key)),
         None => presented_token(request.headers())
-            .is_some_and(|token| config.audience(&token).is_some()),
+            .filter(|token| config.audience(token).is_some())
+            .map(|token| config.stream_key_for(&token)),
     };
-    if !admitted {
+    let Some(key) = key else {
         return problem(401, "an event-stream key or an API key of this environment is required");
-    }
+    };
     let headers = Headers::new();
+    // So the object can end the stream when the token is gone from a newer envelope.
+    headers.set("x-stream-key", &key)?;
     if let Some(seen) = request.headers().get("last-event-id")? {
         headers.set("last-event-id", &seen)?;
     }
@@ -198,6 +217,9 @@ async fn events(request: &Request, env: &Env, config: Option<Rc<Config>>) -> Res
     init.with_headers(headers);
     let stream = Request::new_with_init("https://edge-config/events", &init)?;
     let held = config_object(env)?.fetch_with_request(stream).await?;
+    if held.status_code() != 200 {
+        return Ok(held);
+    }
     // A fetched response's headers are immutable: answer with its body under new ones.
     let headers = Headers::new();
     headers.set("content-type", "text/event-stream")?;
@@ -270,6 +292,10 @@ async fn evaluate(
     };
     let Some(audience) = config.audience(&token) else {
         return problem(401, "unknown API key for this environment");
+    };
+    let config = match flag {
+        None => catch_up(env, config, request).await?,
+        Some(_) => config,
     };
     let body = request.bytes().await?;
     let now = i64::try_from(Date::now().as_millis()).ok();
@@ -451,8 +477,9 @@ fn refused(refusal: &Refusal) -> Result<Response> {
 pub struct EdgeConfig {
     state: State,
     env: Env,
-    /// The open event streams; one whose browser has gone is dropped at the next event.
-    streams: RefCell<Vec<UnboundedSender<Vec<u8>>>>,
+    /// The open event streams, each with its stream key; one whose browser has gone, or whose
+    /// token a newer envelope no longer has, is dropped at the next event.
+    streams: RefCell<Vec<(String, UnboundedSender<Vec<u8>>)>>,
 }
 
 impl DurableObject for EdgeConfig {
@@ -508,6 +535,7 @@ impl EdgeConfig {
     /// that evaluated just before a change, or missed some, re-fetches once).
     async fn open_stream(&self, request: &Request) -> Result<Response> {
         let (sender, receiver) = unbounded();
+        let key = request.headers().get("x-stream-key")?.unwrap_or_default();
         let seen = request.headers().get("last-event-id")?;
         if let Some(position) = self.position().await?
             && seen.as_deref().and_then(parse_position_tag) != Some(position)
@@ -515,14 +543,17 @@ impl EdgeConfig {
             // An unbounded channel takes a message while its receiver lives.
             let _ = sender.unbounded_send(refetch_event(position));
         }
-        self.streams.borrow_mut().push(sender);
+        self.streams.borrow_mut().push((key, sender));
         Response::from_stream(receiver.map(Ok::<Vec<u8>, worker::Error>))
     }
 
-    /// Tells every open stream of the configuration now stored.
-    fn announce(&self, position: (u64, u64)) {
-        let event = refetch_event(position);
-        self.streams.borrow_mut().retain(|stream| stream.unbounded_send(event.clone()).is_ok());
+    /// Tells every open stream of the configuration now stored, and ends those whose token it
+    /// no longer has.
+    fn announce(&self, config: &Config) {
+        let event = refetch_event(config.position());
+        self.streams.borrow_mut().retain(|(key, stream)| {
+            config.opens_stream(key) && stream.unbounded_send(event.clone()).is_ok()
+        });
     }
 
     /// The stored envelope's version and readers revision.
@@ -591,7 +622,7 @@ impl EdgeConfig {
         set(&current, "readers_revision", (config.readers_revision as f64).into())?;
         set(&current, "heard_at", (Date::now().as_millis() as f64).into())?;
         storage.put_multiple_raw(current).await?;
-        self.announce(config.position());
+        self.announce(&config);
         if let Some(old) = old_generation {
             let keys: Vec<String> = (0..old_chunks).map(|index| chunk_key(old, index)).collect();
             for keys in keys.chunks(KEYS_PER_PUT) {

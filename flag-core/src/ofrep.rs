@@ -100,7 +100,7 @@ pub fn single_counted(
             ErrorCode::FlagNotFound,
             &format!("no flag `{flag}` in environment `{}`", engine.environment()),
         ),
-        Reason::Error(code) => failure(400, Some(flag), code, details(code)),
+        Reason::Error(code) => failure(400, Some(flag), code, details(code, audience)),
         _ => {
             if let Some(variant) = evaluation.variant {
                 served(flag, variant);
@@ -162,11 +162,12 @@ fn context(request: &[u8], now_millis: Option<i64>) -> Result<Context, (ErrorCod
     })
 }
 
-fn details(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::TargetingKeyMissing => {
+fn details(code: ErrorCode, audience: Audience) -> &'static str {
+    match (code, audience) {
+        (ErrorCode::TargetingKeyMissing, Audience::Server) => {
             "only a percentage rollout decides this flag, and the context has no targetingKey"
         }
+        (ErrorCode::TargetingKeyMissing, Audience::Client) => "the context has no targetingKey",
         _ => "evaluation failed",
     }
 }

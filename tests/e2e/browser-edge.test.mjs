@@ -225,6 +225,16 @@ describe("the edge's OFREP event stream", () => {
     await nextResumed.cancel();
   });
 
+  test("ends a stream when its token is deleted", async () => {
+    const created = await stack.api("POST", "/api/v1/tokens", { name: "short-lived-page", scope: "client", environment: "production" });
+    const url = (await bulk(created.body.token)).body.eventStreams[0].url;
+    const next = eventReader(await fetch(url));
+    await next(); // the current configuration
+    assert.equal((await stack.api("DELETE", "/api/v1/tokens/short-lived-page")).status, 204);
+    await assert.rejects(next(), /the event stream ended/);
+    assert.equal((await fetch(url)).status, 401);
+  });
+
   test("refuses a made-up stream key and a missing one", async () => {
     const url = new URL((await bulk(clientToken)).body.eventStreams[0].url);
     url.searchParams.set("token", "0".repeat(64));

@@ -154,10 +154,9 @@ pub(crate) async fn close_after_refusal(
     response
 }
 
-/// The answer for a path no route matches.
 /// CORS for OFREP, so pages from an environment's allowed origins can evaluate with a client
-/// token. Other paths, and other origins, get no CORS headers, so browsers keep them from
-/// pages. Credentials (cookies) are never allowed: the token travels in a header.
+/// token. Other paths and other origins get no `Access-Control-Allow-Origin`, so browsers keep
+/// them from pages. Credentials (cookies) are never allowed: the token travels in a header.
 pub(crate) fn cors(tokens: crate::auth::Tokens) -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderName, HeaderValue, Method, header};
     use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -183,6 +182,7 @@ pub(crate) fn cors(tokens: crate::auth::Tokens) -> tower_http::cors::CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
+/// The answer for a path no route matches.
 pub(crate) async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NoRoute(shown_path(&uri))
 }
