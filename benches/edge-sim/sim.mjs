@@ -4,9 +4,12 @@
 // isolates reading the location's cache). Every figure it assumes is in ASSUMPTIONS, with its
 // source or marked as an assumption. Deterministic: the same seed prints the same table.
 // Usage: node benches/edge-sim/sim.mjs [--trials 100] [--seed 1] [--sweep] [--push-scale 1]
+//                                       [--look-ms 50]
 //   --sweep adds faster refreshes at 300 locations, toward a 200 ms p99;
 //   --push-scale multiplies every one-way latency from the control plane (0.5: a push path half
-//   as long, say from control-plane replicas on several continents).
+//   as long, say from control-plane replicas on several continents);
+//   --look-ms sets how often an isolate looks at its location's cache.
+// benches/edge-sim/miniflare-check.mjs sets the fan-out model beside the built design.
 
 const args = process.argv.slice(2);
 const option = (name, fallback) => {
@@ -53,10 +56,10 @@ export const ASSUMPTIONS = {
   requestsPerIsolate: 5,
   // Today: an isolate asks the Durable Object at most once a second (docs/edge.md, Freshness).
   todayCheckSeconds: 1,
-  // The fan-out design: a location refreshes from its regional object every 200 ms; an isolate
+  // The fan-out design: a location refreshes from its regional object every 100 ms; an isolate
   // looks at its location's cache at most every 50 ms, on a request, before answering it. A
   // region's locations are spread over as many objects as keep each under 70% of its capacity.
-  refreshMs: 200,
+  refreshMs: 100,
   isolateLookMs: 50,
   objectUtilisation: 0.7,
   // The envelope the control plane sends: 100 KB (assumption; a snapshot of about 100 flags
@@ -78,6 +81,7 @@ function generator(seed) {
 
 const uniform = (random, [low, high]) => low + (high - low) * random();
 const pushScale = option("push-scale", 1);
+ASSUMPTIONS.isolateLookMs = option("look-ms", ASSUMPTIONS.isolateLookMs);
 /** A one-way latency from the control plane to `region`, in ms. */
 const fromControlPlane = (random, region) => pushScale * uniform(random, ASSUMPTIONS.jitter) * ASSUMPTIONS.regions[region].oneWayMs;
 const exponential = (random, rate) => -Math.log(1 - random()) / rate;
@@ -104,9 +108,12 @@ function queueing(random, arrivalsPerSecond) {
 
 /** The first request of an isolate at or after `t` (ms), requests being Poisson. */
 const nextRequest = (random, t) => t + 1000 * exponential(random, ASSUMPTIONS.requestsPerIsolate);
+/** The first request anywhere in a location at or after `t`. */
+const nextInLocation = (random, t) =>
+  t + 1000 * exponential(random, ASSUMPTIONS.isolatesPerLocation * ASSUMPTIONS.requestsPerIsolate);
 
 /** Today: one object near the control plane; each isolate checks it at most once a second. */
-function today(random, locations) {
+export function today(random, locations) {
   const a = ASSUMPTIONS;
   const isolates = locations.length * a.isolatesPerLocation;
   // Each isolate checks about every second plus the wait for its next request.
@@ -132,7 +139,7 @@ function today(random, locations) {
 }
 
 /** The fan-out design: an object per region, a refresh per location, isolates read the cache. */
-function fanOut(random, locations, refreshMs = ASSUMPTIONS.refreshMs) {
+export function fanOut(random, locations, refreshMs = ASSUMPTIONS.refreshMs) {
   const a = ASSUMPTIONS;
   // One push to the nearest location, whose Worker writes every regional object.
   const nearest = fromControlPlane(random, "enam");
@@ -146,15 +153,15 @@ function fanOut(random, locations, refreshMs = ASSUMPTIONS.refreshMs) {
   const times = [];
   for (const region of locations) {
     const rtt = uniform(random, a.inRegionRttMs);
-    // Refreshes every refreshMs, at a phase of their own; the location's traffic is dense enough
-    // that one comes due right at expiry.
+    // A refresh is claimed by the location's first request once its copy is refreshMs old, so
+    // refreshes come every refreshMs plus the wait for that request, at a phase of their own.
     let refresh = -refreshMs * random();
     let updated;
     for (;;) {
       const wait = queueing(random, loads[region]);
       if (!Number.isFinite(wait)) { updated = Infinity; break; }
       if (refresh + rtt / 2 + wait >= stored[region]) { updated = refresh + rtt + wait + a.cacheMs; break; }
-      refresh += refreshMs;
+      refresh = nextInLocation(random, refresh + refreshMs);
     }
     for (let i = 0; i < a.isolatesPerLocation; i++) {
       if (!Number.isFinite(updated)) { times.push(Infinity); continue; }
@@ -226,7 +233,7 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
   console.log(table(`Fan-out: a Durable Object per region, a refresh per location every ${ASSUMPTIONS.refreshMs} ms through the Cache API`,
     simulate(fanOut, counts, { trials, seed })));
   if (args.includes("--sweep")) {
-    for (const refreshMs of [100, 50, 25]) {
+    for (const refreshMs of [50, 25, 10]) {
       console.log("");
       console.log(table(`Fan-out, refreshing every ${refreshMs} ms`, simulate(fanOut, [300], { trials, seed, refreshMs })));
     }

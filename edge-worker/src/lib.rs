@@ -4,6 +4,9 @@
 
 pub mod config;
 #[cfg(target_arch = "wasm32")]
+mod freshness;
+pub mod regions;
+#[cfg(target_arch = "wasm32")]
 mod report;
 #[cfg(target_arch = "wasm32")]
 mod worker_entry;

@@ -1,11 +1,12 @@
-//! The Worker: routes, the isolate's in-memory configuration, and the `EdgeConfig` Durable
-//! Object that keeps the configuration durably, pulls it when pushes stop coming, and holds the
-//! OFREP event streams, so a push reaches their browsers the moment it is stored.
+//! The Worker: routes, OFREP and CORS, and the `EdgeConfig` Durable Object (one per region,
+//! `freshness`) that keeps the configuration durably, pulls it when pushes stop coming, and
+//! holds the OFREP event streams, so a push reaches their browsers the moment it is stored.
 //!
-//! Bindings (see edge-worker/README.md): `EDGE_CONFIG` (the Durable Object), `ENVIRONMENT`,
-//! `PUSH_SECRET` (HMAC key shared with the control plane), and for the backstop pull
-//! `CONTROL_PLANE_URL`, `CONTROL_PLANE_TOKEN` and `PULL_INTERVAL_SECONDS` (default 60), which
-//! evaluation count reports (`report`) use too, with `METRICS_INTERVAL_SECONDS` (default 10).
+//! Bindings (docs/edge.md): `EDGE_CONFIG` (the Durable Object), `ENVIRONMENT`, `PUSH_SECRET`
+//! (HMAC key shared with the control plane), `REGIONS`, `REGION` and `LOCATION` (`freshness`),
+//! and for the backstop pull `CONTROL_PLANE_URL`, `CONTROL_PLANE_TOKEN` and
+//! `PULL_INTERVAL_SECONDS` (default 60), which evaluation count reports (`report`) use too, with
+//! `METRICS_INTERVAL_SECONDS` (default 10).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,11 +24,11 @@ use worker::{
 };
 
 use crate::config::{Config, Refusal, SIGNATURE_HEADER, verify};
+use crate::freshness::{
+    self, configuration, current, environment, install, position_tag, regional_object,
+};
 use crate::report;
 
-/// How long an isolate trusts its copy before asking the Durable Object whether it is current.
-/// Pushes update the isolate that receives them at once; other isolates catch up this fast.
-const SYNC_INTERVAL_MS: u64 = 1_000;
 const DEFAULT_PULL_INTERVAL_SECONDS: u64 = 60;
 /// Durable Object values are limited in size, so the envelope is stored in chunks.
 const CHUNK_BYTES: usize = 100 * 1024;
@@ -39,37 +40,9 @@ const INACTIVITY_DELAY_SECONDS: u64 = 120;
 /// What browsers may send cross-origin: the token's headers, the body's type and the ETag.
 const CORS_HEADERS: &str = "authorization, content-type, if-none-match, x-api-key, last-event-id";
 
-/// The isolate's configuration, and when it last checked it against the Durable Object.
-#[derive(Default)]
-struct Isolate {
-    config: Option<Rc<Config>>,
-    checked_at: u64,
-    /// The configuration a re-fetch last named (`catch_up`).
-    caught_up_to: Option<(u64, u64)>,
-}
-
-thread_local! {
-    static ISOLATE: RefCell<Isolate> = RefCell::default();
-}
-
-fn current() -> Option<Rc<Config>> {
-    ISOLATE.with(|isolate| isolate.borrow().config.clone())
-}
-
-/// Installs `config` unless the isolate already has one at least as new.
-fn install(config: Config) {
-    ISOLATE.with(|isolate| {
-        let mut isolate = isolate.borrow_mut();
-        let have = isolate.config.as_ref().map(|c| c.position());
-        if config.supersedes(have).is_ok() {
-            isolate.config = Some(Rc::new(config));
-        }
-        isolate.checked_at = Date::now().as_millis();
-    });
-}
-
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, context: Context) -> Result<Response> {
+    freshness::locate(&env, &request)?;
     let path = request.path();
     match (request.method(), path.as_str()) {
         (Method::Post, "/rollgate/v1/push") => push(&mut request, &env).await,
@@ -144,32 +117,6 @@ fn preflight(request: &Request, origin: Option<&str>) -> Result<Response> {
     Ok(response)
 }
 
-/// For a re-fetch that an event asked for: the configuration the event named
-/// (`flagConfigEtag`), read from the Durable Object first if this isolate has not loaded it yet,
-/// so the answer is never older than the event. Once per named configuration and isolate, and
-/// only for one within reach, so made-up tags cannot send every request to the object.
-async fn catch_up(env: &Env, config: Rc<Config>, request: &Request) -> Result<Rc<Config>> {
-    let Some(named) =
-        query_parameter(request, "flagConfigEtag").and_then(|tag| parse_position_tag(&tag))
-    else {
-        return Ok(config);
-    };
-    let (version, readers_revision) = config.position();
-    let ahead = named.0 > version || named.1 > readers_revision;
-    let within_reach = named.0 <= version + 1024 && named.1 <= readers_revision + 1024;
-    let first_time = ISOLATE.with(|isolate| {
-        let mut isolate = isolate.borrow_mut();
-        let first = isolate.caught_up_to != Some(named);
-        isolate.caught_up_to = Some(named);
-        first
-    });
-    if !(ahead && within_reach && first_time) {
-        return Ok(config);
-    }
-    load_stored(env).await?;
-    Ok(current().unwrap_or(config))
-}
-
 /// A query parameter's decoded value. By hand, because the `url` crate's Unicode tables would
 /// add a third to the bundle for two parameters.
 fn query_parameter(request: &Request, wanted: &str) -> Option<String> {
@@ -216,7 +163,7 @@ async fn events(request: &Request, env: &Env, config: Option<Rc<Config>>) -> Res
     let mut init = RequestInit::new();
     init.with_headers(headers);
     let stream = Request::new_with_init("https://edge-config/events", &init)?;
-    let held = config_object(env)?.fetch_with_request(stream).await?;
+    let held = regional_object(env)?.fetch_with_request(stream).await?;
     if held.status_code() != 200 {
         return Ok(held);
     }
@@ -226,53 +173,6 @@ async fn events(request: &Request, env: &Env, config: Option<Rc<Config>>) -> Res
     headers.set("cache-control", "no-store")?;
     let (_, body) = held.into_parts();
     Ok(Response::from_body(body)?.with_headers(headers))
-}
-
-/// The configuration to serve: the isolate's, or, in a fresh isolate, the durable one. Checks in
-/// the background whether a newer one is stored, at most once per `SYNC_INTERVAL_MS`.
-async fn configuration(env: &Env, context: &Context) -> Result<Option<Rc<Config>>> {
-    if let Some(config) = current() {
-        let due = ISOLATE.with(|isolate| {
-            let mut isolate = isolate.borrow_mut();
-            let now = Date::now().as_millis();
-            let due = now.saturating_sub(isolate.checked_at) >= SYNC_INTERVAL_MS;
-            if due {
-                isolate.checked_at = now;
-            }
-            due
-        });
-        if due {
-            let env = env.clone();
-            context.wait_until(async move {
-                if let Err(error) = load_stored(&env).await {
-                    worker::console_error!("syncing with the Durable Object: {error}");
-                }
-            });
-        }
-        return Ok(Some(config));
-    }
-    load_stored(env).await?;
-    Ok(current())
-}
-
-/// Loads the Durable Object's envelope into the isolate, if it has one newer than the isolate's.
-async fn load_stored(env: &Env) -> Result<()> {
-    let headers = Headers::new();
-    if let Some(config) = current() {
-        headers.set("if-none-match", &position_tag(config.position()))?;
-    }
-    let mut init = RequestInit::new();
-    init.with_headers(headers);
-    let request = Request::new_with_init("https://edge-config/envelope", &init)?;
-    let mut response = config_object(env)?.fetch_with_request(request).await?;
-    if response.status_code() == 200 {
-        let envelope = response.bytes().await?;
-        match Config::from_envelope(&envelope, &environment(env)?) {
-            Ok(config) => install(config),
-            Err(refusal) => worker::console_error!("stored envelope: {}", refusal.detail()),
-        }
-    }
-    Ok(())
 }
 
 async fn evaluate(
@@ -293,9 +193,10 @@ async fn evaluate(
     let Some(audience) = config.audience(&token) else {
         return problem(401, "unknown API key for this environment");
     };
-    let config = match flag {
-        None => catch_up(env, config, request).await?,
-        Some(_) => config,
+    let named = query_parameter(request, "flagConfigEtag").and_then(|tag| parse_position_tag(&tag));
+    let config = match (flag, named) {
+        (None, Some(named)) => freshness::catch_up(env, config, named).await?,
+        _ => config,
     };
     let body = request.bytes().await?;
     let now = i64::try_from(Date::now().as_millis()).ok();
@@ -378,35 +279,29 @@ async fn push(request: &mut Request, env: &Env) -> Result<Response> {
         Ok(config) => config,
         Err(refusal) => return refused(&refusal),
     };
-    // The Durable Object decides, so two isolates racing with pushes cannot go backwards.
-    let mut init = RequestInit::new();
-    init.with_method(Method::Put)
-        .with_body(Some(worker::js_sys::Uint8Array::from(body.as_slice()).into()));
-    let stored = config_object(env)?
-        .fetch_with_request(Request::new_with_init("https://edge-config/envelope", &init)?)
-        .await?;
-    if stored.status_code() != 200 {
-        return Ok(stored);
+    // The Durable Objects decide, so two isolates racing with pushes cannot go backwards.
+    if let Err(answer) = freshness::store_everywhere(env, &body).await? {
+        return Ok(answer);
     }
     let position = config.position();
     install(config);
+    // The location's other isolates see it at their next look.
+    freshness::share(env, &body, position).await?;
     json(
         200,
         format!(r#"{{"version":{},"readers_revision":{}}}"#, position.0, position.1).into_bytes(),
     )
 }
 
-/// `GET /rollgate/v1/status`: what this isolate serves.
+/// `GET /rollgate/v1/status`: what this isolate serves, and the regional object it reads.
 async fn status(env: &Env) -> Result<Response> {
-    let environment = environment(env)?;
-    let body = match current() {
-        Some(config) => format!(
-            r#"{{"environment":"{environment}","version":{},"readers_revision":{}}}"#,
-            config.version, config.readers_revision
-        ),
-        None => format!(r#"{{"environment":"{environment}","version":null}}"#),
-    };
-    json(200, body.into_bytes())
+    let body = serde_json::json!({
+        "environment": environment(env)?,
+        "version": current().map(|config| config.version),
+        "readers_revision": current().map(|config| config.readers_revision),
+        "region": freshness::region_name(),
+    });
+    json(200, body.to_string().into_bytes())
 }
 
 fn chunk_key(generation: u64, index: u32) -> String {
@@ -415,11 +310,6 @@ fn chunk_key(generation: u64, index: u32) -> String {
 
 fn set(object: &Object, key: &str, value: JsValue) -> Result<()> {
     Reflect::set(object, &key.into(), &value).map(drop).map_err(worker::Error::from)
-}
-
-/// A configuration's position as an entity tag, as the control plane's edge-config ETag.
-fn position_tag((version, readers_revision): (u64, u64)) -> String {
-    format!("\"{version}.{readers_revision}\"")
 }
 
 /// The position a tag (`"12.3"`, `12.3` or `W/"12.3"`) names.
@@ -438,14 +328,6 @@ fn refetch_event(position: (u64, u64)) -> Vec<u8> {
         "id: {version}.{readers_revision}\nevent: message\ndata: {{\"type\":\"refetchEvaluation\",\"etag\":\"\\\"{version}.{readers_revision}\\\"\"}}\n\n"
     )
     .into_bytes()
-}
-
-fn environment(env: &Env) -> Result<String> {
-    Ok(env.var("ENVIRONMENT")?.to_string())
-}
-
-fn config_object(env: &Env) -> Result<worker::Stub> {
-    env.durable_object("EDGE_CONFIG")?.get_by_name("config")
 }
 
 fn json(status: u16, body: Vec<u8>) -> Result<Response> {

@@ -33,7 +33,7 @@ test("wrangler.toml deploys the built worker, within 250 KB gzipped", () => {
   const output = `${run.stdout}${run.stderr}`;
   assert.equal(run.status, 0, output);
   assert.doesNotMatch(output, /WARNING/, "no warnings");
-  for (const binding of ["env.EDGE_CONFIG (EdgeConfig)", "Durable Object", "env.ENVIRONMENT", "env.CONTROL_PLANE_URL"]) {
+  for (const binding of ["env.EDGE_CONFIG (EdgeConfig)", "Durable Object", "env.ENVIRONMENT", "env.CONTROL_PLANE_URL", "env.REGIONS"]) {
     assert.ok(output.includes(binding), `${binding} in\n${output}`);
   }
   const uploaded = files(outdir).filter((path) => /\.(js|wasm)$/.test(path));
