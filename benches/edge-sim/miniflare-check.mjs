@@ -73,6 +73,7 @@ for (let version = 2; version < 2 + kills; version++) {
     for (;;) {
       const seen = answers[name].find((answer) => answer.sentAt >= sentAt && answer.variant === expected);
       if (seen) { times.push(seen.sentAt - sentAt); break; }
+      if (performance.now() - sentAt > 10000) throw new Error(`${name} did not serve version ${version} within 10 s`);
       await pause(20);
     }
   }

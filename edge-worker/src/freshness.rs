@@ -47,15 +47,22 @@ pub(crate) fn current() -> Option<Rc<Config>> {
     ISOLATE.with(|isolate| isolate.borrow().config.clone())
 }
 
-/// Installs `config` unless the isolate already has one at least as new.
-pub(crate) fn install(config: Config) {
+/// Installs `config` unless the isolate already has one at least as new; says whether it did.
+pub(crate) fn install(config: Config) -> bool {
     ISOLATE.with(|isolate| {
         let mut isolate = isolate.borrow_mut();
         let have = isolate.config.as_ref().map(|c| c.position());
-        if config.supersedes(have).is_ok() {
+        let newer = config.supersedes(have).is_ok();
+        if newer {
             isolate.config = Some(Rc::new(config));
         }
-    });
+        newer
+    })
+}
+
+/// Whether `position` is newer than `have`: neither counter lower, one higher.
+fn newer(position: (u64, u64), have: Option<(u64, u64)>) -> bool {
+    have.is_none_or(|have| position.0 >= have.0 && position.1 >= have.1 && position != have)
 }
 
 /// Whether `interval` has passed since `*at`; if so, `*at` becomes now.
@@ -72,8 +79,9 @@ fn due(at: impl Fn(&mut Isolate) -> &mut u64, interval: u64) -> bool {
     })
 }
 
-/// Learns the isolate's region on its first request: `REGION` if set, else from where the data
-/// center is (`request.cf`).
+/// Learns the isolate's region on its first app request: `REGION` if set, else from where its
+/// client is (`request.cf`: Cloudflare routes a client to a data center near it). Not on a
+/// push, which comes from wherever the control plane is.
 pub(crate) fn locate(env: &Env, request: &Request) -> Result<()> {
     if ISOLATE.with(|isolate| isolate.borrow().region.is_some()) {
         return Ok(());
@@ -88,6 +96,11 @@ pub(crate) fn locate(env: &Env, request: &Request) -> Result<()> {
             .clone();
     ISOLATE.with(|isolate| isolate.borrow_mut().region = Some(region));
     Ok(())
+}
+
+/// Whether this isolate has seen its location's cache keep a stamp.
+pub(crate) fn location_cache_works() -> bool {
+    ISOLATE.with(|isolate| isolate.borrow().cache_works)
 }
 
 /// The name of the object this isolate reads from.
@@ -140,32 +153,47 @@ async fn look(env: &Env, context: &Context) -> Result<()> {
         Some(mut entry) => parse_stamp(&entry.text().await?),
         None => None,
     };
+    // The stamp names a configuration this isolate could not take from the cache (evicted, or
+    // unreadable): it goes to the regional object, however fresh the stamp.
+    let mut missing = false;
     if let Some((position, _)) = stamp {
         ISOLATE.with(|isolate| isolate.borrow_mut().cache_works = true);
-        let have = current().map(|config| config.position());
-        if have.is_none_or(|have| position.0 >= have.0 && position.1 >= have.1 && position != have)
-            && let Some(mut entry) = cache.get(envelope_key(env, position)?, false).await?
-        {
-            let envelope = entry.bytes().await?;
-            match Config::from_envelope(&envelope, &environment(env)?) {
-                Ok(config) => install(config),
-                Err(refusal) => worker::console_error!("cached envelope: {}", refusal.detail()),
+        if newer(position, current().map(|config| config.position())) {
+            missing = true;
+            if let Some(mut entry) = cache.get(envelope_key(env, position)?, false).await? {
+                let envelope = entry.bytes().await?;
+                match Config::from_envelope(&envelope, &environment(env)?) {
+                    Ok(config) => {
+                        install(config);
+                        missing = false;
+                    }
+                    Err(refusal) => worker::console_error!("cached envelope: {}", refusal.detail()),
+                }
             }
         }
     }
+    // A fresh isolate loads from its object itself, on the request's path.
+    let Some(config) = current() else { return Ok(()) };
     let now = Date::now().as_millis();
-    let stale =
-        stamp.is_none_or(|(_, fetched_at)| now.saturating_sub(fetched_at) >= REFRESH_INTERVAL_MS);
+    let stale = missing
+        || stamp
+            .is_none_or(|(_, fetched_at)| now.saturating_sub(fetched_at) >= REFRESH_INTERVAL_MS);
     let cache_works = ISOLATE.with(|isolate| isolate.borrow().cache_works);
     let interval = if cache_works { REFRESH_INTERVAL_MS } else { DIRECT_INTERVAL_MS };
     if stale && due(|isolate| &mut isolate.refreshed_at, interval) {
-        // Claimed before the fetch, so the location's other isolates leave it to this one.
-        if let Some(config) = current() {
-            put_stamp(env, config.position(), now).await?;
-        }
+        // The claim keeps the newest position the location knows of, so the stamp never goes
+        // back; the location's other isolates leave the refresh to this one.
+        let claim = match stamp {
+            Some((position, _)) if newer(position, Some(config.position())) => position,
+            _ => config.position(),
+        };
         let env = env.clone();
         context.wait_until(async move {
-            if let Err(error) = load_stored(&env).await {
+            let refreshed = async {
+                put_stamp(&env, claim, now).await?;
+                load_stored(&env).await
+            };
+            if let Err(error) = refreshed.await {
                 worker::console_error!("refreshing from the regional object: {error}");
             }
         });
@@ -185,26 +213,20 @@ pub(crate) async fn load_stored(env: &Env) -> Result<()> {
     init.with_headers(headers);
     let request = Request::new_with_init("https://edge-config/envelope", &init)?;
     let mut response = regional_object(env)?.fetch_with_request(request).await?;
-    let now = Date::now().as_millis();
-    match response.status_code() {
-        200 => {
-            let envelope = response.bytes().await?;
-            match Config::from_envelope(&envelope, &environment(env)?) {
-                Ok(config) => {
-                    let position = config.position();
-                    install(config);
-                    share(env, &envelope, position).await?;
+    if response.status_code() == 200 {
+        let envelope = response.bytes().await?;
+        match Config::from_envelope(&envelope, &environment(env)?) {
+            Ok(config) => {
+                let position = config.position();
+                // Only what this isolate took: never an older one than it (or the stamp) has.
+                if install(config) {
+                    share(env, &envelope, position).await;
                 }
-                Err(refusal) => worker::console_error!("stored envelope: {}", refusal.detail()),
             }
+            Err(refusal) => worker::console_error!("stored envelope: {}", refusal.detail()),
         }
-        304 => {
-            if let Some(have) = have {
-                put_stamp(env, have, now).await?;
-            }
-        }
-        _ => {}
     }
+    // A 304: the claim already stamped the location's copy as fresh.
     Ok(())
 }
 
@@ -274,7 +296,9 @@ pub(crate) async fn store_everywhere(
     if !failed.is_empty() {
         let detail = format!("not stored in every region: {}", failed.join(", "));
         let body = serde_json::json!({"type": "about:blank", "status": 503, "detail": detail});
-        return Ok(Err(Response::from_bytes(body.to_string().into_bytes())?.with_status(503)));
+        let answer = Response::from_bytes(body.to_string().into_bytes())?.with_status(503);
+        answer.headers().set("content-type", "application/problem+json")?;
+        return Ok(Err(answer));
     }
     // Stale everywhere: every region has this one or a newer one. The control plane counts
     // that as applied.
@@ -288,12 +312,18 @@ pub(crate) async fn store_everywhere(
     Ok(Ok(()))
 }
 
-/// Puts `envelope` in the location's cache, under its position and in the stamp.
-pub(crate) async fn share(env: &Env, envelope: &[u8], position: (u64, u64)) -> Result<()> {
-    let entry = Response::from_bytes(envelope.to_vec())?;
-    entry.headers().set("cache-control", &format!("max-age={ENVELOPE_SECONDS}"))?;
-    Cache::default().put(envelope_key(env, position)?, entry).await?;
-    put_stamp(env, position, Date::now().as_millis()).await
+/// Puts `envelope`, which this isolate just installed, in the location's cache, under its
+/// position and in the stamp. Best effort: the location then refreshes from the object.
+pub(crate) async fn share(env: &Env, envelope: &[u8], position: (u64, u64)) {
+    let shared = async {
+        let entry = Response::from_bytes(envelope.to_vec())?;
+        entry.headers().set("cache-control", &format!("max-age={ENVELOPE_SECONDS}"))?;
+        Cache::default().put(envelope_key(env, position)?, entry).await?;
+        put_stamp(env, position, Date::now().as_millis()).await
+    };
+    if let Err(error) = shared.await {
+        worker::console_error!("sharing with the location: {error}");
+    }
 }
 
 async fn put_stamp(env: &Env, position: (u64, u64), fetched_at: u64) -> Result<()> {
@@ -310,11 +340,20 @@ fn parse_stamp(text: &str) -> Option<((u64, u64), u64)> {
     Some(((version.parse().ok()?, readers_revision.parse().ok()?), fetched_at.parse().ok()?))
 }
 
-/// A cache key of the environment's, in the location's cache. `LOCATION` partitions the keys
-/// where one cache stands for several locations (several Workers in one Miniflare).
+/// A cache key of the environment's, in the location's cache. The cache is shared by the
+/// zone's Workers, so the keys are named after the push secret: only this edge (and edges of
+/// the same secret, which take the same envelopes) can read or write them, and what they hold
+/// was verified before it was put there. `LOCATION` partitions the keys where one cache stands
+/// for several locations (several Workers in one Miniflare).
 fn key(env: &Env, name: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let secret = env.secret("PUSH_SECRET").map(|s| s.to_string()).unwrap_or_default();
+    let mut named = Sha256::new();
+    named.update(b"rollgate location cache\0");
+    named.update(secret.as_bytes());
+    let named = hex::encode(&named.finalize()[..16]);
     let location = env.var("LOCATION").map(|value| value.to_string()).unwrap_or_default();
-    Ok(format!("https://rollgate-edge.invalid/{location}/{}/{name}", environment(env)?))
+    Ok(format!("https://rollgate-edge.invalid/{named}/{location}/{}/{name}", environment(env)?))
 }
 
 fn envelope_key(env: &Env, (version, readers_revision): (u64, u64)) -> Result<String> {

@@ -44,7 +44,8 @@ pub fn parse(regions: Option<&str>) -> Result<Vec<Region>, String> {
 }
 
 /// The region an isolate reads from: `forced` (the `REGION` var) if it is one of `regions`,
-/// else the one for the data center's continent and longitude (`request.cf`), else the first.
+/// else the one for the continent and longitude of the client (`request.cf`; Cloudflare routes a
+/// client to a data center near it), else the first.
 pub fn choose<'r>(
     regions: &'r [Region],
     forced: Option<&str>,

@@ -42,12 +42,14 @@ const CORS_HEADERS: &str = "authorization, content-type, if-none-match, x-api-ke
 
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, context: Context) -> Result<Response> {
-    freshness::locate(&env, &request)?;
     let path = request.path();
     match (request.method(), path.as_str()) {
         (Method::Post, "/rollgate/v1/push") => push(&mut request, &env).await,
         (Method::Get, "/rollgate/v1/status") => status(&env).await,
-        _ if path.starts_with("/ofrep/") => ofrep(&mut request, &env, &context, &path).await,
+        _ if path.starts_with("/ofrep/") => {
+            freshness::locate(&env, &request)?;
+            ofrep(&mut request, &env, &context, &path).await
+        }
         _ => problem(404, "no such route"),
     }
 }
@@ -284,9 +286,10 @@ async fn push(request: &mut Request, env: &Env) -> Result<Response> {
         return Ok(answer);
     }
     let position = config.position();
-    install(config);
-    // The location's other isolates see it at their next look.
-    freshness::share(env, &body, position).await?;
+    if install(config) {
+        // The location's other isolates see it at their next look.
+        freshness::share(env, &body, position).await;
+    }
     json(
         200,
         format!(r#"{{"version":{},"readers_revision":{}}}"#, position.0, position.1).into_bytes(),
@@ -300,6 +303,7 @@ async fn status(env: &Env) -> Result<Response> {
         "version": current().map(|config| config.version),
         "readers_revision": current().map(|config| config.readers_revision),
         "region": freshness::region_name(),
+        "location_cache": freshness::location_cache_works(),
     });
     json(200, body.to_string().into_bytes())
 }
@@ -362,11 +366,13 @@ pub struct EdgeConfig {
     /// The open event streams, each with its stream key; one whose browser has gone, or whose
     /// token a newer envelope no longer has, is dropped at the next event.
     streams: RefCell<Vec<(String, UnboundedSender<Vec<u8>>)>>,
+    /// When an empty object last pulled because it was asked for an envelope.
+    pulled_when_empty_at: RefCell<u64>,
 }
 
 impl DurableObject for EdgeConfig {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, streams: RefCell::default() }
+        Self { state, env, streams: RefCell::default(), pulled_when_empty_at: RefCell::default() }
     }
 
     async fn fetch(&self, mut request: Request) -> Result<Response> {
@@ -381,7 +387,16 @@ impl DurableObject for EdgeConfig {
                 if have.is_some() && request.headers().get("if-none-match")? == have {
                     return Ok(Response::empty()?.with_status(304));
                 }
-                match self.stored().await? {
+                let mut stored = self.stored().await?;
+                if stored.is_none() && self.may_pull_when_empty() {
+                    // A new object (a region added to REGIONS) fills itself at once, rather than
+                    // at its first alarm.
+                    if let Err(error) = self.pull().await {
+                        worker::console_error!("pulling into an empty object: {error}");
+                    }
+                    stored = self.stored().await?;
+                }
+                match stored {
                     Some(envelope) => Ok(Response::from_bytes(envelope)?),
                     None => problem(404, "no configuration yet"),
                 }
@@ -548,6 +563,17 @@ impl EdgeConfig {
             worker::console_log!("pulled envelope not stored: {}", refusal.detail());
         }
         Ok(())
+    }
+
+    /// At most every 5 seconds, so an unreachable control plane is not asked on every request.
+    fn may_pull_when_empty(&self) -> bool {
+        let now = Date::now().as_millis();
+        let mut at = self.pulled_when_empty_at.borrow_mut();
+        let due = now.saturating_sub(*at) >= 5_000;
+        if due {
+            *at = now;
+        }
+        due
     }
 
     /// Makes sure the backstop alarm is set.

@@ -63,7 +63,9 @@ async function until(check, what) {
 
 test("a push to one location reaches every region, and every location serves it", async () => {
   assert.equal((await push("paris", envelope(1))).status, 200);
-  assert.deepEqual(await status("paris"), { environment: "production", version: 1, readers_revision: 1, region: "config-weur" });
+  assert.equal((await status("paris")).version, 1);
+  assert.equal(await variant("paris"), "on");
+  assert.equal((await status("paris")).region, "config-weur");
   // Tokyo's isolate starts from its own region's object, which the push wrote too.
   assert.equal(await variant("tokyo"), "on");
   assert.equal((await status("tokyo")).region, "config-apac");
@@ -83,6 +85,9 @@ test("a push to one location reaches every region, and every location serves it"
   assert.equal((await refetch.json()).flags[0].reason, "DISABLED");
   // Frankfurt serves it after its location's next refresh, from its own region's object.
   await until(async () => (await variant("frankfurt")) === "off", "Frankfurt to serve the kill");
+  // It came through the location's cache, not the once-a-second fallback for a cache that
+  // keeps nothing.
+  assert.equal((await status("frankfurt")).location_cache, true);
   // Tokyo's event stream, held by the apac object, heard of it without anyone polling.
   const { value } = await reader.read();
   assert.match(new TextDecoder().decode(value), /^id: 2\.1\nevent: message\ndata: \{"type":"refetchEvaluation","etag":"\\"2\.1\\""\}/);
@@ -94,4 +99,40 @@ test("a push to one location reaches every region, and every location serves it"
   assert.equal(stale.body.refusal, "stale");
   assert.deepEqual(stale.body.have, [2, 1]);
   assert.equal(await variant("tokyo"), "off");
+});
+
+test("a new regional object fills itself from the control plane when first asked", async () => {
+  const { createServer } = await import("node:http");
+  const body = envelope(7);
+  const signature = `sha256=${createHmac("sha256", SECRET).update(body).digest("hex")}`;
+  let pulls = 0;
+  const controlPlane = createServer((request, response) => {
+    pulls += 1;
+    const authorized = request.headers.authorization === "Bearer rg_pull_token_for_tests";
+    response.writeHead(authorized ? 200 : 401, { "x-rollgate-signature": signature, "content-type": "application/json" });
+    response.end(authorized ? body : "{}");
+  });
+  await new Promise((resolve) => controlPlane.listen(0, "127.0.0.1", resolve));
+  const fresh = await startLocations({
+    regions: ["weur", "apac"],
+    locations: [{ name: "lisbon", region: "weur" }, { name: "sydney", region: "apac" }],
+    bindings: {
+      PUSH_SECRET: SECRET,
+      CONTROL_PLANE_URL: `http://127.0.0.1:${controlPlane.address().port}`,
+      CONTROL_PLANE_TOKEN: "rg_pull_token_for_tests",
+    },
+  });
+  try {
+    // No push ever came: Sydney's object is empty, pulls at once, and serves what it pulled.
+    const response = await fetch(`${fresh.urls.sydney}/ofrep/v1/evaluate/flags/checkout-v2`, {
+      method: "POST", headers: { "x-api-key": READER, "content-type": "application/json" }, body: "{}",
+    });
+    assert.equal(response.status, 200);
+    assert.equal((await response.json()).variant, "on");
+    assert.equal((await (await fetch(`${fresh.urls.sydney}/rollgate/v1/status`)).json()).version, 7);
+    assert.equal(pulls, 1);
+  } finally {
+    await fresh.dispose();
+    controlPlane.close();
+  }
 });
