@@ -28,7 +28,11 @@ try {
   ok(await stack.api("PUT", `${state}/${FLAG}`, { enabled: true, fallthrough: { variant: "on" }, reason: "bench" }), "state");
   ok(await stack.api("PUT", "/api/v1/environments/production/allowed-origins", { allowed_origins: [app.origin] }), "origins");
   const { token } = ok(await stack.api("POST", "/api/v1/tokens", { name: "bench-page", scope: "client", environment: "production" }), "token");
-  await until(async () => (await stack.api("GET", "/api/v1/edges")).body.every((e) => e.lag === 0), 10000, "the edge");
+  // The token came last, in its own readers revision: once the edge knows it, it has everything.
+  const known = async () => (await fetch(`${stack.edge}/ofrep/v1/evaluate/flags`, {
+    method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: "{}",
+  })).status === 200;
+  await until(known, 10000, "the edge to know the client token");
   const { page, started } = await openApp(browser, { origin: app.origin, edge: stack.edge, token, watch: FLAG });
   if (!started.ok) throw new Error(`the app did not start: ${started.error}`);
 

@@ -30,7 +30,9 @@ before(async () => {
   assert.equal((await stack.api("PUT", "/api/v1/environments/production/allowed-origins", origins)).status, 200);
   const created = await stack.api("POST", "/api/v1/tokens", { name: "web-app", scope: "client", environment: "production" });
   clientToken = created.body.token;
-  await until(async () => (await stack.api("GET", "/api/v1/edges")).body.every((e) => e.lag === 0), 10000, "the edge");
+  // The token came after the origins, in a later readers revision: once the edge knows it, the
+  // edge has both.
+  await until(async () => (await bulk(clientToken)).response.status === 200, 10000, "the edge to know the client token");
   browser = await launchChromium();
 });
 
@@ -227,6 +229,7 @@ describe("the edge's OFREP event stream", () => {
 
   test("ends a stream when its token is deleted", async () => {
     const created = await stack.api("POST", "/api/v1/tokens", { name: "short-lived-page", scope: "client", environment: "production" });
+    await until(async () => (await bulk(created.body.token)).response.status === 200, 10000, "the edge to know the token");
     const url = (await bulk(created.body.token)).body.eventStreams[0].url;
     const next = eventReader(await fetch(url));
     await next(); // the current configuration
