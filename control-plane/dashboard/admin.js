@@ -26,7 +26,11 @@ export async function showSegments() {
 export async function showSettings() {
   const [environments, webhooks, edges] = await Promise.all([
     api("GET", "/api/v1/environments"), api("GET", "/api/v1/webhooks"), api("GET", "/api/v1/edges")]);
-  $("#environments tbody").innerHTML = environments.map((e) => `<tr><td>${escape(e.name)}</td><td>${escape(e.version)}</td></tr>`).join("");
+  $("#environments tbody").innerHTML = environments.map((e) => `<tr><td>${escape(e.name)}</td><td>${escape(e.version)}</td>
+      <td><form class="allowed-origins inline" data-environment="${escape(e.name)}">
+        <label>Origins of ${escape(e.name)}, space-separated
+          <input name="origins" value="${escape((e.allowed_origins ?? []).join(" "))}" placeholder="https://shop.example.com" autocomplete="off"></label>
+        <button type="submit">Save</button></form></td></tr>`).join("");
   for (const select of document.querySelectorAll("select.environments")) {
     select.innerHTML = environments.map((e) => `<option>${escape(e.name)}</option>`).join("");
   }
@@ -62,6 +66,23 @@ settingsForm("#new-segment", "/api/v1/segments",
   (field) => ({ key: field("key"), included: pastedKeys(field("included")), excluded: pastedKeys(field("excluded")) }), "segments");
 
 settingsForm("#new-environment", "/api/v1/environments", (field) => ({ name: field("name") }), "settings");
+
+// An environment's allowed origins: the list replaces the one before.
+$("#environments").addEventListener("submit", async (event) => {
+  if (!event.target.matches("form.allowed-origins")) return;
+  event.preventDefault();
+  const form = event.target;
+  const environment = form.dataset.environment;
+  const origins = form.elements.namedItem("origins").value.split(/\s+/).filter(Boolean);
+  $("#settings-error").textContent = "";
+  try {
+    await api("PUT", `/api/v1/environments/${encodeURIComponent(environment)}/allowed-origins`, { allowed_origins: origins });
+    toast(`${environment}: ${origins.length ? origins.join(", ") : "no origin"} may call it from browsers`);
+    await showSettings();
+  } catch (failure) {
+    $("#settings-error").textContent = failure.message;
+  }
+});
 
 settingsForm("#new-webhook", "/api/v1/webhooks",
   (field) => ({ name: field("name"), url: field("url"), environment: field("environment") }), "settings");

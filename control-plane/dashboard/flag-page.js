@@ -41,6 +41,7 @@ export async function showFlag(key) {
   $("#flag-about").innerHTML = `<p>${escape(flag.description || "No description.")}</p>
     <p>${escape(flag.type)}, variants ${variants}; off: <code>${escape(flag.off_variant)}</code></p>
     <p>Owner: ${escape(flag.owner || "—")} · Tags: ${escape((flag.tags ?? []).join(", ") || "—")} ·
+      ${flag.client_visible ? "browsers may evaluate it" : "servers only"} ·
       created ${time(flag.created_at)} · changed ${time(flag.updated_at)}</p>
     <details id="edit-flag"><summary>Edit the definition</summary>
       <form class="card-form">
@@ -50,6 +51,7 @@ export async function showFlag(key) {
         <label>Description <input name="description" value="${escape(flag.description ?? "")}" autocomplete="off"></label>
         <label>Owner <input name="owner" value="${escape(flag.owner ?? "")}" autocomplete="off"></label>
         <label>Tags, comma-separated <input name="tags" value="${escape((flag.tags ?? []).join(", "))}" autocomplete="off"></label>
+        <label class="check"><input type="checkbox" name="client_visible"${flag.client_visible ? " checked" : ""}> Browsers may evaluate it (client tokens)</label>
         <p class="error" role="alert"></p>
         <button type="submit" class="primary">Save</button>
       </form>
@@ -248,6 +250,7 @@ function flagFromForm(form, key) {
     description: field("description").value.trim(),
     owner: field("owner").value.trim(),
     tags: field("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+    client_visible: field("client_visible").checked,
   };
 }
 

@@ -126,10 +126,13 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     await page.click("#edit-flag summary");
     await page.fill('#edit-flag [name="variants"]', "plain=\"Hello\"\nfestive=\"Happy holidays\"\nspring=\"Spring sale\"");
     await page.fill('#edit-flag [name="owner"]', "marketing");
+    await page.check('#edit-flag [name="client_visible"]');
     await page.click('#edit-flag button[type="submit"]');
     await page.locator("#flag-about", { hasText: "Owner: marketing" }).waitFor();
+    await page.locator("#flag-about", { hasText: "browsers may evaluate it" }).waitFor();
     const edited = (await stack.api("GET", "/api/v1/flags/promo-banner")).body;
     assert.deepEqual(Object.keys(edited.variants).sort(), ["festive", "plain", "spring"]);
+    assert.equal(edited.client_visible, true);
     // Someone else changes it meanwhile: the save is refused, their change stands.
     await page.click("#edit-flag summary");
     const theirs = { ...edited, owner: "design" };
@@ -275,6 +278,16 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
     await page.fill('#new-environment [name="name"]', "qa");
     await page.click('#new-environment button[type="submit"]');
     await page.locator("#environments tbody tr", { hasText: "qa" }).waitFor();
+    // The origins whose pages may call production from browsers; a malformed one is refused.
+    const origins = page.locator('#environments form[data-environment="production"]');
+    await origins.locator('[name="origins"]').fill("https://shop.example.com/checkout");
+    await origins.locator("button").click();
+    await page.locator("#settings-error", { hasText: "scheme, host and port only" }).waitFor();
+    await origins.locator('[name="origins"]').fill("https://shop.example.com  https://m.example.com");
+    await origins.locator("button").click();
+    await page.locator("#toast", { hasText: "https://shop.example.com, https://m.example.com" }).waitFor();
+    const production = (await stack.api("GET", "/api/v1/environments")).body.find((e) => e.name === "production");
+    assert.deepEqual(production.allowed_origins, ["https://shop.example.com", "https://m.example.com"]);
     await page.fill('#new-webhook [name="name"]', "releases");
     await page.fill('#new-webhook [name="url"]', "http://127.0.0.1:9/hook");
     await page.selectOption('#new-webhook [name="environment"]', "production");
