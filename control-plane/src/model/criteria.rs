@@ -1,11 +1,13 @@
 //! Guardrails and leading metrics: a rate of two reported counters (e.g. `errors` per
-//! `requests`) for the exposed variant over a sliding window, against an absolute bound or
-//! against the control variant's rate.
+//! `requests`) for the exposed variant, either over a sliding window against an absolute bound
+//! or the control variant's rate (fixed thresholds), or over the whole stage against the
+//! control's rate with an always-valid sequential test (`model::sequential`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::metrics::{CountRow, valid_metric_name};
 use crate::model::plan::MAX_SECONDS;
+use crate::model::sequential::{self, Arm, Finding, Tolerance};
 
 /// A bound on `metric / per` for the plan's variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -25,6 +27,18 @@ pub struct Criterion {
     /// The rate may be at most this many times the control variant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_vs_control: Option<f64>,
+    /// Sequential: the rate may rise above the control's by at most this much (0.005 is half a
+    /// percentage point). It fails only when a larger rise is significant at `confidence`, and
+    /// passes only when the data show, with that confidence, that there is none; it reads the
+    /// whole stage, and may be read every minute without raising its false alarms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_increase: Option<f64>,
+    /// Sequential, as `max_increase`: by at most this share of the control's rate (0.1 is 10%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_relative_increase: Option<f64>,
+    /// The sequential test's confidence, 0.5 to 0.999 (default 0.95).
+    #[serde(default = "ninety_five", skip_serializing_if = "is_ninety_five")]
+    pub confidence: f64,
     /// The least `per` count (for each variant compared) before the criterion can pass or fail.
     #[serde(default = "thousand")]
     pub min_sample: u64,
@@ -45,6 +59,14 @@ fn hour() -> u64 {
     3600
 }
 
+fn ninety_five() -> f64 {
+    0.95
+}
+
+fn is_ninety_five(confidence: &f64) -> bool {
+    *confidence == 0.95
+}
+
 impl Criterion {
     /// What is wrong with it, as a suffix for the field path (`.max must ...`).
     pub fn check(&self) -> Result<(), String> {
@@ -53,20 +75,43 @@ impl Criterion {
                 return Err(format!(".{field}` must be 1 to 64 of a-z 0-9 _ . -"));
             }
         }
-        if self.max.is_none() && self.min.is_none() && self.max_vs_control.is_none() {
-            return Err("` needs `max`, `min` or `max_vs_control`".into());
+        let fixed = self.max.is_some() || self.min.is_some() || self.max_vs_control.is_some();
+        let sequential = self.max_increase.is_some() || self.max_relative_increase.is_some();
+        if !fixed && !sequential {
+            return Err(
+                "` needs `max_increase` or `max_relative_increase` (sequential), or `max`, `min` or `max_vs_control` (fixed)"
+                    .into(),
+            );
         }
-        for (field, bound) in
-            [("max", self.max), ("min", self.min), ("max_vs_control", self.max_vs_control)]
-        {
+        if fixed && sequential {
+            return Err("` is sequential (`max_increase`, `max_relative_increase`) or fixed (`max`, `min`, `max_vs_control`), not both: give each its own guardrail".into());
+        }
+        if self.max_increase.is_some() && self.max_relative_increase.is_some() {
+            return Err("` takes `max_increase` or `max_relative_increase`, not both".into());
+        }
+        for (field, bound) in [
+            ("max", self.max),
+            ("min", self.min),
+            ("max_vs_control", self.max_vs_control),
+            ("max_increase", self.max_increase),
+            ("max_relative_increase", self.max_relative_increase),
+        ] {
             if bound.is_some_and(|b| !b.is_finite() || b < 0.0) {
                 return Err(format!(".{field}` must be a number, at least 0"));
             }
+        }
+        if !(0.5..=0.999).contains(&self.confidence) {
+            return Err(".confidence` must be 0.5 to 0.999 (0.95 is 95%)".into());
         }
         if !(60..=MAX_SECONDS).contains(&self.window_seconds) {
             return Err(".window_seconds` must be 60 to 7776000 (90 days)".into());
         }
         Ok(())
+    }
+
+    /// Whether it is the sequential test, which reads the whole stage rather than a window.
+    pub fn is_sequential(&self) -> bool {
+        self.tolerance().is_some()
     }
 
     /// The window in whole minutes.
@@ -87,11 +132,76 @@ impl Criterion {
         if let Some(factor) = self.max_vs_control {
             parts.push(format!("{rate} <= {factor} x control"));
         }
+        let confidence = percent(self.confidence);
+        if let Some(increase) = self.max_increase {
+            parts.push(format!(
+                "{rate} <= control + {} ({confidence} sequential)",
+                points(increase)
+            ));
+        }
+        if let Some(share) = self.max_relative_increase {
+            parts.push(format!("{rate} <= control + {} ({confidence} sequential)", percent(share)));
+        }
         parts.join(" and ")
+    }
+
+    fn tolerance(&self) -> Option<Tolerance> {
+        self.max_increase
+            .map(Tolerance::Absolute)
+            .or(self.max_relative_increase.map(Tolerance::Relative))
+    }
+
+    /// The sequential test over the whole stage: the variant's rate against the control's.
+    fn read_sequential(
+        &self,
+        counts: &Counts,
+        variant: &str,
+        control: &str,
+        tolerance: Tolerance,
+    ) -> Reading {
+        let since = counts.first_minute.saturating_sub(1);
+        let exposed = Rate::of(counts, variant, &self.metric, &self.per, since);
+        let compared = Rate::of(counts, control, &self.metric, &self.per, since);
+        let arm = |rate: &Rate| Arm { events: rate.metric as f64, exposures: rate.per as f64 };
+        let short = exposed.per < self.min_sample || compared.per < self.min_sample;
+        let comparison =
+            sequential::compare(arm(&exposed), arm(&compared), tolerance, self.confidence);
+        let (verdict, detail) = match comparison.filter(|_| !short).map(|c| (c.finding, c)) {
+            Some((Finding::Regression, c)) => (
+                Verdict::Fail,
+                Some(format!(
+                    "rose {} over control ({} to {} at {}), beyond the {} tolerated",
+                    points(c.difference.estimate),
+                    points(c.difference.low),
+                    points(c.difference.high),
+                    percent(self.confidence),
+                    points(c.tolerated),
+                )),
+            ),
+            Some((Finding::NoRegression, _)) => (Verdict::Pass, None),
+            _ => (Verdict::Insufficient, None),
+        };
+        Reading {
+            criterion: self.describe(),
+            variant: exposed,
+            control: Some(compared),
+            verdict,
+            detail,
+            difference: comparison.map(|c| Difference {
+                estimate: c.difference.estimate,
+                low: c.difference.low,
+                high: c.difference.high,
+                tolerated: c.tolerated,
+                confidence: self.confidence,
+            }),
+        }
     }
 
     /// Reads the criterion from `counts` for `variant` against `control`.
     pub fn read(&self, counts: &Counts, variant: &str, control: &str) -> Reading {
+        if let Some(tolerance) = self.tolerance() {
+            return self.read_sequential(counts, variant, control, tolerance);
+        }
         let since =
             (counts.minute - self.window_minutes()).max(counts.first_minute.saturating_sub(1));
         let exposed = Rate::of(counts, variant, &self.metric, &self.per, since);
@@ -125,8 +235,23 @@ impl Criterion {
             if breaches.is_empty() { Verdict::Pass } else { Verdict::Fail }
         };
         let detail = (!breaches.is_empty()).then(|| breaches.join("; "));
-        Reading { criterion: self.describe(), variant: exposed, control: compared, verdict, detail }
+        Reading {
+            criterion: self.describe(),
+            variant: exposed,
+            control: compared,
+            verdict,
+            detail,
+            difference: None,
+        }
     }
+}
+
+/// A difference of rates in percentage points: `0.0052` as `0.52 points`.
+pub fn points(difference: f64) -> String {
+    let text = format!("{:.2}", difference * 100.0);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    let text = if text == "-0" { "0" } else { text };
+    format!("{text} points")
 }
 
 /// `0.0213` as `2.13%`.
@@ -190,6 +315,21 @@ pub struct Reading {
     /// Which bound failed, and by how much.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A sequential criterion's estimate of the variant's rate minus the control's, with its
+    /// always-valid interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difference: Option<Difference>,
+}
+
+/// The variant's rate minus the control's over the stage, its interval at `confidence`, valid
+/// at every reading at once, and the rise tolerated.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Difference {
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+    pub tolerated: f64,
+    pub confidence: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -197,7 +337,8 @@ pub struct Reading {
 pub enum Verdict {
     Pass,
     Fail,
-    /// Fewer than `min_sample` in the window: neither passes nor fails.
+    /// Fewer than `min_sample` in the window, or (sequential) not yet significant either way:
+    /// neither passes nor fails.
     Insufficient,
 }
 
@@ -239,6 +380,58 @@ mod tests {
             (reading.verdict, reading.detail.as_deref()),
             (Verdict::Fail, Some("2.1% > 2%"))
         );
+    }
+
+    #[test]
+    fn the_sequential_criterion_fails_a_significant_rise_and_passes_a_proven_absence() {
+        let guardrail = criterion(serde_json::json!({"metric": "errors", "max_increase": 0.005}));
+        assert_eq!(guardrail.check(), Ok(()));
+        assert!(guardrail.is_sequential());
+        assert_eq!(
+            guardrail.describe(),
+            "errors/requests <= control + 0.5 points (95% sequential)"
+        );
+        // The whole stage counts, however old (the window does not apply).
+        let stage = |on_errors, off_errors| {
+            counts(&[
+                ("on", "requests", 1, 20_000),
+                ("on", "errors", 1, on_errors),
+                ("off", "requests", 2, 20_000),
+                ("off", "errors", 2, off_errors),
+            ])
+        };
+        let worse = guardrail.read(&stage(600, 200), "on", "off");
+        assert_eq!(worse.verdict, Verdict::Fail);
+        let difference = worse.difference.unwrap();
+        assert!((difference.estimate - 0.02).abs() < 1e-12);
+        assert!(difference.low > 0.005 && difference.high > difference.low);
+        assert!(worse.detail.unwrap().starts_with("rose 2 points over control"));
+        assert_eq!(guardrail.read(&stage(200, 200), "on", "off").verdict, Verdict::Pass);
+        // A rise near the tolerance is neither proven nor excluded yet.
+        assert_eq!(guardrail.read(&stage(300, 200), "on", "off").verdict, Verdict::Insufficient);
+        let few = counts(&[("on", "requests", 99, 999), ("off", "requests", 99, 5000)]);
+        assert_eq!(guardrail.read(&few, "on", "off").verdict, Verdict::Insufficient);
+
+        for (bad, why) in [
+            (
+                serde_json::json!({"metric": "errors", "max_increase": 0.005, "max": 0.02}),
+                "not both",
+            ),
+            (
+                serde_json::json!({"metric": "errors", "max_increase": 0.005, "max_relative_increase": 0.1}),
+                "not both",
+            ),
+            (serde_json::json!({"metric": "errors", "max_increase": -0.1}), "at least 0"),
+            (
+                serde_json::json!({"metric": "errors", "max_increase": 0.01, "confidence": 1.0}),
+                "0.5 to 0.999",
+            ),
+        ] {
+            let error = criterion(bad).check().unwrap_err();
+            assert!(error.contains(why), "{error}");
+        }
+        // The default confidence is not written back, so stored plans keep their shape.
+        assert!(!serde_json::to_string(&guardrail).unwrap().contains("confidence"));
     }
 
     #[test]

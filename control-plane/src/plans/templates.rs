@@ -164,6 +164,9 @@ fn default_guardrails() -> Vec<Criterion> {
         max: Some(0.02),
         min: None,
         max_vs_control: None,
+        max_increase: None,
+        max_relative_increase: None,
+        confidence: 0.95,
         min_sample: 1000,
         window_seconds: HOUR,
     }]

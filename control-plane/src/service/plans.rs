@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::model::Refusal;
 use crate::model::audit::AuditEntry;
-use crate::model::criteria::{Counts, Reading};
+use crate::model::criteria::{Counts, Criterion, Reading};
 use crate::model::flag::FlagState;
 use crate::model::plan::{Decision, DecisionQuery, FlagChange, Plan, PlanQuery, Step};
 use crate::model::time::Timestamp;
@@ -137,7 +137,9 @@ pub async fn act(
 pub async fn read(service: &Service, plan: &Plan) -> Result<Vec<Reading>, Error> {
     let stage = plan.current();
     let criteria: Vec<_> = stage.guardrails.iter().chain(&stage.leading).cloned().collect();
-    let Some(widest) = criteria.iter().map(|c| c.window_minutes()).max() else {
+    // A sequential criterion reads the whole stage.
+    let window = |c: &Criterion| if c.is_sequential() { i64::MAX } else { c.window_minutes() };
+    let Some(widest) = criteria.iter().map(window).max() else {
         return Ok(Vec::new());
     };
     let minute = service.clock.timestamp().minute();

@@ -668,3 +668,46 @@ async fn bad_plans_and_metric_batches_change_nothing() {
     assert_eq!(sums["variants"], json!({"on": {"requests": 7}}));
     assert_eq!(server.observable_state().await, before);
 }
+
+#[tokio::test]
+async fn a_sequential_guardrail_rolls_back_a_significant_rise_and_its_reading_says_how_sure() {
+    let (server, clock) = simulated().await;
+    let guardrail = json!({"metric": "errors", "max_increase": 0.005});
+    let body = json!({
+        "flag": "checkout-v2", "environment": "production", "template": "canary",
+        "parameters": {"guardrails": [guardrail]}, "rationale": "checkout v2 passed QA"
+    });
+    let (status, answer) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let id = answer["plan"]["id"].as_i64().unwrap();
+
+    // `on` at 0.5% against 0.25%: a quarter point, within the tolerance with 95% confidence, so
+    // the guardrail passes and the plan advances.
+    clock.set(t0() + minutes(60));
+    report(&server, 20_000, 100).await;
+    tick(server.service()).await.unwrap();
+    let advanced = plan(&server, id).await;
+    assert_eq!(stage_name(&advanced), "assessed");
+
+    // `on` errs at 3% against `off`'s 1.5%: over the stage so far (it began at minute 60, whose
+    // report counts) 1.75% against 0.875%, a rise beyond half a point, and significant.
+    clock.set(t0() + minutes(70));
+    report(&server, 20_000, 600).await;
+    tick(server.service()).await.unwrap();
+    let after = plan(&server, id).await;
+    assert_eq!(after["status"], "rolled_back");
+    let last = decisions(&server).await.last().unwrap().clone();
+    let reading = &last["metrics"][0];
+    assert_eq!(reading["verdict"], "fail");
+    assert_eq!(reading["criterion"], "errors/requests <= control + 0.5 points (95% sequential)");
+    let difference = &reading["difference"];
+    assert!((difference["estimate"].as_f64().unwrap() - 0.00875).abs() < 1e-9, "{reading}");
+    assert!(difference["low"].as_f64().unwrap() > 0.005, "{reading}");
+    assert_eq!(difference["tolerated"], 0.005);
+    assert_eq!(difference["confidence"], 0.95);
+    assert!(
+        last["rationale"].as_str().unwrap().contains("rose 0.88 points over control"),
+        "{last}"
+    );
+}

@@ -1,0 +1,217 @@
+//! How often guardrails roll back healthy releases and catch bad ones: the real criterion code
+//! (`Criterion::read`, the same the scheduler runs) over simulated traffic, read every minute
+//! for three days with the canary template's exposures (5% for a day, then 25%).
+//!
+//! Assumptions: 1,000 requests a minute in all (`REQUESTS_PER_MINUTE`), errors independent per
+//! request at 1% for the control; the plan keeps to its schedule (each stage's hold, then the
+//! next); a rollback ends the run. Criteria: today's default fixed threshold (at most 2% errors
+//! per request over an hour, from 1,000 requests) and the sequential one (at most 10% over the
+//! control's rate, at 95%). Also the sample-ratio check (`model::sequential::sample_ratio`)
+//! against variants that get 5% or 10% fewer of the exposures than configured.
+//!
+//! Usage: cargo run --release -p benches --bin guardrail_sim [runs, default 10000]
+
+use std::thread;
+
+use control_plane::model::criteria::{Counts, Criterion, Verdict};
+use control_plane::model::metrics::CountRow;
+use control_plane::model::sequential::sample_ratio;
+use control_plane::plans::templates::{self, TemplateParameters};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Binomial, Distribution};
+
+const MINUTES: i64 = 3 * 24 * 60;
+const CONTROL_RATE: f64 = 0.01;
+
+/// The canary template's exposure (a share) at each minute of the three days.
+fn exposures() -> Vec<(i64, f64)> {
+    let stages = templates::expand(templates::CANARY, &TemplateParameters::default())
+        .expect("the canary template expands");
+    let mut starts = Vec::new();
+    let mut minute = 0;
+    for stage in stages {
+        starts.push((minute, f64::from(stage.percent.thousandths()) / 100_000.0));
+        minute += (stage.hold_seconds / 60) as i64;
+    }
+    starts
+}
+
+/// The exposure in force at `minute`, and the minute its stage began.
+fn stage_at(starts: &[(i64, f64)], minute: i64) -> (i64, f64) {
+    *starts.iter().rev().find(|(start, _)| *start <= minute).expect("a stage from minute 0")
+}
+
+struct Outcome {
+    /// The minute of the rollback and the variant's requests by then.
+    rolled_back: Option<(i64, u64)>,
+}
+
+/// One plan's three days: readings every minute until a rollback.
+fn run(
+    criterion: &Criterion,
+    variant_rate: f64,
+    seed: u64,
+    starts: &[(i64, f64)],
+    per_minute: u64,
+) -> Outcome {
+    let mut random = StdRng::seed_from_u64(seed);
+    let mut counts = Counts::default();
+    let mut stage_began = -1;
+    let mut variant_requests = 0;
+    for minute in 0..MINUTES {
+        let (began, share) = stage_at(starts, minute);
+        if began != stage_began {
+            // Readings start at the stage: what came before no longer counts.
+            stage_began = began;
+            counts = Counts { minute, first_minute: began, rows: Vec::new() };
+        }
+        let exposed = (per_minute as f64 * share).round() as u64;
+        for (variant, requests, rate) in
+            [("on", exposed, variant_rate), ("off", per_minute - exposed, CONTROL_RATE)]
+        {
+            let errors =
+                Binomial::new(requests, rate).expect("a rate in 0..=1").sample(&mut random);
+            counts.rows.push(row(variant, "requests", minute, requests));
+            counts.rows.push(row(variant, "errors", minute, errors));
+        }
+        variant_requests += exposed;
+        counts.minute = minute;
+        if criterion.read(&counts, "on", "off").verdict == Verdict::Fail {
+            return Outcome { rolled_back: Some((minute, variant_requests)) };
+        }
+        compact(&mut counts);
+    }
+    Outcome { rolled_back: None }
+}
+
+fn row(variant: &str, metric: &str, minute: i64, value: u64) -> CountRow {
+    CountRow { variant: variant.into(), metric: metric.into(), minute, value }
+}
+
+/// Folds the rows about to leave an hour's window into one row per variant and metric at the
+/// window's edge, where a windowed reading no longer sees them and a whole-stage one still
+/// does, so each reading sums a few hundred rows rather than days of them.
+fn compact(counts: &mut Counts) {
+    let edge = counts.minute - 59;
+    if edge <= counts.first_minute {
+        return;
+    }
+    let mut folded: Vec<CountRow> = Vec::new();
+    counts.rows.retain(|row| {
+        if row.minute > edge {
+            return true;
+        }
+        match folded.iter_mut().find(|f| f.variant == row.variant && f.metric == row.metric) {
+            Some(into) => into.value += row.value,
+            None => folded.push(CountRow { minute: edge, ..row.clone() }),
+        }
+        false
+    });
+    counts.rows.extend(folded);
+}
+
+/// Runs `runs` plans on two threads; returns each outcome.
+fn simulate(criterion: &Criterion, variant_rate: f64, runs: u64, per_minute: u64) -> Vec<Outcome> {
+    let starts = exposures();
+    thread::scope(|scope| {
+        let halves: Vec<_> = (0..2)
+            .map(|half| {
+                let starts = &starts;
+                scope.spawn(move || {
+                    (0..runs)
+                        .filter(|run| run % 2 == half)
+                        .map(|index| run(criterion, variant_rate, index + 1, starts, per_minute))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        halves.into_iter().flat_map(|half| half.join().expect("a simulation thread")).collect()
+    })
+}
+
+fn median(mut values: Vec<u64>) -> Option<u64> {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
+}
+
+/// Sample-ratio runs: the share of runs the check flags at any minute, with the variant getting
+/// `1 - shortfall` of its configured share.
+fn sample_ratio_flagged(shortfall: f64, runs: u64, per_minute: u64) -> f64 {
+    let starts = exposures();
+    let flagged = (0..runs)
+        .filter(|&seed| {
+            let mut random = StdRng::seed_from_u64(seed + 1);
+            let (mut stage_began, mut variant, mut control) = (-1, 0u64, 0u64);
+            (0..MINUTES).any(|minute| {
+                let (began, share) = stage_at(&starts, minute);
+                if began != stage_began {
+                    (stage_began, variant, control) = (began, 0, 0);
+                }
+                let exposed = Binomial::new(per_minute, share * (1.0 - shortfall))
+                    .expect("a share")
+                    .sample(&mut random);
+                variant += exposed;
+                control += per_minute - exposed;
+                sample_ratio(variant as f64, control as f64, share, 0.95).0
+            })
+        })
+        .count();
+    flagged as f64 / runs as f64
+}
+
+#[allow(clippy::print_stdout, reason = "the table is this program's output")]
+fn main() {
+    let runs: u64 = std::env::args().nth(1).and_then(|runs| runs.parse().ok()).unwrap_or(10_000);
+    let per_minute: u64 = std::env::var("REQUESTS_PER_MINUTE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1_000);
+    let criteria: [(&str, Criterion); 2] = [
+        (
+            "fixed: errors/requests <= 2% over 1 h (today's default)",
+            serde_json::from_value(serde_json::json!({"metric": "errors", "max": 0.02})).unwrap(),
+        ),
+        (
+            "sequential: errors/requests <= control + 10%, 95%",
+            serde_json::from_value(
+                serde_json::json!({"metric": "errors", "max_relative_increase": 0.1}),
+            )
+            .unwrap(),
+        ),
+    ];
+    println!(
+        "{runs} runs per row; 3 days read every minute; canary exposures; {per_minute} requests/minute; control error rate 1%\n"
+    );
+    println!(
+        "| criterion | variant's error rate | rolled back | median minutes to rollback | median variant requests by then |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, criterion) in &criteria {
+        for factor in [1.0, 1.2, 1.5, 2.0] {
+            let outcomes = simulate(criterion, CONTROL_RATE * factor, runs, per_minute);
+            let rolled: Vec<(i64, u64)> = outcomes.iter().filter_map(|o| o.rolled_back).collect();
+            let share = rolled.len() as f64 / runs as f64;
+            let minutes = median(rolled.iter().map(|(minute, _)| *minute as u64 + 1).collect());
+            let requests = median(rolled.iter().map(|(_, requests)| *requests).collect());
+            let label = if factor == 1.0 {
+                "1% (A/A)".to_owned()
+            } else {
+                format!("{factor}× ({}%)", factor)
+            };
+            let or_dash = |value: Option<u64>| value.map_or("—".to_owned(), |v| v.to_string());
+            println!(
+                "| {name} | {label} | {:.2}% | {} | {} |",
+                share * 100.0,
+                or_dash(minutes),
+                or_dash(requests)
+            );
+        }
+    }
+    println!("\n| sample-ratio check (95%) | flagged |\n|---|---|");
+    for (label, shortfall) in
+        [("no mismatch", 0.0), ("variant 5% short", 0.05), ("variant 10% short", 0.10)]
+    {
+        println!("| {label} | {:.2}% |", 100.0 * sample_ratio_flagged(shortfall, runs, per_minute));
+    }
+}
