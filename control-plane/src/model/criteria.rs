@@ -89,15 +89,20 @@ impl Criterion {
         if self.max_increase.is_some() && self.max_relative_increase.is_some() {
             return Err("` takes `max_increase` or `max_relative_increase`, not both".into());
         }
-        for (field, bound) in [
-            ("max", self.max),
-            ("min", self.min),
-            ("max_vs_control", self.max_vs_control),
+        for (field, bound) in
+            [("max", self.max), ("min", self.min), ("max_vs_control", self.max_vs_control)]
+        {
+            if bound.is_some_and(|b| !b.is_finite() || b < 0.0) {
+                return Err(format!(".{field}` must be a number, at least 0"));
+            }
+        }
+        for (field, tolerance) in [
             ("max_increase", self.max_increase),
             ("max_relative_increase", self.max_relative_increase),
         ] {
-            if bound.is_some_and(|b| !b.is_finite() || b < 0.0) {
-                return Err(format!(".{field}` must be a number, at least 0"));
+            // No rise at all can never be shown: the test needs room.
+            if tolerance.is_some_and(|t| !t.is_finite() || t <= 0.0) {
+                return Err(format!(".{field}` must be a number above 0"));
             }
         }
         if !(0.5..=0.999).contains(&self.confidence) {
@@ -140,7 +145,9 @@ impl Criterion {
             ));
         }
         if let Some(share) = self.max_relative_increase {
-            parts.push(format!("{rate} <= control + {} ({confidence} sequential)", percent(share)));
+            let factor = format!("{:.4}", 1.0 + share);
+            let factor = factor.trim_end_matches('0').trim_end_matches('.');
+            parts.push(format!("{rate} <= {factor} x control ({confidence} sequential)"));
         }
         parts.join(" and ")
     }
@@ -421,7 +428,8 @@ mod tests {
                 serde_json::json!({"metric": "errors", "max_increase": 0.005, "max_relative_increase": 0.1}),
                 "not both",
             ),
-            (serde_json::json!({"metric": "errors", "max_increase": -0.1}), "at least 0"),
+            (serde_json::json!({"metric": "errors", "max_increase": -0.1}), "above 0"),
+            (serde_json::json!({"metric": "errors", "max_relative_increase": 0}), "above 0"),
             (
                 serde_json::json!({"metric": "errors", "max_increase": 0.01, "confidence": 1.0}),
                 "0.5 to 0.999",

@@ -19,7 +19,9 @@
 //! ```
 //!
 //! `τ` is set to the effect that matters (the tolerance), where the test is most powerful.
-//! Not wired into rollout plans yet (issue 17).
+//! The guarantee is asymptotic (a normal estimate, a plug-in variance), and assumes independent
+//! events: errors that come in bursts make the interval too narrow. Each one-sided decision
+//! below uses one side of the two-sided sequence, so its error is at most about `α / 2`.
 
 /// Counts of one arm: events (e.g. `errors`) over exposures (e.g. `requests`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,13 +35,12 @@ impl Arm {
         self.events / self.exposures
     }
 
-    /// The variance of `rate()`: binomial for a share (at most one event per exposure),
-    /// Poisson for a rate that can pass 1. The rate in it is pulled towards a half event, so
-    /// that no events in ten exposures is not taken for certainty (a zero variance).
+    /// The variance of `rate()`, as of a Poisson count: right for a count metric that can pass
+    /// one per exposure, and a little above the binomial variance of a share. The rate in it is
+    /// pulled towards half an event, so that no events in ten exposures is not taken for
+    /// certainty (a zero variance).
     fn variance(&self) -> f64 {
-        let rate = (self.events + 0.5) / (self.exposures + 1.0);
-        let spread = if rate <= 1.0 { rate * (1.0 - rate) } else { rate };
-        spread / self.exposures
+        (self.events + 0.5) / (self.exposures + 1.0) / self.exposures
     }
 }
 
@@ -64,7 +65,10 @@ pub fn interval(estimate: f64, variance: f64, mixing: f64, confidence: f64) -> I
     Interval { estimate, low: estimate - half, high: estimate + half }
 }
 
-/// How far the variant's rate may rise above the control's.
+/// The least mixing standard deviation: a tolerance near 0 would make the interval useless.
+const MIN_MIXING: f64 = 1e-4;
+
+/// How far the variant's rate may rise above the control's (above 0; `Criterion::check`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Tolerance {
     /// By this much, e.g. 0.005 for half a percentage point.
@@ -106,12 +110,13 @@ pub fn compare(
     }
     let tolerated = match tolerance {
         Tolerance::Absolute(difference) => difference,
-        // The control's rate is estimated too; its own error is in the variance below.
+        // Taken at the control's rate so far, as if it were known: an approximation, whose own
+        // error the interval does not carry.
         Tolerance::Relative(share) => share * control.rate(),
     };
     let variance = variant.variance() + control.variance();
-    // Most power at the effect that matters; a tolerance of 0 still needs a mixture.
-    let mixing = tolerated.max(1e-6).powi(2);
+    // Most power at the effect that matters.
+    let mixing = tolerated.max(MIN_MIXING).powi(2);
     let difference = interval(variant.rate() - control.rate(), variance, mixing, confidence);
     let finding = if difference.low > tolerated {
         Finding::Regression

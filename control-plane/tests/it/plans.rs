@@ -577,7 +577,7 @@ async fn bad_plans_and_metric_batches_change_nothing() {
         (
             json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a", "guardrails": [{"metric": "errors"}]}], "rationale": "x"}),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "`stages[0].guardrails[0]` needs `max`, `min` or `max_vs_control`",
+            "`stages[0].guardrails[0]` needs `max_increase` or `max_relative_increase` (sequential), or `max`, `min` or `max_vs_control` (fixed)",
         ),
         (
             json!({"flag": "checkout-v2", "environment": "production", "stages": [{"name": "a"}], "variant": "maybe", "rationale": "x"}),
