@@ -314,6 +314,25 @@ pub(super) fn plan(value: &Value) -> String {
                 } else {
                     crate::model::criteria::percent(metric as f64 / per as f64)
                 };
+                // A sequential criterion: the rise over control, and its interval.
+                let rate = match (
+                    &r["difference"]["estimate"],
+                    &r["difference"]["low"],
+                    &r["difference"]["high"],
+                ) {
+                    (Value::Number(estimate), Value::Number(low), Value::Number(high)) => {
+                        let points = |n: &serde_json::Number| {
+                            crate::model::criteria::points(n.as_f64().unwrap_or(0.0))
+                        };
+                        format!(
+                            "{rate}, {} over control ({} to {})",
+                            points(estimate),
+                            points(low).trim_end_matches(" points"),
+                            points(high)
+                        )
+                    }
+                    _ => rate,
+                };
                 let verdict = match r["verdict"].as_str() {
                     Some("pass") => paint(GREEN, "pass"),
                     Some("fail") => paint(RED, &format!("FAIL {}", text(&r["detail"]))),
@@ -423,4 +442,23 @@ pub(super) fn webhooks(value: &Value) -> String {
 
 pub(super) fn done(value: &Value) -> String {
     format!("{}\n", text(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_sequential_reading_shows_the_rise_and_its_interval() {
+        let plan = json!({"flag": "checkout-v2", "environment": "production", "status": "running",
+            "stage": 0, "stages": [{"name": "canary", "percent": 5}], "readings": [{
+                "criterion": "errors/requests <= control + 0.5 points (95% sequential)",
+                "variant": {"variant": "on", "metric": 700, "per": 40000},
+                "control": {"variant": "off", "metric": 350, "per": 40000},
+                "verdict": "insufficient",
+                "difference": {"estimate": 0.00875, "low": 0.0031, "high": 0.0144,
+                               "tolerated": 0.005, "confidence": 0.95}}]});
+        let shown = super::plan(&plan);
+        assert!(shown.contains("1.75%, 0.88 points over control (0.31 to 1.44 points)"), "{shown}");
+    }
 }
