@@ -250,9 +250,7 @@ impl Config {
     pub fn supersedes(&self, have: Option<(u64, u64)>) -> Result<(), Refusal> {
         let got = self.position();
         match have {
-            Some(have) if got.0 < have.0 || got.1 < have.1 || got == have => {
-                Err(Refusal::Stale { have, got })
-            }
+            Some(have) if !newer(got, Some(have)) => Err(Refusal::Stale { have, got }),
             _ => Ok(()),
         }
     }
@@ -289,6 +287,12 @@ impl Config {
     pub fn allows_origin(&self, origin: &str) -> bool {
         self.allowed_origins.iter().any(|allowed| allowed == origin)
     }
+}
+
+/// Whether a configuration at `got` may replace one at `have`: neither counter lower, one
+/// higher.
+pub fn newer(got: (u64, u64), have: Option<(u64, u64)>) -> bool {
+    have.is_none_or(|have| got.0 >= have.0 && got.1 >= have.1 && got != have)
 }
 
 /// An event-stream key: HMAC-SHA256 keyed with the token's digest. It reveals neither, and only

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use worker::{Cache, Context, Date, Env, Headers, Method, Request, RequestInit, Response, Result};
 
-use crate::config::{Config, RefusalAnswer, RefusalKind};
+use crate::config::{Config, RefusalAnswer, RefusalKind, newer};
 use crate::regions::{self, Region};
 
 pub(crate) const LOOK_INTERVAL_MS: u64 = 50;
@@ -58,11 +58,6 @@ pub(crate) fn install(config: Config) -> bool {
         }
         newer
     })
-}
-
-/// Whether `position` is newer than `have`: neither counter lower, one higher.
-fn newer(position: (u64, u64), have: Option<(u64, u64)>) -> bool {
-    have.is_none_or(|have| position.0 >= have.0 && position.1 >= have.1 && position != have)
 }
 
 /// Whether `interval` has passed since `*at`; if so, `*at` becomes now.
@@ -336,8 +331,7 @@ async fn put_stamp(env: &Env, position: (u64, u64), fetched_at: u64) -> Result<(
 /// `(position, fetched_at)` from a stamp's body.
 fn parse_stamp(text: &str) -> Option<((u64, u64), u64)> {
     let (position, fetched_at) = text.split_once(' ')?;
-    let (version, readers_revision) = position.split_once('.')?;
-    Some(((version.parse().ok()?, readers_revision.parse().ok()?), fetched_at.parse().ok()?))
+    Some((parse_position_tag(position)?, fetched_at.parse().ok()?))
 }
 
 /// A cache key of the environment's, in the location's cache. The cache is shared by the
@@ -363,6 +357,14 @@ fn envelope_key(env: &Env, (version, readers_revision): (u64, u64)) -> Result<St
 /// A configuration's position as an entity tag, as the control plane's edge-config ETag.
 pub(crate) fn position_tag((version, readers_revision): (u64, u64)) -> String {
     format!("\"{version}.{readers_revision}\"")
+}
+
+/// The position a tag (`"12.3"`, `12.3` or `W/"12.3"`) names.
+pub(crate) fn parse_position_tag(tag: &str) -> Option<(u64, u64)> {
+    let tag = tag.trim();
+    let (version, readers_revision) =
+        tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"').split_once('.')?;
+    Some((version.parse().ok()?, readers_revision.parse().ok()?))
 }
 
 pub(crate) fn environment(env: &Env) -> Result<String> {

@@ -25,7 +25,8 @@ use worker::{
 
 use crate::config::{Config, Refusal, SIGNATURE_HEADER, verify};
 use crate::freshness::{
-    self, configuration, current, environment, install, position_tag, regional_object,
+    self, configuration, current, environment, install, parse_position_tag, position_tag,
+    regional_object,
 };
 use crate::report;
 
@@ -215,22 +216,17 @@ async fn evaluate(
         if answer.status != 200 {
             return json(answer.status, answer.body);
         }
-        // `{"flags":[...]}` becomes `{"flags":[...],"eventStreams":[...]}`.
-        if answer.body.pop() == Some(b'}') {
-            let url = format!(
-                "{}/ofrep/v1/events?token={}",
-                request_origin(request),
-                config.stream_key_for(&token)
-            );
-            let streams = serde_json::json!([{
-                "type": "sse",
-                "url": url,
-                "inactivityDelaySec": INACTIVITY_DELAY_SECONDS,
-            }]);
-            answer.body.extend_from_slice(b",\"eventStreams\":");
-            answer.body.extend_from_slice(streams.to_string().as_bytes());
-            answer.body.push(b'}');
-        }
+        let url = format!(
+            "{}/ofrep/v1/events?token={}",
+            request_origin(request),
+            config.stream_key_for(&token)
+        );
+        let streams = serde_json::json!([{
+            "type": "sse",
+            "url": url,
+            "inactivityDelaySec": INACTIVITY_DELAY_SECONDS,
+        }]);
+        answer.add_event_streams(&streams.to_string());
         let response = json(answer.status, answer.body)?;
         response.headers().set("etag", &etag)?;
         return Ok(response);
@@ -314,14 +310,6 @@ fn chunk_key(generation: u64, index: u32) -> String {
 
 fn set(object: &Object, key: &str, value: JsValue) -> Result<()> {
     Reflect::set(object, &key.into(), &value).map(drop).map_err(worker::Error::from)
-}
-
-/// The position a tag (`"12.3"`, `12.3` or `W/"12.3"`) names.
-fn parse_position_tag(tag: &str) -> Option<(u64, u64)> {
-    let tag = tag.trim();
-    let (version, readers_revision) =
-        tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"').split_once('.')?;
-    Some((version.parse().ok()?, readers_revision.parse().ok()?))
 }
 
 /// An OFREP `refetchEvaluation` event for the configuration at `position`; its id and `etag`

@@ -132,6 +132,20 @@ pub fn bulk_counted(
     }
 }
 
+impl Answer {
+    /// Adds `eventStreams` (OFREP ADR-0008), given as JSON, to a bulk success
+    /// (`{"flags":[...]}` becomes `{"flags":[...],"eventStreams":[...]}`), without parsing the
+    /// flags again. Any other answer is left as it is.
+    pub fn add_event_streams(&mut self, streams_json: &str) {
+        if self.status == 200 && self.body.last() == Some(&b'}') {
+            self.body.pop();
+            self.body.extend_from_slice(b",\"eventStreams\":");
+            self.body.extend_from_slice(streams_json.as_bytes());
+            self.body.push(b'}');
+        }
+    }
+}
+
 /// OFREP's failure shape, `{key, errorCode, errorDetails}` (no `key` for bulk requests), for
 /// hosts' own failures too, e.g. GENERAL "no configuration yet".
 pub fn failure(status: u16, key: Option<&str>, code: ErrorCode, details: &str) -> Answer {
@@ -262,6 +276,15 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(body["flags"][0]["errorCode"], "TARGETING_KEY_MISSING");
         assert_eq!(body["flags"][1]["value"], true);
+        let mut streamed = bulk(&engine, br#"{"context": {}}"#, Some(0));
+        streamed.add_event_streams(r#"[{"type":"sse","url":"https://edge/ofrep/v1/events"}]"#);
+        let (_, body) = answer(streamed);
+        assert_eq!(body["flags"][1]["value"], true);
+        assert_eq!(body["eventStreams"][0]["type"], "sse");
+        let mut failed = bulk(&engine, b"[", None);
+        let before = failed.clone();
+        failed.add_event_streams("[]");
+        assert_eq!(failed, before, "a failure carries no streams");
         let (status, body) = answer(bulk(&engine, b"[", None));
         assert_eq!((status, body.get("key")), (400, None));
         assert_eq!(body["errorCode"], "PARSE_ERROR");

@@ -191,13 +191,8 @@ async fn bulk(
     if answer.status != 200 {
         return Ok(json_answer(answer, None));
     }
-    // `{"flags":[...]}` becomes `{"flags":[...],"eventStreams":[...]}`.
-    if let Some(streams) = ofrep_events::event_streams(headers, &caller.token, environment)
-        && answer.body.pop() == Some(b'}')
-    {
-        answer.body.extend_from_slice(b",\"eventStreams\":");
-        answer.body.extend_from_slice(streams.as_bytes());
-        answer.body.push(b'}');
+    if let Some(streams) = ofrep_events::event_streams(headers, &caller.token, environment) {
+        answer.add_event_streams(&streams);
     }
     Ok(json_answer(answer, Some(etag)))
 }
