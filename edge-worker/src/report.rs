@@ -1,5 +1,7 @@
 //! Evaluation counts per flag and variant, reported to the control plane in batches off the
-//! request path (`ctx.wait_until`), so guardrails can use them (`per: "evaluations"`).
+//! request path (`ctx.wait_until`), so guardrails can use them (`per: "evaluations"`), and the
+//! share of them the flag's percentage rollout decided (`rollout_evaluations`), which a rollout
+//! plan's sample-ratio check compares with the split it configured.
 //!
 //! Bindings: `CONTROL_PLANE_URL` and `CONTROL_PLANE_TOKEN` (without them nothing is reported),
 //! `METRICS_INTERVAL_SECONDS` (default 10).
@@ -7,17 +9,34 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use flag_core::Evaluation;
 use worker::{Context, Date, Env, Fetch, Headers, Method, Request, RequestInit};
 
 const DEFAULT_INTERVAL_SECONDS: u64 = 10;
 /// The control plane takes at most this many counters per batch.
 const COUNTERS_PER_BATCH: usize = 1_000;
-/// The metric name edge counts are reported under.
+/// The metric names edge counts are reported under.
 pub(crate) const EVALUATIONS: &str = "evaluations";
+const ROLLOUT_EVALUATIONS: &str = "rollout_evaluations";
+
+/// One flag variant's counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Tally {
+    evaluations: u64,
+    /// Those the flag's fallthrough rollout decided.
+    rollout_evaluations: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.evaluations += other.evaluations;
+        self.rollout_evaluations += other.rollout_evaluations;
+    }
+}
 
 #[derive(Default)]
 struct Counts {
-    by_variant: HashMap<(String, String), u64>,
+    by_variant: HashMap<(String, String), Tally>,
     /// When the oldest unreported count was made, in ms since the epoch.
     since: Option<u64>,
     /// Names this isolate's batches, so a retried batch counts once.
@@ -29,12 +48,19 @@ thread_local! {
     static COUNTS: RefCell<Counts> = RefCell::default();
 }
 
-/// Counts one served variant.
-pub(crate) fn served(flag: &str, variant: &str) {
+/// Counts one evaluation that served a variant.
+pub(crate) fn served(flag: &str, evaluation: &Evaluation<'_>) {
+    let Some(variant) = evaluation.variant else {
+        return;
+    };
+    let tally = Tally {
+        evaluations: 1,
+        rollout_evaluations: u64::from(evaluation.by_fallthrough_rollout()),
+    };
     COUNTS.with(|counts| {
         let mut counts = counts.borrow_mut();
         counts.since.get_or_insert_with(|| Date::now().as_millis());
-        *counts.by_variant.entry((flag.to_owned(), variant.to_owned())).or_default() += 1;
+        counts.by_variant.entry((flag.to_owned(), variant.to_owned())).or_default().add(tally);
     });
 }
 
@@ -74,8 +100,8 @@ pub(crate) fn flush_if_due(env: &Env, context: &Context) {
                 COUNTS.with(|counts| {
                     let mut counts = counts.borrow_mut();
                     counts.since.get_or_insert_with(|| Date::now().as_millis());
-                    for (key, count) in counted {
-                        *counts.by_variant.entry(key).or_default() += count;
+                    for (key, tally) in counted {
+                        counts.by_variant.entry(key).or_default().add(tally);
                     }
                 });
             }
@@ -83,7 +109,7 @@ pub(crate) fn flush_if_due(env: &Env, context: &Context) {
     });
 }
 
-type Batch = (String, Vec<((String, String), u64)>);
+type Batch = (String, Vec<((String, String), Tally)>);
 
 fn take_due(counts: &mut Counts, interval_ms: u64) -> Option<Vec<Batch>> {
     let since = counts.since?;
@@ -103,8 +129,12 @@ fn take_due(counts: &mut Counts, interval_ms: u64) -> Option<Vec<Batch>> {
         counts.sent += 1;
         let counters: Vec<_> = chunk
             .iter()
-            .map(|((flag, variant), count)| {
-                serde_json::json!({"flag": flag, "variant": variant, "counts": {EVALUATIONS: count}})
+            .map(|((flag, variant), tally)| {
+                let mut counts = serde_json::json!({EVALUATIONS: tally.evaluations});
+                if tally.rollout_evaluations > 0 {
+                    counts[ROLLOUT_EVALUATIONS] = tally.rollout_evaluations.into();
+                }
+                serde_json::json!({"flag": flag, "variant": variant, "counts": counts})
             })
             .collect();
         let body = serde_json::json!({"batch": format!("{isolate}-{}", counts.sent), "counters": counters});

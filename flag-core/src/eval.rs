@@ -348,6 +348,12 @@ impl Evaluation<'_> {
             bucket_key_missing: false,
         }
     }
+
+    /// Whether the flag's own percentage rollout (its fallthrough) decided, not a rule: what a
+    /// sample-ratio check compares with the rollout's configured split.
+    pub fn by_fallthrough_rollout(&self) -> bool {
+        self.reason == Reason::Split && self.rule_index.is_none()
+    }
 }
 
 impl Reason {

@@ -31,8 +31,9 @@ struct EvaluationRequest {
     context: Option<Value>,
 }
 
-/// Told each flag and the variant it served, for hosts that count evaluations.
-pub type Served<'s> = &'s mut dyn FnMut(&str, &str);
+/// Told each flag and its evaluation (before the audience's view of it), for hosts that count
+/// evaluations; called only where a variant was served.
+pub type Served<'s> = &'s mut dyn FnMut(&str, &Evaluation<'_>);
 
 /// Who asks, which decides what an answer may show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,10 @@ impl Audience {
 /// `POST /ofrep/v1/evaluate/flags/{flag}`. `now_millis` is the host's clock, for `before` and
 /// `after`.
 pub fn single(engine: &Engine, flag: &str, request: &[u8], now_millis: Option<i64>) -> Answer {
-    single_counted(engine, flag, request, now_millis, Audience::Server, &mut |_, _| {})
+    single_counted(engine, flag, request, now_millis, Audience::Server, &mut |_,
+                                                                              _: &Evaluation<
+        '_,
+    >| {})
 }
 
 /// `single` for `audience`, telling `served` the variant served, if one was.
@@ -89,7 +93,7 @@ pub fn single_counted(
         Err((code, details)) => return failure(400, Some(flag), code, &details),
     };
     let evaluation = if audience.sees(engine, flag) {
-        audience.shown(engine.evaluate(flag, &context))
+        engine.evaluate(flag, &context)
     } else {
         Evaluation::error(ErrorCode::FlagNotFound)
     };
@@ -102,9 +106,10 @@ pub fn single_counted(
         ),
         Reason::Error(code) => failure(400, Some(flag), code, details(code, audience)),
         _ => {
-            if let Some(variant) = evaluation.variant {
-                served(flag, variant);
+            if evaluation.variant.is_some() {
+                served(flag, &evaluation);
             }
+            let evaluation = audience.shown(evaluation);
             Answer { status: 200, body: to_json(&KeyedEvaluation { key: flag, evaluation }) }
         }
     }
@@ -112,7 +117,7 @@ pub fn single_counted(
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag, in snapshot order, each a success or a failure.
 pub fn bulk(engine: &Engine, request: &[u8], now_millis: Option<i64>) -> Answer {
-    bulk_counted(engine, request, now_millis, Audience::Server, &mut |_, _| {})
+    bulk_counted(engine, request, now_millis, Audience::Server, &mut |_, _: &Evaluation<'_>| {})
 }
 
 /// `bulk` for `audience`, telling `served` each flag's variant, where one was served.
@@ -209,14 +214,14 @@ impl Serialize for Bulk<'_> {
                 let evaluations = engine
                     .evaluate_all(context)
                     .filter(|keyed| audience.sees(engine, keyed.key))
+                    .inspect(|keyed| {
+                        if keyed.evaluation.variant.is_some() {
+                            served(keyed.key, &keyed.evaluation);
+                        }
+                    })
                     .map(|keyed| KeyedEvaluation {
                         key: keyed.key,
                         evaluation: audience.shown(keyed.evaluation),
-                    })
-                    .inspect(|keyed| {
-                        if let Some(variant) = keyed.evaluation.variant {
-                            served(keyed.key, variant);
-                        }
                     });
                 serializer.collect_seq(evaluations)
             }
@@ -307,7 +312,10 @@ mod tests {
         let engine = Engine::from_json(snapshot.to_string().as_bytes()).unwrap();
         let staff = br#"{"context": {"targetingKey": "u1", "email": "ann@example.com"}}"#;
         let client = |request| {
-            answer(bulk_counted(&engine, request, None, Audience::Client, &mut |_, _| {}))
+            answer(bulk_counted(&engine, request, None, Audience::Client, &mut |_,
+                                                                                _: &Evaluation<
+                '_,
+            >| {}))
         };
 
         let (_, server) = answer(bulk(&engine, staff, None));
@@ -324,7 +332,14 @@ mod tests {
         );
 
         let single = |flag| {
-            answer(single_counted(&engine, flag, staff, None, Audience::Client, &mut |_, _| {}))
+            answer(single_counted(
+                &engine,
+                flag,
+                staff,
+                None,
+                Audience::Client,
+                &mut |_, _: &Evaluation<'_>| {},
+            ))
         };
         let (hidden_status, hidden) = single("secret-gate");
         let (missing_status, missing) = single("no-such-flag");
@@ -341,15 +356,34 @@ mod tests {
     }
 
     #[test]
-    fn counted_answers_tell_each_served_variant() {
+    fn counted_answers_tell_each_served_evaluation() {
         let engine = engine();
-        let mut served = alloc::vec::Vec::new();
-        let mut count = |flag: &str, variant: &str| served.push(format!("{flag}={variant}"));
-        let server = Audience::Server;
-        single_counted(&engine, "dark", br#"{"context": {}}"#, None, server, &mut count);
-        single_counted(&engine, "banner", br#"{}"#, None, server, &mut count);
-        bulk_counted(&engine, br#"{"context": {}}"#, None, server, &mut count);
+        let counted = |requests: &[(Option<&str>, &[u8])]| {
+            let mut served = alloc::vec::Vec::new();
+            let mut count = |flag: &str, evaluation: &Evaluation<'_>| {
+                let by = if evaluation.by_fallthrough_rollout() { "rollout" } else { "other" };
+                served.push(format!("{flag}={} by {by}", evaluation.variant.unwrap()));
+            };
+            for (flag, request) in requests {
+                match flag {
+                    Some(flag) => {
+                        single_counted(&engine, flag, request, None, Audience::Server, &mut count)
+                    }
+                    None => bulk_counted(&engine, request, None, Audience::Server, &mut count),
+                };
+            }
+            served
+        };
+        let anonymous: &[u8] = br#"{"context": {}}"#;
         // The banner needs a targeting key: nothing served, nothing counted.
-        assert_eq!(served, ["dark=on", "dark=on"]);
+        assert_eq!(
+            counted(&[(Some("dark"), anonymous), (Some("banner"), b"{}"), (None, anonymous)]),
+            ["dark=on by other", "dark=on by other"]
+        );
+        let user: &[u8] = br#"{"context": {"targetingKey": "u"}}"#;
+        let served = counted(&[(Some("banner"), user), (None, user)]);
+        assert_eq!(served.len(), 3);
+        assert!(served[0].ends_with("by rollout") && served[1].ends_with("by rollout"));
+        assert_eq!(served[2], "dark=on by other");
     }
 }

@@ -16,7 +16,7 @@ use crate::model::Refusal;
 use crate::model::criteria::Reading;
 use crate::model::plan::{Decision, DecisionQuery, Plan, PlanQuery};
 use crate::model::time::Timestamp;
-use crate::plans::{Action, PlanRequest, RollbackTo, templates};
+use crate::plans::{Action, PlanRequest, RollbackTo, messages, templates};
 use crate::service::plans::{self, PlanChanged};
 use crate::store::StoreError;
 
@@ -249,6 +249,7 @@ pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
         "flag",
         "environment",
         "metrics",
+        "readings",
     ])?;
     for decision in decisions {
         let stage = crate::model::plan::stage_label(
@@ -268,9 +269,18 @@ pub(crate) fn to_csv(decisions: &[Decision]) -> Result<String, csv::Error> {
             &decision.flag,
             &decision.environment,
             &decision.metrics.to_string(),
+            &readings_summary(&decision.metrics),
         ];
         writer.write_record(cells.map(inert))?;
     }
     let bytes = writer.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8(bytes).expect("CSV of strings is UTF-8"))
+}
+
+/// The readings a decision was made on, in words, for people reading the CSV in a spreadsheet.
+fn readings_summary(metrics: &serde_json::Value) -> String {
+    match serde_json::from_value::<Vec<Reading>>(metrics.clone()) {
+        Ok(readings) if !readings.is_empty() => messages::metric_summary(&readings),
+        _ => String::new(),
+    }
 }

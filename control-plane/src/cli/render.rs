@@ -4,6 +4,8 @@
 use anstyle::{AnsiColor, Style};
 use serde_json::Value;
 
+use crate::model::criteria::Reading;
+
 const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
 const GREEN: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Green)));
@@ -314,24 +316,12 @@ pub(super) fn plan(value: &Value) -> String {
                 } else {
                     crate::model::criteria::percent(metric as f64 / per as f64)
                 };
-                // A sequential criterion: the rise over control, and its interval.
-                let rate = match (
-                    &r["difference"]["estimate"],
-                    &r["difference"]["low"],
-                    &r["difference"]["high"],
-                ) {
-                    (Value::Number(estimate), Value::Number(low), Value::Number(high)) => {
-                        let points = |n: &serde_json::Number| {
-                            crate::model::criteria::points(n.as_f64().unwrap_or(0.0))
-                        };
-                        format!(
-                            "{rate}, {} over control ({} to {})",
-                            points(estimate),
-                            points(low).trim_end_matches(" points"),
-                            points(high)
-                        )
-                    }
-                    _ => rate,
+                // A sequential criterion's rise over control, or the sample ratio's share, with
+                // its interval.
+                let reading = serde_json::from_value::<Reading>((*r).clone()).ok();
+                let rate = match reading.as_ref().and_then(Reading::interval) {
+                    Some(interval) => format!("{rate}, {interval}"),
+                    None => rate,
                 };
                 let verdict = match r["verdict"].as_str() {
                     Some("pass") => paint(GREEN, "pass"),

@@ -201,6 +201,7 @@ impl Criterion {
                 tolerated: c.tolerated,
                 confidence: self.confidence,
             }),
+            share: None,
         }
     }
 
@@ -249,6 +250,7 @@ impl Criterion {
             verdict,
             detail,
             difference: None,
+            share: None,
         }
     }
 }
@@ -290,7 +292,7 @@ impl Counts {
 }
 
 /// One variant's counts for a rate.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rate {
     pub variant: String,
     pub metric: u64,
@@ -312,7 +314,7 @@ impl Rate {
 }
 
 /// A criterion's reading at one moment, as the decision log keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reading {
     pub criterion: String,
     pub variant: Rate,
@@ -326,11 +328,43 @@ pub struct Reading {
     /// always-valid interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub difference: Option<Difference>,
+    /// The sample-ratio check's reading (`model::sample_ratio`): the variant's share of the
+    /// rollout's evaluations. A failing one holds the plan rather than rolling it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<Share>,
+}
+
+impl Reading {
+    /// Whether it is the sample-ratio check's, not a criterion's.
+    pub fn is_sample_ratio(&self) -> bool {
+        self.share.is_some()
+    }
+
+    /// A sequential criterion's rise over control with its interval (`0.88 points over control
+    /// (0.31 to 1.44 points)`), or the sample-ratio check's interval of the share (`4.6% to 5.4%
+    /// at 99.9%`).
+    pub fn interval(&self) -> Option<String> {
+        if let Some(d) = &self.difference {
+            return Some(format!(
+                "{} over control ({} to {})",
+                points(d.estimate),
+                points(d.low).trim_end_matches(" points"),
+                points(d.high)
+            ));
+        }
+        let share = self.share.as_ref()?;
+        Some(format!(
+            "{} to {} at {}",
+            percent(share.low),
+            percent(share.high),
+            percent(share.confidence)
+        ))
+    }
 }
 
 /// The variant's rate minus the control's over the stage, its interval at `confidence`, valid
 /// at every reading at once, and the rise tolerated.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Difference {
     pub estimate: f64,
     pub low: f64,
@@ -339,7 +373,18 @@ pub struct Difference {
     pub confidence: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// The variant's share of the evaluations the flag's rollout decided: the stage's configured
+/// share, the observed one, and its interval at `confidence`, valid at every reading at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Share {
+    pub expected: f64,
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+    pub confidence: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,

@@ -9,6 +9,7 @@ pub mod flag;
 pub mod metrics;
 pub mod percent;
 pub mod plan;
+pub mod sample_ratio;
 pub mod sequential;
 pub mod time;
 pub mod token;

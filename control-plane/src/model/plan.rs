@@ -140,6 +140,11 @@ pub struct Plan {
     /// The rule the plan put first in the flag's rules for the stage's segments, so the next
     /// stage can replace exactly that rule and leave the others alone.
     pub installed_rule: Option<wire::Rule>,
+    /// When someone last resumed the plan: the sample-ratio check counts from then, so a
+    /// mismatch that held the plan, once looked into, does not hold it again at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub resumed_at: Option<Timestamp>,
     pub created_by: String,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
@@ -259,6 +264,11 @@ pub fn validate(
                 criterion.check().map_err(|message| {
                     Refusal::Unprocessable(format!("`{at}.{list}[{position}]{message}"))
                 })?;
+                if criterion.is_sequential() && stage.percent == Percent::ALL {
+                    return refuse(format!(
+                        "`{at}.{list}[{position}]` is sequential, comparing `{variant}` with `{control}`, which a stage at 100% serves to no one: give this stage fixed bounds (`max`, `min`) or none"
+                    ));
+                }
             }
         }
     }

@@ -18,12 +18,15 @@ pub const COMPLETED: &str = "plan.completed";
 pub fn started(plan: &Plan, by: &str, rationale: &str) -> Notification {
     let mut timeline = Vec::new();
     let mut offset = 0;
+    let mut previous: Option<&Stage> = None;
     for stage in &plan.stages {
         let when = if offset == 0 { "Now".to_owned() } else { format!("+{}", duration(offset)) };
-        let healthy =
-            if offset > 0 && !stage.guardrails.is_empty() { " if metrics healthy" } else { "" };
+        // A stage is left only when its criteria pass.
+        let judged = previous.is_some_and(|p| !p.guardrails.is_empty() || !p.leading.is_empty());
+        let healthy = if judged { " if metrics healthy" } else { "" };
         timeline.push(format!("- {when}: {}{healthy}", audience(plan, stage)));
         offset += stage.hold_seconds;
+        previous = Some(stage);
     }
     let guardrails = guardrail_list(plan.current());
     let text = format!(
@@ -77,21 +80,50 @@ pub fn held(plan: &Plan, by: &str, rationale: &str) -> Notification {
     notification(HELD, plan, text, by, rationale, &[])
 }
 
-/// ⚠️ when a guardrail breaches.
-pub fn issue_detected(plan: &Plan, issue: &str, readings: &[Reading]) -> Notification {
+/// What a plan does about an issue it detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mitigation {
+    /// A guardrail breached: the flag is killed.
+    Kill,
+    /// The sample ratio is off: the plan holds where it is.
+    Hold,
+}
+
+/// ⚠️ when a guardrail breaches, or the sample ratio is off.
+pub fn issue_detected(
+    plan: &Plan,
+    issue: &str,
+    mitigation: Mitigation,
+    readings: &[Reading],
+) -> Notification {
+    let (variant, control) = (&plan.variant, &plan.control);
+    let at = audience(plan, plan.current());
+    let (impact, status, eta, workaround) = match mitigation {
+        Mitigation::Kill => (
+            format!("users served `{variant}` at {at}"),
+            "Mitigating: the flag is being killed automatically".to_owned(),
+            format!("edges serve `{control}` within a second"),
+            format!("none needed; everyone gets `{control}`"),
+        ),
+        Mitigation::Hold => (
+            format!(
+                "the guardrails' comparison of `{variant}` with `{control}` cannot be trusted; users keep what they are served at {at}"
+            ),
+            "Investigating: the plan is held and does not advance until someone resumes it".into(),
+            "when the cause is found: a broken bucketing, a `bucket_by` attribute some apps lack, or an app that misreports its counts".into(),
+            "none needed; nothing changed for users".into(),
+        ),
+    };
     let text = format!(
         "⚠️ Release Issue Detected\n\n\
          Issue: `{flag}` in {env}: {issue}\n\
-         Impact: users served `{variant}` at {at}\n\
-         Status: Mitigating: the flag is being killed automatically\n\
-         ETA: edges serve `{control}` within a second\n\n\
-         Workaround: none needed; everyone gets `{control}`\n\
+         Impact: {impact}\n\
+         Status: {status}\n\
+         ETA: {eta}\n\n\
+         Workaround: {workaround}\n\
          Metrics: {metrics}",
         flag = plan.flag,
         env = plan.environment,
-        variant = plan.variant,
-        at = audience(plan, plan.current()),
-        control = plan.control,
         metrics = metric_summary(readings),
     );
     notification(ISSUE, plan, text, "guardrail", issue, readings)
@@ -192,7 +224,8 @@ fn guardrail_list(stage: &Stage) -> String {
     list.join("; ")
 }
 
-/// `errors/requests <= 2%: 0.4% (8 of 2000), pass`.
+/// `errors/requests <= 2%: 0.4% (8 of 2000), pass`; a sequential criterion's reading adds the
+/// rise over control with its interval, the sample-ratio check's the share's interval.
 pub fn metric_summary(readings: &[Reading]) -> String {
     if readings.is_empty() {
         return "none configured".into();
@@ -206,8 +239,9 @@ pub fn metric_summary(readings: &[Reading]) -> String {
                 Verdict::Insufficient => "insufficient data".to_owned(),
             };
             let rate = &reading.variant;
+            let interval = reading.interval().map(|i| format!(", {i}")).unwrap_or_default();
             format!(
-                "{}: {} ({} of {}), {verdict}",
+                "{}: {} ({} of {}){interval}, {verdict}",
                 reading.criterion,
                 percent(rate.value()),
                 rate.metric,
@@ -261,6 +295,7 @@ mod tests {
             stage_started_at: Timestamp::parse("2026-11-22T10:00:00.000Z").unwrap(),
             approvals: Vec::new(),
             installed_rule: None,
+            resumed_at: None,
             created_by: "ana".into(),
             created_at: Timestamp::parse("2026-11-22T10:00:00.000Z").unwrap(),
         }
@@ -280,7 +315,7 @@ mod tests {
             "- +1h: 5% of traffic (assessed) if metrics healthy",
             "- +1d: 25% of traffic (expanded) if metrics healthy",
             "- +3d: 100% of traffic (ga) if metrics healthy",
-            "Guardrails: errors/requests <= 2%",
+            "Guardrails: errors/requests <= control + 0.5 points (95% sequential)",
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }

@@ -18,6 +18,7 @@ use crate::model::flag::{FlagDefinition, FlagState};
 use crate::model::percent::Percent;
 use crate::model::plan::{FlagChange, Plan, Stage, Status, Step, validate};
 use crate::model::time::Timestamp;
+use crate::plans::messages::Mitigation;
 use crate::plans::templates::TemplateParameters;
 
 /// Who decides when the scheduler advances or completes a plan.
@@ -124,6 +125,7 @@ pub fn start(
         stage_started_at: now,
         approvals: Vec::new(),
         installed_rule: None,
+        resumed_at: None,
         created_by: by.to_owned(),
         created_at: now,
     };
@@ -245,6 +247,7 @@ pub fn act(
                 return Err(Refusal::Unprocessable(format!("plan {} is not held", plan.id)));
             }
             plan.status = Status::Running;
+            plan.resumed_at = Some(now);
             plan.apply(state);
             state.enabled = true;
             let stage = Some(plan.current().name.clone());
@@ -269,6 +272,8 @@ pub fn act(
 pub enum Due {
     /// A guardrail failed, as described.
     Rollback(String),
+    /// The running plan's sample ratio is off, as described: hold it.
+    Hold(String),
     /// The hold has passed, every criterion passes and the approvals are in: advance, or
     /// complete the last stage.
     Advance,
@@ -280,6 +285,13 @@ pub fn due(plan: &Plan, now: Timestamp, readings: &[Reading]) -> Due {
     if let Some(breached) = guardrails.iter().find(|reading| reading.verdict == Verdict::Fail) {
         let detail = breached.detail.as_deref().unwrap_or("failed");
         return Due::Rollback(format!("{} ({detail})", breached.criterion));
+    }
+    if plan.status == Status::Running
+        && let Some(mismatch) = readings
+            .iter()
+            .find(|reading| reading.is_sample_ratio() && reading.verdict == Verdict::Fail)
+    {
+        return Due::Hold(mismatch.detail.clone().unwrap_or_default());
     }
     let healthy = readings.iter().all(|reading| reading.verdict == Verdict::Pass);
     let approved = plan
@@ -309,6 +321,7 @@ pub fn on_schedule(
 ) -> Result<Option<Step>, Refusal> {
     match due(plan, now, readings) {
         Due::Rollback(breach) => Ok(Some(guardrail_breached(plan, &breach, readings))),
+        Due::Hold(mismatch) => Ok(Some(sample_ratio_mismatched(plan, &mismatch, readings))),
         Due::Advance if state.enabled => {
             let rationale = format!(
                 "held {} at `{}` and healthy: {}",
@@ -476,9 +489,28 @@ fn guardrail_breached(plan: &mut Plan, breach: &str, readings: &[Reading]) -> St
         to_stage: None,
         decision: "rollback",
         notifications: vec![
-            messages::issue_detected(plan, &issue, readings),
+            messages::issue_detected(plan, &issue, Mitigation::Kill, readings),
             messages::rolled_back(plan, true, GUARDRAIL, &issue),
         ],
+        rationale: issue,
+        decided_by: GUARDRAIL.into(),
+        metrics: json!(readings),
+    }
+}
+
+/// Holds a running plan whose sample ratio is off: its guardrails' comparison cannot be trusted
+/// until someone finds why, and resumes it.
+fn sample_ratio_mismatched(plan: &mut Plan, mismatch: &str, readings: &[Reading]) -> Step {
+    let issue = format!("sample-ratio mismatch at stage `{}`: {mismatch}", plan.current().name);
+    plan.status = Status::Held;
+    let stage = Some(plan.current().name.clone());
+    Step {
+        action: "hold",
+        flag: FlagChange::Edit("plan.hold"),
+        from_stage: stage.clone(),
+        to_stage: stage,
+        decision: "hold",
+        notifications: vec![messages::issue_detected(plan, &issue, Mitigation::Hold, readings)],
         rationale: issue,
         decided_by: GUARDRAIL.into(),
         metrics: json!(readings),

@@ -17,8 +17,10 @@ const DAY: u64 = 24 * HOUR;
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateParameters {
-    /// Guardrails for every stage; default: `errors` per `requests` at most 2% over an hour,
-    /// once 1,000 requests are in.
+    /// Guardrails for every stage; default: the sequential test that `errors` per `requests`
+    /// rise by at most half a percentage point over the control's, at 95%, once 1,000 requests
+    /// of each are in. Sequential criteria are left out of stages at 100%, where no one is left
+    /// on the control to compare with.
     pub guardrails: Option<Vec<Criterion>>,
     /// Leading metrics every stage must meet to advance on schedule.
     #[serde(default)]
@@ -93,14 +95,22 @@ pub fn auto_advance(name: &str) -> bool {
 /// The stages of template `name` with `parameters` filled in.
 pub fn expand(name: &str, parameters: &TemplateParameters) -> Result<Vec<Stage>, Refusal> {
     let guardrails = parameters.guardrails.clone().unwrap_or_else(default_guardrails);
-    let stage = |name: &str, segments: Vec<String>, thousandths: u32, hold_seconds: u64| Stage {
-        name: name.into(),
-        segments,
-        percent: Percent::from_thousandths(thousandths).expect("at most 100%"),
-        hold_seconds,
-        guardrails: guardrails.clone(),
-        leading: parameters.leading.clone(),
-        advance: Advancers::default(),
+    let stage = |name: &str, segments: Vec<String>, thousandths: u32, hold_seconds: u64| {
+        let percent = Percent::from_thousandths(thousandths).expect("at most 100%");
+        // At 100% no one is left on the control for a sequential criterion to compare with.
+        let comparable = |criteria: &[Criterion]| -> Vec<Criterion> {
+            let keep = |c: &&Criterion| percent != Percent::ALL || !c.is_sequential();
+            criteria.iter().filter(keep).cloned().collect()
+        };
+        Stage {
+            name: name.into(),
+            segments,
+            percent,
+            hold_seconds,
+            guardrails: comparable(&guardrails),
+            leading: comparable(&parameters.leading),
+            advance: Advancers::default(),
+        }
     };
     match name {
         CANARY => {
@@ -161,10 +171,10 @@ fn default_guardrails() -> Vec<Criterion> {
     vec![Criterion {
         metric: "errors".into(),
         per: "requests".into(),
-        max: Some(0.02),
+        max: None,
         min: None,
         max_vs_control: None,
-        max_increase: None,
+        max_increase: Some(0.005),
         max_relative_increase: None,
         confidence: 0.95,
         min_sample: 1000,

@@ -11,6 +11,7 @@ use crate::model::audit::AuditEntry;
 use crate::model::criteria::{Counts, Criterion, Reading};
 use crate::model::flag::FlagState;
 use crate::model::plan::{Decision, DecisionQuery, FlagChange, Plan, PlanQuery, Step};
+use crate::model::sample_ratio;
 use crate::model::time::Timestamp;
 use crate::model::token::Token;
 use crate::plans::{self, Action, Author, Due, PlanRequest};
@@ -133,18 +134,21 @@ pub async fn act(
 }
 
 /// The current stage's guardrails, then its leading metrics, read now over what was reported
-/// since the stage began.
+/// since the stage began, then the sample-ratio check where the stage splits its traffic and
+/// rollout evaluations were reported.
 pub async fn read(service: &Service, plan: &Plan) -> Result<Vec<Reading>, Error> {
     let stage = plan.current();
     let criteria: Vec<_> = stage.guardrails.iter().chain(&stage.leading).cloned().collect();
-    // A sequential criterion reads the whole stage.
-    let window = |c: &Criterion| if c.is_sequential() { i64::MAX } else { c.window_minutes() };
-    let Some(widest) = criteria.iter().map(window).max() else {
-        return Ok(Vec::new());
-    };
     let minute = service.clock.timestamp().minute();
     let stage_began = plan.stage_started_at.minute();
-    let since = (minute - widest).max(stage_began - 1);
+    let checked_from = plan.resumed_at.map_or(stage_began, |at| at.minute().max(stage_began));
+    let ratio_since = checked_from + sample_ratio::SETTLING_MINUTES - 1;
+    // A sequential criterion reads the whole stage.
+    let window = |c: &Criterion| if c.is_sequential() { i64::MAX } else { c.window_minutes() };
+    let since = criteria
+        .iter()
+        .map(|c| (minute - window(c)).max(stage_began - 1))
+        .fold(ratio_since, i64::min);
     let (environment, flag) = (plan.environment.clone(), plan.flag.clone());
     let rows = service
         .read(move |tx| {
@@ -152,7 +156,12 @@ pub async fn read(service: &Service, plan: &Plan) -> Result<Vec<Reading>, Error>
         })
         .await?;
     let counts = Counts { minute, first_minute: stage_began, rows };
-    Ok(criteria.iter().map(|c| c.read(&counts, &plan.variant, &plan.control)).collect())
+    let (variant, control) = (&plan.variant, &plan.control);
+    let mut readings: Vec<Reading> =
+        criteria.iter().map(|c| c.read(&counts, variant, control)).collect();
+    let split = stage.percent.thousandths();
+    readings.extend(sample_ratio::read(&counts, variant, control, split, ratio_since));
+    Ok(readings)
 }
 
 /// One pass over every active plan: roll back on a breached guardrail; advance or complete a

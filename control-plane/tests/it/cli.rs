@@ -183,7 +183,12 @@ async fn every_subcommand_against_a_real_server() {
     assert!(message.contains("hold it first"), "{message}");
     let status = stdout(&configured(&config, &["plan", "status", "checkout-v2"]).await);
     assert!(status.contains("▶  canary    5%        1h"), "{status}");
-    assert!(status.contains("errors/requests <= 2%  -    0 of 0  insufficient data"), "{status}");
+    assert!(
+        status.contains(
+            "errors/requests <= control + 0.5 points (95% sequential)  -    0 of 0  insufficient data"
+        ),
+        "{status}"
+    );
     let advanced = stdout(
         &configured(&config, &["plan", "advance", "checkout-v2", "--reason", "assessed early"])
             .await,

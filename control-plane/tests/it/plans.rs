@@ -65,11 +65,13 @@ async fn add_webhook(server: &Server, name: &str, url: &str) {
     assert_eq!(status, StatusCode::CREATED, "{answer}");
 }
 
-/// Reports `requests` and `errors` for `on` and a healthy `off` in the current minute.
+/// Reports `requests` and `errors` for `on`, and for a healthy `off` (19 times the requests,
+/// 0.5% of them errors), in the current minute.
 pub(crate) async fn report(server: &Server, requests: u64, errors: u64) {
+    let control = 19 * requests;
     let body = json!({"counters": [
         {"flag": "checkout-v2", "variant": "on", "counts": {"requests": requests, "errors": errors}},
-        {"flag": "checkout-v2", "variant": "off", "counts": {"requests": requests, "errors": errors / 2}},
+        {"flag": "checkout-v2", "variant": "off", "counts": {"requests": control, "errors": control / 200}},
     ]});
     let path = "/api/v1/environments/production/metrics";
     let (status, answer) = server.call(Method::POST, path, Some(READ), Some(body)).await;
@@ -184,8 +186,11 @@ async fn the_canary_reaches_everyone_on_schedule() {
     );
     // Each automatic step records the guardrail as it read it.
     let reading = &log[1]["metrics"][0];
-    assert_eq!(reading["criterion"], "errors/requests <= 2%");
+    assert_eq!(reading["criterion"], "errors/requests <= control + 0.5 points (95% sequential)");
     assert_eq!(reading["verdict"], "pass");
+    let difference = &reading["difference"];
+    assert!(difference["estimate"].as_f64().unwrap().abs() < 1e-9, "{difference}");
+    assert!(difference["high"].as_f64().unwrap() <= 0.005, "{difference}");
     assert_eq!(
         (reading["variant"]["metric"].as_u64(), reading["variant"]["per"].as_u64()),
         (Some(20), Some(4000))
@@ -213,6 +218,14 @@ async fn the_canary_reaches_everyone_on_schedule() {
         ["2026-11-23T10:00:00.000Z", "assessed→expanded", "proceed", "schedule"]
     );
     assert!(rows[2][3].starts_with("held 23h at `assessed` and healthy"), "{}", &rows[2][3]);
+    // The readings in words: the rate, the rise over control with its interval, the verdict.
+    let readings = &rows[2][12];
+    assert!(
+        readings.starts_with("errors/requests <= control + 0.5 points (95% sequential): 0.5% (")
+            && readings.contains("0 points over control (-0.")
+            && readings.ends_with("points), pass"),
+        "{readings}"
+    );
 }
 
 #[tokio::test]
@@ -225,7 +238,7 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
     let id = start_canary(&server).await["plan"]["id"].as_i64().unwrap();
     for at in [60, 24 * 60] {
         clock.set(t0() + minutes(at));
-        report(&server, 2000, 10).await;
+        report(&server, 4000, 20).await;
         tick(server.service()).await.unwrap();
     }
     assert_eq!(stage_name(&plan(&server, id).await), "expanded");
@@ -245,14 +258,16 @@ async fn an_error_spike_at_25_percent_kills_the_flag_in_one_tick() {
     );
     assert_eq!(last["from_stage"], "expanded");
     assert!(
-        last["rationale"].as_str().unwrap().contains("errors/requests <= 2% (8.86% > 2%)"),
+        last["rationale"].as_str().unwrap().contains(
+            "errors/requests <= control + 0.5 points (95% sequential) (rose 5.32 points over control ("
+        ),
         "{last}"
     );
-    // The window holds this minute's spike and the healthy minute five minutes before it.
+    // The stage's reading holds its healthy first minute and this minute's spike.
     let reading = &last["metrics"][0];
     assert_eq!(
         (reading["variant"]["metric"].as_u64(), reading["variant"]["per"].as_u64()),
-        (Some(310), Some(3500))
+        (Some(320), Some(5500))
     );
     assert_eq!(reading["verdict"], "fail");
     let kill = server.audit(AuditQuery::default()).await.into_iter().last().unwrap();
@@ -331,7 +346,7 @@ async fn a_plan_continues_on_time_after_a_restart() {
     let (server, clock) = simulated().await;
     let id = start_canary(&server).await["plan"]["id"].as_i64().unwrap();
     clock.set(t0() + minutes(30));
-    report(&server, 2000, 10).await;
+    report(&server, 4000, 20).await;
     let dir = Arc::clone(&server.dir);
     drop(server);
 
@@ -682,16 +697,16 @@ async fn a_sequential_guardrail_rolls_back_a_significant_rise_and_its_reading_sa
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let id = answer["plan"]["id"].as_i64().unwrap();
 
-    // `on` at 0.5% against 0.25%: a quarter point, within the tolerance with 95% confidence, so
-    // the guardrail passes and the plan advances.
+    // `on` at 0.5% against the control's 0.5%: within the tolerance with 95% confidence, so the
+    // guardrail passes and the plan advances.
     clock.set(t0() + minutes(60));
     report(&server, 20_000, 100).await;
     tick(server.service()).await.unwrap();
     let advanced = plan(&server, id).await;
     assert_eq!(stage_name(&advanced), "assessed");
 
-    // `on` errs at 3% against `off`'s 1.5%: over the stage so far (it began at minute 60, whose
-    // report counts) 1.75% against 0.875%, a rise beyond half a point, and significant.
+    // `on` errs at 3%: over the stage so far (it began at minute 60, whose report counts) 1.75%
+    // against the control's 0.5%, a rise beyond half a point, and significant.
     clock.set(t0() + minutes(70));
     report(&server, 20_000, 600).await;
     tick(server.service()).await.unwrap();
@@ -702,12 +717,107 @@ async fn a_sequential_guardrail_rolls_back_a_significant_rise_and_its_reading_sa
     assert_eq!(reading["verdict"], "fail");
     assert_eq!(reading["criterion"], "errors/requests <= control + 0.5 points (95% sequential)");
     let difference = &reading["difference"];
-    assert!((difference["estimate"].as_f64().unwrap() - 0.00875).abs() < 1e-9, "{reading}");
+    assert!((difference["estimate"].as_f64().unwrap() - 0.0125).abs() < 1e-9, "{reading}");
     assert!(difference["low"].as_f64().unwrap() > 0.005, "{reading}");
     assert_eq!(difference["tolerated"], 0.005);
     assert_eq!(difference["confidence"], 0.95);
     assert!(
-        last["rationale"].as_str().unwrap().contains("rose 0.88 points over control"),
+        last["rationale"].as_str().unwrap().contains("rose 1.25 points over control"),
         "{last}"
+    );
+}
+
+/// Reports how many of the rollout's evaluations served `on` and `off` in the current minute.
+async fn report_split(server: &Server, on: u64, off: u64) {
+    let body = json!({"counters": [
+        {"flag": "checkout-v2", "variant": "on", "counts": {"rollout_evaluations": on}},
+        {"flag": "checkout-v2", "variant": "off", "counts": {"rollout_evaluations": off}},
+    ]});
+    let path = "/api/v1/environments/production/metrics";
+    let (status, answer) = server.call(Method::POST, path, Some(READ), Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+}
+
+#[tokio::test]
+async fn a_sample_ratio_mismatch_holds_the_plan_once_and_a_resume_checks_afresh() {
+    let (server, clock) = simulated().await;
+    let (url, mut messages) = receiver().await;
+    add_webhook(&server, "releases", &url).await;
+    let id = start_canary(&server).await["plan"]["id"].as_i64().unwrap();
+    assert!(next_message(&mut messages).await.starts_with("🚀"));
+
+    // The stage's first two minutes still carry the previous split's counts: not read.
+    clock.set(t0() + minutes(1));
+    report_split(&server, 10_000, 0).await;
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
+    let readings = plan(&server, id).await["readings"].clone();
+    assert_eq!(readings.as_array().map(Vec::len), Some(1), "the guardrail only: {readings}");
+
+    // 4% of 10,000 where the stage gives `on` 5%: a mismatch at 99.9%.
+    clock.set(t0() + minutes(3));
+    report_split(&server, 400, 9_600).await;
+    assert_eq!(tick(server.service()).await.unwrap(), 1);
+    let held = plan(&server, id).await;
+    assert_eq!((held["status"].as_str(), stage_name(&held)), (Some("held"), "canary"));
+    let reading = &held["readings"][1];
+    assert_eq!(reading["criterion"], "sample ratio: on gets 5% of rollout_evaluations");
+    assert_eq!(reading["verdict"], "fail");
+    assert_eq!(
+        (reading["variant"]["metric"].as_u64(), reading["variant"]["per"].as_u64()),
+        (Some(400), Some(10_000))
+    );
+    let share = &reading["share"];
+    assert_eq!((share["expected"].as_f64(), share["estimate"].as_f64()), (Some(0.05), Some(0.04)));
+    assert!(
+        share["high"].as_f64().unwrap() < 0.05 && share["low"].as_f64().unwrap() > 0.0,
+        "{share}"
+    );
+    assert_eq!(share["confidence"], 0.999);
+    // The flag is untouched: users keep what they are served.
+    assert_eq!(server.evaluate("user-1").await.1, flag_core::Reason::Split);
+
+    let last = decisions(&server).await.pop().unwrap();
+    assert_eq!(
+        (last["action"].as_str(), last["decision"].as_str(), last["decided_by"].as_str()),
+        (Some("hold"), Some("hold"), Some("guardrail"))
+    );
+    let rationale = last["rationale"].as_str().unwrap();
+    assert!(
+        rationale.starts_with(
+            "sample-ratio mismatch at stage `canary`: `on` got 4% of the rollout's evaluations ("
+        ),
+        "{rationale}"
+    );
+    assert_eq!(last["metrics"][1]["share"]["estimate"], 0.04);
+    let csv = server.get("/api/v1/decisions?format=csv", Some(RELEASE)).send().await.unwrap();
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.contains("sample ratio: on gets 5% of rollout_evaluations: 4% (400 of 10000), 3.")
+            && csv.contains("at 99.9%, FAIL (`on` got 4%"),
+        "{csv}"
+    );
+    let issue = next_message(&mut messages).await;
+    assert!(issue.starts_with("⚠️ Release Issue Detected"), "{issue}");
+    assert!(issue.contains("Status: Investigating: the plan is held"), "{issue}");
+    assert!(issue.contains("cannot be trusted"), "{issue}");
+
+    // Held, it is not held again, nor messaged again, each minute.
+    clock.set(t0() + minutes(4));
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
+
+    // Resumed, the check counts afresh, after its settling minutes.
+    let resume = format!("/api/v1/plans/{id}/resume");
+    let body = json!({"rationale": "a misreporting app was fixed"});
+    let (status, answer) = server.call(Method::POST, &resume, Some(RELEASE), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    clock.set(t0() + minutes(7));
+    report_split(&server, 500, 9_500).await;
+    assert_eq!(tick(server.service()).await.unwrap(), 0);
+    let running = plan(&server, id).await;
+    assert_eq!(running["status"], "running");
+    let reading = &running["readings"][1];
+    assert_eq!(
+        (reading["verdict"].as_str(), reading["variant"]["per"].as_u64()),
+        (Some("pass"), Some(10_000))
     );
 }

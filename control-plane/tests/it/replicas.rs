@@ -207,7 +207,7 @@ async fn when_the_leader_goes_mid_plan_another_replica_takes_each_step_once() {
     let id = start_canary(&replicas[1]).await["plan"]["id"].as_i64().unwrap();
     let stage_at = async |replica: &Server, at: i64, expected: &str| {
         clock.set(t0() + minutes(at));
-        report(replica, 2000, 10).await;
+        report(replica, 4000, 20).await;
         until(&format!("the plan reaches {expected} at +{at} min"), async || {
             stage_name(&plan(replica, id).await) == expected
         })

@@ -198,7 +198,13 @@ export class RollgateProvider {
     const result = engine.evaluate(flagKey, context ?? {}, Date.now());
     if (result.errorCode) throw instantiateErrorByErrorCode(result.errorCode, DETAILS[result.errorCode] ?? "evaluation failed");
     if (!FITS[type](result.value)) throw new TypeMismatchError(`the flag's value is not a ${type}`);
-    if (this.#reporting) this.#counts.add(flagKey, result.variant, "evaluations", 1);
+    if (this.#reporting) {
+      this.#counts.add(flagKey, result.variant, "evaluations", 1);
+      // What a rollout plan's sample-ratio check compares with the configured split.
+      if (result.reason === "SPLIT" && result.ruleIndex === undefined) {
+        this.#counts.add(flagKey, result.variant, "rollout_evaluations", 1);
+      }
+    }
     const flagMetadata = {};
     if (result.ruleIndex !== undefined) flagMetadata.ruleIndex = result.ruleIndex;
     if (result.bucketKeyMissing) flagMetadata.bucketKeyMissing = true;

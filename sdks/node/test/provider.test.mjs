@@ -231,7 +231,8 @@ test("served variants and tracked metrics are reported in batches, sent again un
     assert.deepEqual(refused, counted, "the same batch, with the same id, is sent again");
     assert.deepEqual(counted.counters.sort((a, b) => a.variant.localeCompare(b.variant)), [
       { flag: "banner", variant: "new", counts: { evaluations: 1 } },
-      { flag: "banner", variant: "old", counts: { evaluations: 2, errors: 2 } },
+      // Ana is staff, served by a rule; the rollout (at 0%) decided for bob and cy.
+      { flag: "banner", variant: "old", counts: { evaluations: 2, rollout_evaluations: 2, errors: 2 } },
     ]);
     await provider.flush();
     assert.equal(server.state.batches.length, 2, "nothing more to report");

@@ -118,6 +118,10 @@ impl RollgateProvider {
         })?;
         if let Some(variant) = evaluation.variant {
             self.shared.counts.add(flag_key, variant, "evaluations", 1);
+            // What a rollout plan's sample-ratio check compares with the configured split.
+            if evaluation.by_fallthrough_rollout() {
+                self.shared.counts.add(flag_key, variant, "rollout_evaluations", 1);
+            }
         }
         Ok(ResolutionDetails {
             value,

@@ -340,7 +340,8 @@ async fn served_variants_and_tracked_metrics_are_reported_in_batches_sent_again_
         counters,
         [
             json!({"flag": "banner", "variant": "new", "counts": {"evaluations": 1}}),
-            json!({"flag": "banner", "variant": "old", "counts": {"evaluations": 2, "errors": 2}}),
+            // Ana is staff, served by a rule; the rollout (at 0%) decided for bob and cy.
+            json!({"flag": "banner", "variant": "old", "counts": {"evaluations": 2, "rollout_evaluations": 2, "errors": 2}}),
         ]
     );
     handle.flush().await;
