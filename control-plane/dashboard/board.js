@@ -1,7 +1,7 @@
 // The board: every flag of the environment with its exposure, stage and health, the change
 // controls (rollout, advance, roll back, kill), active plans, decisions and edges.
 
-import { $, api, attempt, confirmWithReason, duration, escape, state, time, toast, VERDICTS } from "./lib.js";
+import { $, api, attempt, confirmWithReason, describeReading, duration, escape, state, time, toast, VERDICTS } from "./lib.js";
 
 export function scheduleRefresh() {
   clearTimeout(state.refreshing);
@@ -112,10 +112,8 @@ export function planView(plan, why = "") {
       return `<div class="stage ${place}"><strong>${escape(stage.name)}</strong><small>${escape(audience)}</small>
         <small>hold ${duration(stage.hold_seconds)}</small></div>`;
     }).join("");
-    const readings = (plan.readings ?? []).map((r) => {
-      const rate = r.variant.per ? `${(100 * r.variant.metric / r.variant.per).toFixed(2)}%` : "—";
-      return `<li>${escape(r.criterion)}: ${rate} (${r.variant.metric} of ${r.variant.per}) <span class="${r.verdict}">${escape(VERDICTS[r.verdict] ?? r.verdict)}</span></li>`;
-    }).join("");
+    const readings = (plan.readings ?? []).map((r) =>
+      `<li>${escape(describeReading(r))} <span class="${r.verdict}">${escape(VERDICTS[r.verdict] ?? r.verdict)}</span></li>`).join("");
     const ended = plan.status === "rolled_back" || plan.status === "completed";
     return `<div class="plan" data-plan="${plan.id}">
       <div><strong>${escape(plan.flag)}</strong> plan ${plan.id} in ${escape(plan.environment)}, <span class="${plan.status}">${escape(plan.status.replace("_", " "))}</span>,
@@ -184,8 +182,7 @@ document.addEventListener("click", async (event) => {
     // A person moving a plan on sees what the guardrails say first.
     const plan = state.plans?.find((p) => String(p.id) === change.dataset.plan);
     const next = plan?.stages[plan.stage + 1]?.name ?? "the next stage";
-    const readings = (plan?.readings ?? []).map((r) =>
-      `${r.criterion}: ${VERDICTS[r.verdict] ?? r.verdict} (${r.variant.metric} of ${r.variant.per})`).join("; ");
+    const readings = (plan?.readings ?? []).map((r) => `${describeReading(r)}, ${VERDICTS[r.verdict] ?? r.verdict}`).join("; ");
     const why = await confirmWithReason(`Advance ${flag} to ${next} in ${state.environment}?`,
       `Guardrails now: ${readings || "none"}.`, "Advance", reason);
     if (why) await act(() => api("POST", `/api/v1/plans/${change.dataset.plan}/advance`, { rationale: why }), `${flag}: advance recorded`, change);

@@ -1,7 +1,7 @@
 // A flag's page (definition, states with their rules, plans, guardrail charts, decisions,
 // history) and the new-flag form.
 
-import { $, api, escape, read, state, time, toast } from "./lib.js";
+import { $, api, escape, percent, points, read, state, time, toast, VERDICTS } from "./lib.js";
 import { act, exposure, planView } from "./board.js";
 import { bindEditor, redraw, stateDraft, stateEditorFields, stateOut, submitEditor } from "./rules.js";
 
@@ -130,22 +130,89 @@ export async function refreshCharts(key) {
 }
 
 /**
- * For each environment's latest plan, a chart per guardrail: the rate (metric per unit, summed
- * from the plan's start) for the plan's variant and its control, minute by minute, and the limit.
+ * For each environment's latest plan, a chart per guardrail of its current stage. A fixed
+ * bound: the rate (metric per unit, summed from the plan's start) for the plan's variant and its
+ * control, minute by minute, and the limit. A sequential criterion: the variant's rate minus the
+ * control's over the stage, with its always-valid interval and the tolerance, as the control
+ * plane read it over time. And the sample-ratio check's share with its interval, where the
+ * stage splits traffic.
  */
 async function showCharts(key, plans) {
   const latest = new Map();
   for (const plan of plans) if (!latest.has(plan.environment)) latest.set(plan.environment, plan);
   const charts = [];
   for (const plan of latest.values()) {
-    const guardrails = (plan.stages[plan.stage].guardrails ?? []).filter((g) => g.metric && g.per);
-    if (!guardrails.length) continue;
+    const guardrails = plan.stages[plan.stage].guardrails ?? [];
+    const history = await api("GET", `/api/v1/plans/${plan.id}/readings`);
+    guardrails.forEach((guardrail, index) => {
+      if (guardrail.max_increase === undefined && guardrail.max_relative_increase === undefined) return;
+      charts.push(intervalChart(plan, guardrail, history.map((p) => ({ at: p.at, reading: p.readings[index] }))));
+    });
+    const ratio = history.map((p) => ({ at: p.at, reading: p.readings.find((r) => r.share) }));
+    if (ratio.some((p) => p.reading)) charts.push(intervalChart(plan, null, ratio));
+    const fixed = guardrails.filter((g) => g.max_increase === undefined && g.max_relative_increase === undefined);
+    if (!fixed.length) continue;
     const age = Math.ceil((Date.now() - new Date(plan.created_at).getTime()) / 1000);
     const window = Math.min(259200, Math.max(3600, age + 60));
     const sums = await api("GET", `/api/v1/environments/${encodeURIComponent(plan.environment)}/metrics?flag=${encodeURIComponent(key)}&window_seconds=${window}&by_minute=true`);
-    for (const guardrail of guardrails) charts.push(chart(plan, guardrail, sums.minutes ?? []));
+    for (const guardrail of fixed) charts.push(chart(plan, guardrail, sums.minutes ?? []));
   }
   $("#flag-charts").innerHTML = charts.join("") || `<p class="muted">No plan with guardrails.</p>`;
+}
+
+/**
+ * An estimate over time with its always-valid interval as a band, like a guarded rollout's
+ * tile: a sequential guardrail's rise over control against its tolerance (`guardrail`), or the
+ * sample ratio's share against the stage's split (`guardrail` null). `series` holds `{at,
+ * reading}`, oldest first.
+ */
+function intervalChart(plan, guardrail, series) {
+  const ratio = guardrail === null;
+  const name = ratio ? "sample ratio" : `${guardrail.metric}/${guardrail.per}`;
+  const title = series.findLast((p) => p.reading)?.reading.criterion ?? name;
+  const of = (reading) => (ratio ? reading?.share : reading?.difference);
+  const known = series.filter((p) => of(p.reading));
+  const figure = (words, drawing) => `<figure class="chart interval${ratio ? " ratio" : ""}" data-guardrail="${escape(name)}" data-environment="${escape(plan.environment)}">
+    ${drawing(`${title} in ${plan.environment}: ${words.join(", ")}`)}
+    <figcaption class="legend"><strong>${escape(title)}</strong> in ${escape(plan.environment)}:
+      ${words.map((text) => `<span>${escape(text)}</span>`).join("")}</figcaption>
+  </figure>`;
+  if (!known.length) return figure(["no data yet"], () => "");
+
+  const [width, height, pad] = [600, 180, 32];
+  const reference = (p) => (ratio ? of(p.reading).expected : of(p.reading).tolerated);
+  // Scaled to the reference and the settled estimates, not to the first minutes' wide
+  // intervals, which are clipped: what matters is where the band ends up against the line.
+  const references = known.map(reference);
+  const estimates = known.map((p) => of(p.reading).estimate).slice(Math.floor(known.length / 5));
+  const scale = Math.max(...references.map(Math.abs), ratio ? 0.01 : 0.001);
+  const bottom = Math.min(ratio ? Math.min(...references) - scale / 2 : -scale, ...estimates);
+  const top = Math.max(ratio ? Math.max(...references) + scale / 2 : 2 * scale, ...estimates);
+  const span = (top - bottom) * 1.1;
+  const x = (i) => pad + (series.length > 1 ? (i * (width - 2 * pad)) / (series.length - 1) : (width - 2 * pad) / 2);
+  const clip = (value) => Math.min(bottom + span, Math.max(bottom, value));
+  const y = (value) => height - pad - ((clip(value) - bottom) / span) * (height - 2 * pad);
+  const index = new Map(series.map((p, i) => [p, i]));
+  const coordinates = (points, field) => points.map((p) => `${x(index.get(p)).toFixed(1)},${y(field(p)).toFixed(1)}`).join(" ");
+  const band = `${coordinates(known, (p) => of(p.reading).high)} ${coordinates([...known].reverse(), (p) => of(p.reading).low)}`;
+
+  const now = of(known.at(-1).reading);
+  const format = ratio ? percent : points;
+  const words = [
+    `now ${format(now.estimate)} (${format(now.low).replace(" points", "")} to ${format(now.high)} at ${percent(now.confidence)})`,
+    ratio ? `configured ${percent(now.expected)}` : `tolerance ${points(now.tolerated)}`,
+    VERDICTS[known.at(-1).reading.verdict] ?? known.at(-1).reading.verdict,
+  ];
+  const when = (point) => escape(new Date(point.at).toLocaleString());
+  return figure(words, (summary) => `<svg viewBox="0 0 ${width} ${height}" role="img" aria-label="${escape(summary)}"><title>${escape(summary)}</title>
+      <polygon class="band" points="${band}"/>
+      ${ratio ? "" : `<line class="zero" x1="${pad}" x2="${width - pad}" y1="${y(0).toFixed(1)}" y2="${y(0).toFixed(1)}"/>`}
+      <polyline class="limit" fill="none" points="${coordinates(known, reference)}"/>
+      <polyline class="estimate" fill="none" stroke-width="2" points="${coordinates(known, (p) => of(p.reading).estimate)}"/>
+      <text x="${pad}" y="${pad - 10}" font-size="11" fill="#475467">${escape(format(bottom + span))}</text>
+      <text x="${pad}" y="${height - 8}" font-size="11" fill="#475467">${when(series[0])}</text>
+      <text x="${width - pad}" y="${height - 8}" font-size="11" fill="#475467" text-anchor="end">${when(series.at(-1))}</text>
+    </svg>`);
 }
 
 /** Cumulative rate of `metric` per `per` for `variant`, at each minute. */
@@ -168,27 +235,27 @@ function chart(plan, guardrail, minutes) {
   const x = (i) => pad + (minutes.length > 1 ? (i * (width - 2 * pad)) / (minutes.length - 1) : (width - 2 * pad) / 2);
   const y = (rate) => height - pad - (rate / top) * (height - 2 * pad);
   const polyline = ([role, , series]) => {
-    const points = series.map((r, i) => (r === null ? null : `${x(i).toFixed(1)},${y(r).toFixed(1)}`)).filter(Boolean);
-    if (!points.length) return "";
+    const coordinates = series.map((r, i) => (r === null ? null : `${x(i).toFixed(1)},${y(r).toFixed(1)}`)).filter(Boolean);
+    if (!coordinates.length) return "";
     // The latest reading as a dot, so even a single minute shows.
-    const [cx, cy] = points.at(-1).split(",");
-    return `<polyline class="${role}" fill="none" stroke-width="2" points="${points.join(" ")}"/>
+    const [cx, cy] = coordinates.at(-1).split(",");
+    return `<polyline class="${role}" fill="none" stroke-width="2" points="${coordinates.join(" ")}"/>
       <circle class="${role}" cx="${cx}" cy="${cy}" r="3.5" fill="white" stroke-width="2"/>`;
   };
-  const percent = (rate) => (rate === null || rate === undefined ? "no data" : `${(100 * rate).toFixed(2)}%`);
-  const now = lines.map(([role, variant, series]) => `${role} ${variant}: ${percent(series.at(-1))}`);
+  const rateText = (rate) => (rate === null || rate === undefined ? "no data" : `${(100 * rate).toFixed(2)}%`);
+  const now = lines.map(([role, variant, series]) => `${role} ${variant}: ${rateText(series.at(-1))}`);
   const limit = guardrail.max !== undefined
     ? `<line class="limit" x1="${pad}" x2="${width - pad}" y1="${y(guardrail.max)}" y2="${y(guardrail.max)}"/>` : "";
-  const summary = `${name} in ${plan.environment} since the plan started: ${now.join(", ")}${guardrail.max !== undefined ? `, limit ${percent(guardrail.max)}` : ""}`;
+  const summary = `${name} in ${plan.environment} since the plan started: ${now.join(", ")}${guardrail.max !== undefined ? `, limit ${rateText(guardrail.max)}` : ""}`;
   return `<figure class="chart" data-guardrail="${escape(name)}" data-environment="${escape(plan.environment)}">
     <svg viewBox="0 0 ${width} ${height}" role="img" aria-label="${escape(summary)}"><title>${escape(summary)}</title>
       <line x1="${pad}" x2="${width - pad}" y1="${height - pad}" y2="${height - pad}" stroke="#d0d5dd"/>
       ${limit}${lines.map(polyline).join("")}
-      <text x="${pad}" y="${pad - 8}" font-size="11" fill="#475467">${escape(percent(top))}</text>
+      <text x="${pad}" y="${pad - 8}" font-size="11" fill="#475467">${escape(rateText(top))}</text>
       <text x="${pad}" y="${height - 8}" font-size="11" fill="#475467">${minutes.length ? escape(new Date(minutes[0].at).toLocaleTimeString()) : ""}</text>
     </svg>
     <figcaption class="legend"><strong>${escape(name)}</strong> in ${escape(plan.environment)}:
-      ${now.map((text) => `<span>${escape(text)}</span>`).join("")}${guardrail.max !== undefined ? `<span>limit ${percent(guardrail.max)}</span>` : ""}</figcaption>
+      ${now.map((text) => `<span>${escape(text)}</span>`).join("")}${guardrail.max !== undefined ? `<span>limit ${rateText(guardrail.max)}</span>` : ""}</figcaption>
   </figure>`;
 }
 

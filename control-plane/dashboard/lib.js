@@ -78,6 +78,31 @@ export function time(iso) {
 /** A verdict in the words the CLI and the notifications use. */
 export const VERDICTS = { pass: "pass", fail: "fail", insufficient: "insufficient data" };
 
+/** `2.13%`, as the CLI writes a rate. */
+export const percent = (rate) => `${Number((100 * rate).toFixed(2))}%`;
+
+/** `0.52 points`: a difference of rates in percentage points, as the CLI writes it. */
+export const points = (difference) => `${Number((100 * difference).toFixed(2)) || 0} points`;
+
+/**
+ * A reading's interval in the CLI's words: a sequential criterion's rise over control
+ * (`0.88 points over control (0.31 to 1.44 points)`) or the sample ratio's share
+ * (`4.6% to 5.4% at 99.9%`); "" for a fixed bound.
+ */
+export function interval(reading) {
+  const { difference: d, share } = reading;
+  if (d) return `${points(d.estimate)} over control (${points(d.low).replace(" points", "")} to ${points(d.high)})`;
+  if (share) return `${percent(share.low)} to ${percent(share.high)} at ${percent(share.confidence)}`;
+  return "";
+}
+
+/** `errors/requests <= 2%: 0.5% (9 of 1800), pass`: a reading as the notifications write it. */
+export function describeReading(r) {
+  const rate = r.variant.per ? percent(r.variant.metric / r.variant.per) : "—";
+  const around = interval(r);
+  return `${r.criterion}: ${rate} (${r.variant.metric} of ${r.variant.per})${around ? `, ${around}` : ""}`;
+}
+
 /** `2d`, `1d 12h`, `45m`: as the CLI and the notifications write durations. */
 export function duration(seconds) {
   const parts = [[Math.floor(seconds / 86400), "d"], [Math.floor(seconds % 86400 / 3600), "h"], [Math.floor(seconds % 3600 / 60), "m"]]

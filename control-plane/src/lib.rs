@@ -142,6 +142,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/plan-templates", get(plans::list_templates)),
         ("/api/v1/plans", get(plans::list_plans).post(plans::post_plan)),
         ("/api/v1/plans/{plan}", get(plans::get_plan)),
+        ("/api/v1/plans/{plan}/readings", get(plans::get_plan_readings)),
         ("/api/v1/plans/{plan}/advance", post(plans::post_advance)),
         ("/api/v1/plans/{plan}/hold", post(plans::post_hold)),
         ("/api/v1/plans/{plan}/resume", post(plans::post_resume)),

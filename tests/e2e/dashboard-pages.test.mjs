@@ -33,8 +33,10 @@ test("flag pages, creating a flag and tokens in the dashboard", async () => {
   try {
     await createFlags(stack.api);
     // A plan rolled back, whose timeline and reason the flag's page keeps.
-    const started = await stack.api("POST", "/api/v1/plans",
-      { flag: "banner", environment: "production", template: "canary", rationale: "new greeting" });
+    // A fixed bound, whose chart is the two rates and the limit (sequential ones have their
+    // own test, guardrail-chart.test.mjs).
+    const started = await stack.api("POST", "/api/v1/plans", { flag: "banner", environment: "production",
+      template: "canary", parameters: { guardrails: [{ metric: "errors", max: 0.02 }] }, rationale: "new greeting" });
     assert.equal(started.status, 201, JSON.stringify(started.body));
     const reported = await stack.api("POST", "/api/v1/environments/production/metrics", { counters: [
       { flag: "banner", variant: "new", counts: { requests: 1800, errors: 9 } },

@@ -22,8 +22,10 @@ test("a release manager logs in, bumps a rollout and kills a flag from the dashb
     const plan = await stack.api("POST", "/api/v1/plans",
       { flag: "banner", environment: "production", template: "canary", rationale: "new greeting passed review" });
     assert.equal(plan.status, 201, JSON.stringify(plan.body));
-    await stack.api("POST", "/api/v1/environments/production/metrics",
-      { counters: [{ flag: "banner", variant: "new", counts: { requests: 1800, errors: 9 } }] }, stack.appToken);
+    await stack.api("POST", "/api/v1/environments/production/metrics", { counters: [
+      { flag: "banner", variant: "new", counts: { requests: 3600, errors: 18 } },
+      { flag: "banner", variant: "old", counts: { requests: 68400, errors: 342 } },
+    ] }, stack.appToken);
 
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const problems = [];
@@ -98,7 +100,8 @@ test("a release manager logs in, bumps a rollout and kills a flag from the dashb
     await banner.locator("button.advance").click();
     await dialog.waitFor();
     assert.match(await page.locator("#confirm-title").textContent(), /Advance banner to assessed in production\?/);
-    assert.match(await page.locator("#confirm-text").textContent(), /Guardrails now: errors\/requests <= 2%: pass \(9 of 1800\)/);
+    assert.match(await page.locator("#confirm-text").textContent(),
+      /Guardrails now: errors\/requests <= control \+ 0\.5 points \(95% sequential\): 0\.5% \(18 of 3600\), 0 points over control \(-0\.\d+ to 0\.\d+ points\), pass/);
     assert.equal(await page.locator("#confirm-reason").inputValue(), "looks fine");
     await page.click('#confirm button[value="cancel"]');
     assert.equal((await stack.api("GET", `/api/v1/plans/${plan.body.plan.id}`)).body.stage, 0, "cancelled: not advanced");

@@ -55,10 +55,10 @@ test("an error spike at 25% kills the flag at the edge, logged as the guardrail'
     }, 10000, "the edge's evaluation counts at the control plane");
     assert.ok(sums.variants.on.evaluations >= exposed);
 
-    // The app reports: first healthy, then 40% errors.
-    const report = (requests, errors) => stack.api("POST", "/api/v1/environments/production/metrics",
-      { counters: [{ flag: "checkout-v2", variant: "on", counts: { requests, errors } }] }, stack.appToken);
-    assert.equal((await report(2000, 10)).status, 202);
+    // The app reports: first healthy, for both variants, then 40% errors on `on`.
+    const report = (requests, errors, control = []) => stack.api("POST", "/api/v1/environments/production/metrics",
+      { counters: [{ flag: "checkout-v2", variant: "on", counts: { requests, errors } }, ...control] }, stack.appToken);
+    assert.equal((await report(2000, 10, [{ flag: "checkout-v2", variant: "off", counts: { requests: 6000, errors: 30 } }])).status, 202);
     assert.equal(advanced(await stack.api("GET", `/api/v1/plans/${id}`)), "expanded");
     const spikeAt = Date.now();
     assert.equal((await report(1000, 400)).status, 202);
@@ -76,7 +76,8 @@ test("an error spike at 25% kills the flag at the edge, logged as the guardrail'
     const last = decisions.at(-1);
     assert.deepEqual([last.decided_by, last.decision, last.from_stage], ["guardrail", "rollback", "expanded"]);
     assert.deepEqual([last.metrics[0].variant.metric, last.metrics[0].variant.per], [410, 3000]);
-    assert.match(last.rationale, /errors\/requests <= 2% \(13\.67% > 2%\)/);
+    // The canary's default guardrail: a significant rise of more than half a point over `off`.
+    assert.match(last.rationale, /errors\/requests <= control \+ 0\.5 points \(95% sequential\) \(rose 13\.17 points over control/);
 
     const rollback = await until(async () => hook.messages.find((m) => m.text.startsWith("🔄 Rollback Initiated")),
       10000, "the rollback message at the webhook");

@@ -55,6 +55,7 @@ use crate::api;
         api::plans::list_templates,
         api::plans::list_plans,
         api::plans::get_plan,
+        api::plans::get_plan_readings,
         api::plans::post_plan,
         api::plans::post_advance,
         api::plans::post_hold,

@@ -125,6 +125,19 @@ pub(crate) async fn get_plan(
     Ok(Json(PlanView { plan, readings, hold_until }))
 }
 
+/// `GET /api/v1/plans/{plan}/readings`: the current stage's readings over time (the plan's last
+/// stage, for one that ended), for charts: each criterion's and the sample-ratio check's, at up
+/// to 180 evenly spaced minutes from the stage's start, the last one now (or the plan's end).
+#[utoipa::path(get, path = "/api/v1/plans/{plan}/readings", tag = "plans", params(("plan" = String, Path, description = "A plan id")), responses((status = 200, description = "Oldest first", body = Vec<plans::ReadingsAt>), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_plan_readings(
+    _: Authorized<Release>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<plans::ReadingsAt>>, ApiError> {
+    let plan = plans::get(&state.service, plan_id(&id)?).await?;
+    Ok(Json(plans::history(&state.service, &plan).await?))
+}
+
 /// `POST /api/v1/plans`: starts a plan; its first stage is served at once.
 #[utoipa::path(post, path = "/api/v1/plans", tag = "plans", request_body = PlanRequest, responses((status = 201, description = "Started", body = ActionResponse), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn post_plan(

@@ -281,11 +281,16 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// The sum of `metric` for `variant` over minutes after `since`.
+    /// The sum of `metric` for `variant` over minutes after `since`, up to `minute`.
     pub fn sum(&self, variant: &str, metric: &str, since: i64) -> u64 {
         self.rows
             .iter()
-            .filter(|row| row.variant == variant && row.metric == metric && row.minute > since)
+            .filter(|row| {
+                row.variant == variant
+                    && row.metric == metric
+                    && row.minute > since
+                    && row.minute <= self.minute
+            })
             .map(|row| row.value)
             .sum()
     }

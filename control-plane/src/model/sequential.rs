@@ -230,6 +230,63 @@ mod tests {
         assert!(share(fixed_misses) > 0.15, "{}", share(fixed_misses));
     }
 
+    /// Against scipy: the interval's ends as the roots of the mixture likelihood ratio,
+    /// integrated numerically (`tests/python/sequential_vectors.py`, which
+    /// `tests/python/test_sequential_scipy.py` checks the fixture against).
+    #[test]
+    fn intervals_and_findings_match_an_independent_computation_with_scipy() {
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/sequential-scipy.json"))
+                .unwrap();
+        let close = |ours: f64, theirs: &serde_json::Value, what: &str| {
+            let theirs = theirs.as_f64().unwrap();
+            let scale = theirs.abs().max(1e-6);
+            assert!(
+                (ours - theirs).abs() <= 1e-7 * scale,
+                "{what}: {ours} against scipy's {theirs}"
+            );
+        };
+        let comparisons = vectors["comparisons"].as_array().unwrap();
+        assert_eq!(comparisons.len(), 12);
+        for case in comparisons {
+            let arm = |side: &serde_json::Value| {
+                arm(side[0].as_f64().unwrap(), side[1].as_f64().unwrap())
+            };
+            let amount = case["tolerance"][1].as_f64().unwrap();
+            let tolerance = match case["tolerance"][0].as_str().unwrap() {
+                "absolute" => Tolerance::Absolute(amount),
+                _ => Tolerance::Relative(amount),
+            };
+            let confidence = case["confidence"].as_f64().unwrap();
+            let ours = compare(arm(&case["variant"]), arm(&case["control"]), tolerance, confidence)
+                .unwrap();
+            close(ours.difference.estimate, &case["estimate"], &format!("estimate of {case}"));
+            close(ours.difference.low, &case["low"], &format!("low of {case}"));
+            close(ours.difference.high, &case["high"], &format!("high of {case}"));
+            close(ours.tolerated, &case["tolerated"], &format!("tolerated of {case}"));
+            let finding = match ours.finding {
+                Finding::Regression => "regression",
+                Finding::NoRegression => "no_regression",
+                Finding::Undecided => "undecided",
+            };
+            assert_eq!(finding, case["finding"], "{case}");
+        }
+        let ratios = vectors["sample_ratios"].as_array().unwrap();
+        assert_eq!(ratios.len(), 6);
+        for case in ratios {
+            let number = |field: &str| case[field].as_f64().unwrap();
+            let (mismatch, share) = sample_ratio(
+                number("variant"),
+                number("control"),
+                number("expected"),
+                number("confidence"),
+            );
+            close(share.low, &case["low"], &format!("low of {case}"));
+            close(share.high, &case["high"], &format!("high of {case}"));
+            assert_eq!(mismatch, case["mismatch"].as_bool().unwrap(), "{case}");
+        }
+    }
+
     #[test]
     fn a_sample_ratio_mismatch_is_found_and_a_match_is_not() {
         // 5% expected; 5,000 of 100,000 is on target, 5,600 is a mismatch.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::model::Refusal;
 use crate::model::audit::AuditEntry;
-use crate::model::criteria::{Counts, Criterion, Reading};
+use crate::model::criteria::{Counts, Reading};
 use crate::model::flag::FlagState;
 use crate::model::plan::{Decision, DecisionQuery, FlagChange, Plan, PlanQuery, Step};
 use crate::model::sample_ratio;
@@ -137,31 +137,88 @@ pub async fn act(
 /// since the stage began, then the sample-ratio check where the stage splits its traffic and
 /// rollout evaluations were reported.
 pub async fn read(service: &Service, plan: &Plan) -> Result<Vec<Reading>, Error> {
-    let stage = plan.current();
-    let criteria: Vec<_> = stage.guardrails.iter().chain(&stage.leading).cloned().collect();
     let minute = service.clock.timestamp().minute();
+    let counts = counts(service, plan, minute).await?;
+    Ok(readings(plan, &counts))
+}
+
+/// The most points `history` gives: enough for a chart, cheap for a stage of days.
+pub const MAX_HISTORY_POINTS: i64 = 180;
+
+/// The current stage's readings as they were over time, from the stage's start until now (or,
+/// for a plan that ended, its last decision), at most `MAX_HISTORY_POINTS` evenly spaced
+/// minutes, the last one being the end.
+pub async fn history(service: &Service, plan: &Plan) -> Result<Vec<ReadingsAt>, Error> {
+    let until = if plan.status.is_active() {
+        service.clock.timestamp()
+    } else {
+        let last = DecisionQuery {
+            plan: Some(plan.id),
+            limit: Some(1),
+            newest_first: true,
+            ..DecisionQuery::default()
+        };
+        decisions(service, last).await?.first().map_or(plan.stage_started_at, |d| d.at)
+    };
+    let (first, last) = (plan.stage_started_at.minute(), until.minute());
+    let mut counts = counts(service, plan, last).await?;
+    let step = ((last - first) / MAX_HISTORY_POINTS + 1).max(1);
+    let mut minutes: Vec<i64> =
+        (0..).map(|n| last - n * step).take_while(|m| *m >= first).collect();
+    minutes.reverse();
+    Ok(minutes
+        .into_iter()
+        .map(|minute| {
+            counts.minute = minute;
+            ReadingsAt { at: Timestamp::from_minute(minute), readings: readings(plan, &counts) }
+        })
+        .collect())
+}
+
+/// A plan's readings as of one minute.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ReadingsAt {
+    /// The start of the minute.
+    #[schema(value_type = String)]
+    pub at: Timestamp,
+    pub readings: Vec<Reading>,
+}
+
+/// The counts of `plan`'s flag over the current stage, up to `minute`: sequential criteria and
+/// the sample-ratio check read all of them, and a history every window's.
+async fn counts(service: &Service, plan: &Plan, minute: i64) -> Result<Counts, Error> {
     let stage_began = plan.stage_started_at.minute();
-    let checked_from = plan.resumed_at.map_or(stage_began, |at| at.minute().max(stage_began));
-    let ratio_since = checked_from + sample_ratio::SETTLING_MINUTES - 1;
-    // A sequential criterion reads the whole stage.
-    let window = |c: &Criterion| if c.is_sequential() { i64::MAX } else { c.window_minutes() };
-    let since = criteria
-        .iter()
-        .map(|c| (minute - window(c)).max(stage_began - 1))
-        .fold(ratio_since, i64::min);
+    let since = stage_began - 1;
     let (environment, flag) = (plan.environment.clone(), plan.flag.clone());
     let rows = service
         .read(move |tx| {
             Box::pin(async move { Ok(tx.metric_counts(&environment, &flag, since, minute).await?) })
         })
         .await?;
-    let counts = Counts { minute, first_minute: stage_began, rows };
+    Ok(Counts { minute, first_minute: stage_began, rows })
+}
+
+/// The current stage's criteria and sample-ratio check, read from `counts`.
+fn readings(plan: &Plan, counts: &Counts) -> Vec<Reading> {
+    let stage = plan.current();
     let (variant, control) = (&plan.variant, &plan.control);
-    let mut readings: Vec<Reading> =
-        criteria.iter().map(|c| c.read(&counts, variant, control)).collect();
-    let split = stage.percent.thousandths();
-    readings.extend(sample_ratio::read(&counts, variant, control, split, ratio_since));
-    Ok(readings)
+    let mut readings: Vec<Reading> = stage
+        .guardrails
+        .iter()
+        .chain(&stage.leading)
+        .map(|c| c.read(counts, variant, control))
+        .collect();
+    let stage_began = plan.stage_started_at.minute();
+    let checked_from = plan.resumed_at.map_or(stage_began, |at| at.minute().max(stage_began));
+    let since = checked_from + sample_ratio::SETTLING_MINUTES - 1;
+    readings.extend(sample_ratio::read(
+        counts,
+        variant,
+        control,
+        stage.percent.thousandths(),
+        since,
+    ));
+    readings
 }
 
 /// One pass over every active plan: roll back on a breached guardrail; advance or complete a

@@ -725,6 +725,26 @@ async fn a_sequential_guardrail_rolls_back_a_significant_rise_and_its_reading_sa
         last["rationale"].as_str().unwrap().contains("rose 1.25 points over control"),
         "{last}"
     );
+
+    // Over time, for the chart: the stage's readings minute by minute until the rollback.
+    let path = format!("/api/v1/plans/{id}/readings");
+    let (status, history) = server.call(Method::GET, &path, Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let points = history.as_array().unwrap();
+    assert_eq!(points.len(), 11, "minutes 60 to 70: {history}");
+    assert_eq!(
+        (points[0]["at"].as_str(), points[10]["at"].as_str()),
+        (Some("2026-11-22T11:00:00.000Z"), Some("2026-11-22T11:10:00.000Z"))
+    );
+    let verdicts: Vec<&str> =
+        points.iter().map(|p| p["readings"][0]["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts[..10], ["pass"; 10]);
+    assert_eq!(points[10]["readings"][0], *reading, "the last point is the rollback's reading");
+    let (status, _) =
+        server.call(Method::GET, "/api/v1/plans/99/readings", Some(RELEASE), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server.call(Method::GET, &path, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 /// Reports how many of the rollout's evaluations served `on` and `off` in the current minute.
