@@ -143,7 +143,7 @@ async function showCharts(key, plans) {
   const charts = [];
   for (const plan of latest.values()) {
     const guardrails = plan.stages[plan.stage].guardrails ?? [];
-    const history = await api("GET", `/api/v1/plans/${plan.id}/readings`);
+    const history = await readingsOf(plan);
     guardrails.forEach((guardrail, index) => {
       if (guardrail.max_increase === undefined && guardrail.max_relative_increase === undefined) return;
       charts.push(intervalChart(plan, guardrail, history.map((p) => ({ at: p.at, reading: p.readings[index] }))));
@@ -158,6 +158,17 @@ async function showCharts(key, plans) {
     for (const guardrail of fixed) charts.push(chart(plan, guardrail, sums.minutes ?? []));
   }
   $("#flag-charts").innerHTML = charts.join("") || `<p class="muted">No plan with guardrails.</p>`;
+}
+
+/** An ended plan's readings over time never change: read once per page load. */
+const endedHistories = new Map();
+
+async function readingsOf(plan) {
+  const ended = plan.status === "rolled_back" || plan.status === "completed";
+  if (ended && endedHistories.has(plan.id)) return endedHistories.get(plan.id);
+  const history = await api("GET", `/api/v1/plans/${plan.id}/readings`);
+  if (ended) endedHistories.set(plan.id, history);
+  return history;
 }
 
 /**

@@ -441,6 +441,9 @@ pub enum PlanCommand {
         /// Advance only by hand.
         #[arg(long)]
         manual: bool,
+        /// No sample-ratio check: for a flag whose variant changes how often it is evaluated.
+        #[arg(long)]
+        no_sample_ratio_check: bool,
         /// Start at this stage rather than the first: a plan never lowers exposure, so a flag
         /// already rolled out further starts at the stage that matches.
         #[arg(long, value_name = "STAGE")]
@@ -845,6 +848,7 @@ async fn plans(
             alpha_segment,
             beta,
             manual,
+            no_sample_ratio_check,
             start_at,
             reason,
         } => {
@@ -872,6 +876,9 @@ async fn plans(
             }
             if manual {
                 body["auto_advance"] = json!(false);
+            }
+            if no_sample_ratio_check {
+                body["sample_ratio_check"] = json!(false);
             }
             let answer = client.call(Method::POST, "/api/v1/plans", Some(&body)).await?;
             out.print(&answer, render::action)

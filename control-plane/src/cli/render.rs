@@ -447,8 +447,15 @@ mod tests {
                 "control": {"variant": "off", "metric": 350, "per": 40000},
                 "verdict": "insufficient",
                 "difference": {"estimate": 0.00875, "low": 0.0031, "high": 0.0144,
-                               "tolerated": 0.005, "confidence": 0.95}}]});
+                               "tolerated": 0.005, "confidence": 0.95}}, {
+                "criterion": "sample ratio: on gets 5% of rollout_evaluations",
+                "variant": {"variant": "on", "metric": 400, "per": 10000},
+                "control": {"variant": "off", "metric": 9600, "per": 10000},
+                "verdict": "fail", "detail": "`on` got 4% of the rollout's evaluations",
+                "share": {"expected": 0.05, "estimate": 0.04, "low": 0.0306, "high": 0.0494,
+                          "confidence": 0.999}}]});
         let shown = super::plan(&plan);
         assert!(shown.contains("1.75%, 0.88 points over control (0.31 to 1.44 points)"), "{shown}");
+        assert!(shown.contains("4%, 3.06% to 4.94% at 99.9%"), "{shown}");
     }
 }

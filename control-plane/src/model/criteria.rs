@@ -3,6 +3,8 @@
 //! or the control variant's rate (fixed thresholds), or over the whole stage against the
 //! control's rate with an always-valid sequential test (`model::sequential`).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::metrics::{CountRow, valid_metric_name};
@@ -270,29 +272,64 @@ pub fn percent(rate: f64) -> String {
     format!("{text}%")
 }
 
-/// Per-minute counter sums of one flag in one environment, and the current minute.
+/// Per-minute counter sums of one flag in one environment, as running totals, and the current
+/// minute: a sum over any span takes two binary searches, so a reading costs little however
+/// long the stage, and a history of readings reuses the same counts.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     pub minute: i64,
     /// The earliest minute readings count, whatever their window: the minute the current stage
     /// began, so each stage (and each new plan) is judged on its own exposure.
     pub first_minute: i64,
-    pub rows: Vec<CountRow>,
+    /// Per variant and metric: each minute with a count, ascending, and the total through it.
+    totals: HashMap<String, HashMap<String, Vec<(i64, u64)>>>,
 }
 
 impl Counts {
+    pub fn new(minute: i64, first_minute: i64) -> Self {
+        Self { minute, first_minute, totals: HashMap::new() }
+    }
+
+    pub fn from_rows(minute: i64, first_minute: i64, mut rows: Vec<CountRow>) -> Self {
+        rows.sort_unstable_by_key(|row| row.minute);
+        let mut counts = Self::new(minute, first_minute);
+        for row in rows {
+            counts.add(&row.variant, &row.metric, row.minute, row.value);
+        }
+        counts
+    }
+
+    /// Adds `value` to `metric` of `variant` in `minute`: cheapest in ascending minutes.
+    pub fn add(&mut self, variant: &str, metric: &str, minute: i64, value: u64) {
+        let series = self
+            .totals
+            .entry(variant.to_owned())
+            .or_default()
+            .entry(metric.to_owned())
+            .or_default();
+        let at = series.partition_point(|(m, _)| *m <= minute);
+        let from = if at > 0 && series[at - 1].0 == minute {
+            at - 1
+        } else {
+            let before = if at == 0 { 0 } else { series[at - 1].1 };
+            series.insert(at, (minute, before));
+            at
+        };
+        for (_, total) in &mut series[from..] {
+            *total += value;
+        }
+    }
+
     /// The sum of `metric` for `variant` over minutes after `since`, up to `minute`.
     pub fn sum(&self, variant: &str, metric: &str, since: i64) -> u64 {
-        self.rows
-            .iter()
-            .filter(|row| {
-                row.variant == variant
-                    && row.metric == metric
-                    && row.minute > since
-                    && row.minute <= self.minute
-            })
-            .map(|row| row.value)
-            .sum()
+        let Some(series) = self.totals.get(variant).and_then(|metrics| metrics.get(metric)) else {
+            return 0;
+        };
+        let through = |minute: i64| match series.partition_point(|(m, _)| *m <= minute) {
+            0 => 0,
+            n => series[n - 1].1,
+        };
+        through(self.minute).saturating_sub(through(since))
     }
 }
 
@@ -408,19 +445,11 @@ mod tests {
     }
 
     fn counts(rows: &[(&str, &str, i64, u64)]) -> Counts {
-        Counts {
-            minute: 100,
-            first_minute: 0,
-            rows: rows
-                .iter()
-                .map(|(variant, metric, minute, value)| CountRow {
-                    variant: variant.to_string(),
-                    metric: metric.to_string(),
-                    minute: *minute,
-                    value: *value,
-                })
-                .collect(),
+        let mut counts = Counts::new(100, 0);
+        for (variant, metric, minute, value) in rows {
+            counts.add(variant, metric, *minute, *value);
         }
+        counts
     }
 
     #[test]
@@ -490,6 +519,28 @@ mod tests {
         }
         // The default confidence is not written back, so stored plans keep their shape.
         assert!(!serde_json::to_string(&guardrail).unwrap().contains("confidence"));
+    }
+
+    #[test]
+    fn sums_span_minutes_after_since_up_to_the_current_minute_in_any_order_of_adding() {
+        let mut counts = Counts::new(10, 0);
+        for (minute, value) in [(5, 50), (2, 20), (9, 90), (5, 5), (11, 1000), (0, 1)] {
+            counts.add("on", "requests", minute, value);
+        }
+        assert_eq!(counts.sum("on", "requests", -1), 166);
+        assert_eq!(counts.sum("on", "requests", 2), 145);
+        assert_eq!(counts.sum("on", "requests", 5), 90);
+        assert_eq!(counts.sum("on", "requests", 10), 0);
+        assert_eq!((counts.sum("off", "requests", -1), counts.sum("on", "errors", -1)), (0, 0));
+        counts.minute = 4;
+        assert_eq!(counts.sum("on", "requests", -1), 21);
+        let rows = [(9, 90), (2, 20)].map(|(minute, value)| CountRow {
+            variant: "on".into(),
+            metric: "requests".into(),
+            minute,
+            value,
+        });
+        assert_eq!(Counts::from_rows(10, 0, rows.to_vec()).sum("on", "requests", 1), 110);
     }
 
     #[test]

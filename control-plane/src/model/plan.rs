@@ -63,6 +63,10 @@ pub struct Advancers {
     pub approvals: u32,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn release_scope() -> Scope {
     Scope::Release
 }
@@ -140,6 +144,9 @@ pub struct Plan {
     /// The rule the plan put first in the flag's rules for the stage's segments, so the next
     /// stage can replace exactly that rule and leave the others alone.
     pub installed_rule: Option<wire::Rule>,
+    /// Whether a mismatch of the rollout's split holds the plan (`model::sample_ratio`).
+    #[serde(default = "yes")]
+    pub sample_ratio_check: bool,
     /// When someone last resumed the plan: the sample-ratio check counts from then, so a
     /// mismatch that held the plan, once looked into, does not hold it again at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

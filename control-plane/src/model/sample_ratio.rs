@@ -1,8 +1,8 @@
 //! The sample-ratio check of a rollout plan's stage: whether the variant's share of the
 //! evaluations the flag's percentage rollout decided matches the share the stage configures.
 //! A mismatch means the comparison of the variant with the control cannot be trusted: a broken
-//! bucketing, a `bucket_by` attribute some apps lack, a cache or a retry that counts one arm
-//! twice, an app that misreports.
+//! bucketing, a `bucket_by` attribute whose value many units share, a cache or a retry that
+//! counts one arm twice, an app that misreports.
 //!
 //! Edges and the in-process SDKs report those evaluations as `rollout_evaluations`, per variant;
 //! evaluations a rule decided are left out, since rules (staff, a stage's segments) do not
@@ -18,18 +18,26 @@ pub const ROLLOUT_EVALUATIONS: &str = "rollout_evaluations";
 /// The check's confidence: a false alarm holds a healthy plan, so it is rarer than a guardrail's.
 pub const CONFIDENCE: f64 = 0.999;
 
-/// The whole minutes after the stage began that the check skips: counts of the previous split
-/// still arrive then, from batches sent every few seconds and configurations on their way to
-/// the edges.
+/// The whole minutes after the one the stage began in (or the plan was resumed in) that the
+/// check skips: counts of the previous split still arrive then, from batches sent every few
+/// seconds and configurations on their way to the edges.
 pub const SETTLING_MINUTES: i64 = 2;
 
 /// The least rollout evaluations, in both arms together, before the check can find a mismatch.
 pub const MIN_SAMPLE: u64 = 1000;
 
+/// How far off the configured share a share may be before it is a mismatch, as a part of it:
+/// 2%, so 4.9% to 5.1% of a 5% stage. Evaluations are not quite independent draws (busy units
+/// count many times), so a test of the exact share would, given months of counts, find some
+/// difference in the end.
+pub const TOLERANCE: f64 = 0.02;
+
 /// Reads the check over the minutes after `since` (the minute the stage began, or the plan was
-/// resumed, plus the settling minutes), for a stage that gives `variant` a share of
-/// `thousandths` of the rollout (100,000 is all) and `control` the rest. `None` where there is
-/// nothing to check: a stage at 0% or 100%, or no rollout evaluations reported.
+/// resumed, plus the settling minutes), up to `counts.minute`, for a stage that gives `variant` a share of
+/// `thousandths` of the rollout (100,000 is all) and `control` the rest. It fails when the
+/// share's interval lies wholly outside the configured share give or take `TOLERANCE`, and is
+/// insufficient below `MIN_SAMPLE`. `None` where there is nothing to check: a stage at 0% or
+/// 100%, or no rollout evaluations reported.
 pub fn read(
     counts: &Counts,
     variant: &str,
@@ -47,9 +55,10 @@ pub fn read(
     if total == 0 {
         return None;
     }
-    let (mismatch, share) =
-        sequential::sample_ratio(variant_count as f64, control_count as f64, expected, CONFIDENCE);
-    let mismatch = mismatch && total >= MIN_SAMPLE;
+    let share =
+        sequential::sample_ratio(variant_count as f64, control_count as f64, expected, CONFIDENCE)?;
+    let (least, most) = (expected * (1.0 - TOLERANCE), expected * (1.0 + TOLERANCE));
+    let mismatch = total >= MIN_SAMPLE && (share.low > most || share.high < least);
     let detail = mismatch.then(|| {
         format!(
             "`{variant}` got {} of the rollout's evaluations ({} to {} at {}), where the stage gives it {}",
@@ -68,7 +77,11 @@ pub fn read(
         ),
         variant: rate(variant, variant_count),
         control: Some(rate(control, control_count)),
-        verdict: if mismatch { Verdict::Fail } else { Verdict::Pass },
+        verdict: match (total >= MIN_SAMPLE, mismatch) {
+            (false, _) => Verdict::Insufficient,
+            (true, true) => Verdict::Fail,
+            (true, false) => Verdict::Pass,
+        },
         detail,
         difference: None,
         share: Some(Share {
@@ -84,22 +97,13 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::metrics::CountRow;
 
     fn counts(rows: &[(&str, i64, u64)]) -> Counts {
-        Counts {
-            minute: 100,
-            first_minute: 0,
-            rows: rows
-                .iter()
-                .map(|(variant, minute, value)| CountRow {
-                    variant: variant.to_string(),
-                    metric: ROLLOUT_EVALUATIONS.into(),
-                    minute: *minute,
-                    value: *value,
-                })
-                .collect(),
+        let mut counts = Counts::new(100, 0);
+        for (variant, minute, value) in rows {
+            counts.add(variant, ROLLOUT_EVALUATIONS, *minute, *value);
         }
+        counts
     }
 
     #[test]
@@ -127,7 +131,10 @@ mod tests {
         assert_eq!(read(&some, "on", "off", 100_000, 0), None);
         assert_eq!(read(&counts(&[]), "on", "off", 5_000, 0), None);
         // 10% where 5% is configured, but from 100 evaluations: not judged yet.
-        assert_eq!(read(&some, "on", "off", 5_000, 0).unwrap().verdict, Verdict::Pass);
+        assert_eq!(read(&some, "on", "off", 5_000, 0).unwrap().verdict, Verdict::Insufficient);
+        // 5.05% of a million: off the exact 5%, but within the tolerance.
+        let close = counts(&[("on", 50, 50_500), ("off", 50, 949_500)]);
+        assert_eq!(read(&close, "on", "off", 5_000, 0).unwrap().verdict, Verdict::Pass);
         // Counts at or before `since` are not read: the stage's first minutes mix the splits.
         let late =
             counts(&[("on", 10, 4_500), ("off", 10, 95_500), ("on", 11, 50), ("off", 11, 950)]);

@@ -128,23 +128,23 @@ pub fn compare(
     Some(Comparison { difference, tolerated, finding })
 }
 
-/// Sample-ratio mismatch: whether the variant's share of all exposures, `variant / (variant +
-/// control)`, differs from the `expected` share with `confidence`, and the share's interval.
+/// For a sample-ratio check: the variant's share of all exposures, `variant / (variant +
+/// control)`, with its interval at `confidence`, were the `expected` share (above 0, below 1)
+/// the truth. `None` without exposures.
 pub fn sample_ratio(
     variant: f64,
     control: f64,
     expected: f64,
     confidence: f64,
-) -> (bool, Interval) {
+) -> Option<Interval> {
     let total = variant + control;
-    if total <= 0.0 || !(0.0..1.0).contains(&expected) || expected == 0.0 {
-        return (false, Interval { estimate: expected, low: 0.0, high: 1.0 });
+    if total <= 0.0 || expected <= 0.0 || expected >= 1.0 {
+        return None;
     }
     let variance = expected * (1.0 - expected) / total;
     // Most power at a mismatch of a tenth of the expected share.
     let mixing = (0.1 * expected.min(1.0 - expected)).powi(2);
-    let share = interval(variant / total, variance, mixing, confidence);
-    (share.low > expected || share.high < expected, share)
+    Some(interval(variant / total, variance, mixing, confidence))
 }
 
 #[cfg(test)]
@@ -275,26 +275,33 @@ mod tests {
         assert_eq!(ratios.len(), 6);
         for case in ratios {
             let number = |field: &str| case[field].as_f64().unwrap();
-            let (mismatch, share) = sample_ratio(
+            let share = sample_ratio(
                 number("variant"),
                 number("control"),
                 number("expected"),
                 number("confidence"),
-            );
+            )
+            .unwrap();
             close(share.low, &case["low"], &format!("low of {case}"));
             close(share.high, &case["high"], &format!("high of {case}"));
+            let mismatch = share.low > number("expected") || share.high < number("expected");
             assert_eq!(mismatch, case["mismatch"].as_bool().unwrap(), "{case}");
         }
     }
 
     #[test]
-    fn a_sample_ratio_mismatch_is_found_and_a_match_is_not() {
-        // 5% expected; 5,000 of 100,000 is on target, 5,600 is a mismatch.
-        assert!(!sample_ratio(5_000.0, 95_000.0, 0.05, 0.95).0);
-        assert!(sample_ratio(5_600.0, 94_400.0, 0.05, 0.95).0);
-        assert!(sample_ratio(4_400.0, 95_600.0, 0.05, 0.95).0);
+    fn a_sample_ratio_interval_holds_the_share_it_was_drawn_from() {
+        let excludes = |variant, control, expected| {
+            let share = sample_ratio(variant, control, expected, 0.95).unwrap();
+            share.low > expected || share.high < expected
+        };
+        // 5% expected; 5,000 of 100,000 is on target, 5,600 and 4,400 are not.
+        assert!(!excludes(5_000.0, 95_000.0, 0.05));
+        assert!(excludes(5_600.0, 94_400.0, 0.05));
+        assert!(excludes(4_400.0, 95_600.0, 0.05));
         // Too few to tell.
-        assert!(!sample_ratio(8.0, 92.0, 0.05, 0.95).0);
-        assert!(!sample_ratio(0.0, 0.0, 0.05, 0.95).0);
+        assert!(!excludes(8.0, 92.0, 0.05));
+        assert_eq!(sample_ratio(0.0, 0.0, 0.05, 0.95), None);
+        assert_eq!(sample_ratio(1.0, 1.0, 1.0, 0.95), None);
     }
 }

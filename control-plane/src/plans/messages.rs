@@ -110,7 +110,7 @@ pub fn issue_detected(
                 "the guardrails' comparison of `{variant}` with `{control}` cannot be trusted; users keep what they are served at {at}"
             ),
             "Investigating: the plan is held and does not advance until someone resumes it".into(),
-            "when the cause is found: a broken bucketing, a `bucket_by` attribute some apps lack, or an app that misreports its counts".into(),
+            "when the cause is found: a broken bucketing, a `bucket_by` value many units share, or an app that misreports its counts".into(),
             "none needed; nothing changed for users".into(),
         ),
     };
@@ -295,6 +295,7 @@ mod tests {
             stage_started_at: Timestamp::parse("2026-11-22T10:00:00.000Z").unwrap(),
             approvals: Vec::new(),
             installed_rule: None,
+            sample_ratio_check: true,
             resumed_at: None,
             created_by: "ana".into(),
             created_at: Timestamp::parse("2026-11-22T10:00:00.000Z").unwrap(),

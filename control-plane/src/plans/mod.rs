@@ -44,6 +44,9 @@ pub struct PlanRequest {
     pub control: Option<String>,
     /// Default: the template's (on for the canary, off for four-stage), on for explicit stages.
     pub auto_advance: Option<bool>,
+    /// Whether a mismatch of the rollout's split holds the plan (default true); off for a flag
+    /// whose variant changes how often it is evaluated.
+    pub sample_ratio_check: Option<bool>,
     /// The stage to start at, by name; default the first. A plan never lowers exposure, so a
     /// flag already serving the variant more widely than the first stage starts further on.
     pub start_at: Option<String>,
@@ -125,6 +128,7 @@ pub fn start(
         stage_started_at: now,
         approvals: Vec::new(),
         installed_rule: None,
+        sample_ratio_check: request.sample_ratio_check.unwrap_or(true),
         resumed_at: None,
         created_by: by.to_owned(),
         created_at: now,
@@ -293,7 +297,12 @@ pub fn due(plan: &Plan, now: Timestamp, readings: &[Reading]) -> Due {
     {
         return Due::Hold(mismatch.detail.clone().unwrap_or_default());
     }
-    let healthy = readings.iter().all(|reading| reading.verdict == Verdict::Pass);
+    // The sample-ratio check holds a plan when it finds a mismatch; too few counts to tell do
+    // not stop it, since apps that report few evaluations would otherwise never advance.
+    let healthy = readings.iter().all(|reading| {
+        reading.verdict == Verdict::Pass
+            || (reading.is_sample_ratio() && reading.verdict == Verdict::Insufficient)
+    });
     let approved = plan
         .stages
         .get(plan.stage + 1)

@@ -142,7 +142,8 @@ pub async fn read(service: &Service, plan: &Plan) -> Result<Vec<Reading>, Error>
     Ok(readings(plan, &counts))
 }
 
-/// The most points `history` gives: enough for a chart, cheap for a stage of days.
+/// The most points `history` gives: enough for a chart. Each costs a few binary searches in the
+/// stage's running totals (`Counts`), however long the stage.
 pub const MAX_HISTORY_POINTS: i64 = 180;
 
 /// The current stage's readings as they were over time, from the stage's start until now (or,
@@ -195,7 +196,7 @@ async fn counts(service: &Service, plan: &Plan, minute: i64) -> Result<Counts, E
             Box::pin(async move { Ok(tx.metric_counts(&environment, &flag, since, minute).await?) })
         })
         .await?;
-    Ok(Counts { minute, first_minute: stage_began, rows })
+    Ok(Counts::from_rows(minute, stage_began, rows))
 }
 
 /// The current stage's criteria and sample-ratio check, read from `counts`.
@@ -208,16 +209,16 @@ fn readings(plan: &Plan, counts: &Counts) -> Vec<Reading> {
         .chain(&stage.leading)
         .map(|c| c.read(counts, variant, control))
         .collect();
-    let stage_began = plan.stage_started_at.minute();
-    let checked_from = plan.resumed_at.map_or(stage_began, |at| at.minute().max(stage_began));
-    let since = checked_from + sample_ratio::SETTLING_MINUTES - 1;
-    readings.extend(sample_ratio::read(
-        counts,
-        variant,
-        control,
-        stage.percent.thousandths(),
-        since,
-    ));
+    if plan.sample_ratio_check {
+        // From the stage's start, or the last resume before `counts.minute` (a history shows
+        // the mismatch that held the plan, and the check afresh after it).
+        let stage_began = plan.stage_started_at.minute();
+        let resumed = plan.resumed_at.map(|at| at.minute()).filter(|at| *at <= counts.minute);
+        let checked_from = resumed.map_or(stage_began, |at| at.max(stage_began));
+        let since = checked_from + sample_ratio::SETTLING_MINUTES;
+        let split = stage.percent.thousandths();
+        readings.extend(sample_ratio::read(counts, variant, control, split, since));
+    }
     readings
 }
 
@@ -250,12 +251,13 @@ async fn tick_plan(service: &Service, plan: Plan) -> Result<Option<PlanChanged>,
     if plans::due(&plan, service.clock.timestamp(), &readings) == Due::Nothing {
         return Ok(None);
     }
-    let expected = (plan.stage, plan.status);
+    // A resume in between restarts the sample-ratio check: these readings are stale then too.
+    let expected = (plan.stage, plan.status, plan.resumed_at);
     service
         .change(move |tx, now, effects| {
             Box::pin(async move {
                 let mut plan = load(tx, plan.id).await?;
-                if (plan.stage, plan.status) != expected {
+                if (plan.stage, plan.status, plan.resumed_at) != expected {
                     return Ok(None);
                 }
                 let mut target =
