@@ -21,6 +21,31 @@ pub fn bucket_of_hash(hash: u32) -> u32 {
     ((u64::from(hash) * u64::from(BUCKETS)) >> 32) as u32
 }
 
+/// Unleash's seed for choosing a variant (`VARIANT_NORMALIZATION_SEED` in Unleash's engines);
+/// its flexible rollout hashes with seed 0.
+pub const UNLEASH_VARIANT_SEED: u32 = 86_028_157;
+
+/// Unleash's normalized hash: `murmur3_x86_32("{group}:{identifier}", seed) % modulus + 1`, in
+/// `1..=modulus`. A flexible rollout of `r` percent takes the units whose hash with seed 0 and
+/// modulus 100 is at most `r`; variants take the first whose running weight reaches the hash
+/// with `UNLEASH_VARIANT_SEED` and the weights' total as the modulus. `modulus` is above 0.
+pub fn unleash_normalized(group: &str, identifier: &str, modulus: u32, seed: u32) -> u32 {
+    let mut hasher = Murmur3::new(seed);
+    hasher.write(group.as_bytes());
+    hasher.write(b":");
+    hasher.write(identifier.as_bytes());
+    hasher.finish() % modulus.max(1) + 1
+}
+
+/// flagd's `fractional` bucket as flagd computes it since its "fractional bucketing
+/// improvements" (2026): `(murmur3_x86_32(key, 0) × total) >> 32`, in `0..total`, where `key`
+/// is the `bucketBy` value's UTF-8 (by default the flag key followed by the targeting key, with
+/// nothing between) and `total` the weights' sum. A unit gets the first variant whose running
+/// weight exceeds its bucket. (Earlier flagd took `|int32(hash)| / MaxInt32` as a percentage.)
+pub fn flagd_bucket(key: &[u8], total: u32) -> u32 {
+    ((u64::from(murmur3_x86_32(key, 0)) * u64::from(total)) >> 32) as u32
+}
+
 /// MurmurHash3, x86 32-bit variant, over a byte slice.
 pub fn murmur3_x86_32(data: &[u8], seed: u32) -> u32 {
     let mut hasher = Murmur3::new(seed);
@@ -135,6 +160,42 @@ mod tests {
         assert_eq!(bucket("AB12A", "122"), 24_729);
         assert_eq!(bucket("checkout-v2", "user-1"), 70_650);
         assert_eq!(bucket("checkout-v2", "user-2"), 14_146);
+    }
+
+    /// Unleash's own examples: its Node SDK's tests pin `gr1:123` at 73 and `groupX:999` at 25.
+    #[test]
+    fn unleash_normalized_hash_vectors() {
+        assert_eq!(unleash_normalized("gr1", "123", 100, 0), 73);
+        assert_eq!(unleash_normalized("groupX", "999", 100, 0), 25);
+        for (group, identifier) in [("gr1", "123"), ("checkout", "user-1"), ("", "")] {
+            let hash = murmur3_x86_32(alloc::format!("{group}:{identifier}").as_bytes(), 0);
+            assert_eq!(unleash_normalized(group, identifier, 100, 0), hash % 100 + 1);
+            let hash = murmur3_x86_32(
+                alloc::format!("{group}:{identifier}").as_bytes(),
+                UNLEASH_VARIANT_SEED,
+            );
+            assert_eq!(
+                unleash_normalized(group, identifier, 1000, UNLEASH_VARIANT_SEED),
+                hash % 1000 + 1
+            );
+        }
+        assert_eq!(unleash_normalized("checkout", "user-1", 0, 0), 1, "a zero modulus is one");
+    }
+
+    /// flagd's testbed keys whose hashes sit at the edges (0, 2³¹ − 1, 2³¹, 2³² − 1), over 100,
+    /// and its `fractional-flag` examples (`jack`, `queen`) over four equal weights.
+    #[test]
+    fn flagd_bucket_vectors() {
+        let edges = [("ejOoVL", 0), ("SI7p-", 49), ("6LvT0", 50), ("ceQdGm", 99)];
+        for (key, bucket) in edges {
+            assert_eq!(flagd_bucket(key.as_bytes(), 100), bucket, "{key}");
+        }
+        // 2,682,799,072 × 100 >> 32 = 62, the third of four 25s (`hearts` in flagd's testbed,
+        // clubs, diamonds, hearts, spades); 4,278,517,551 gives 99.
+        assert_eq!(flagd_bucket(b"fractional-flagjack", 100), 62);
+        assert_eq!(flagd_bucket(b"fractional-flagqueen", 100), 99);
+        assert_eq!(flagd_bucket(b"anything", 1), 0);
+        assert_eq!(flagd_bucket(b"anything", 0), 0);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::bucketing::{BUCKETS, Murmur3};
 use crate::condition::Condition;
 use crate::context::TARGETING_KEY;
 use crate::error::{ConfigError, Path, Problem, at};
-use crate::eval::{Engine, Flag, FlagId, FlagType, Rule, Segment, Serve, VariantId};
+use crate::eval::{
+    Engine, Flag, FlagId, FlagType, Inside, Rule, Segment, Serve, Split, Unit, VariantId,
+};
 use crate::keyset::KeySet;
 use crate::wire::{self, SCHEMA};
 
@@ -198,20 +200,76 @@ fn compile_serve(
         wire::Serve::Rollout(rollout) => rollout,
     };
     let path = path.field("rollout");
-    let bucket_by: Box<str> = rollout.bucket_by.as_deref().unwrap_or(TARGETING_KEY).into();
     let shape = |problem| Err(at(path, Problem::RolloutShape(problem)));
+    let bucket_by = || -> Box<str> { rollout.bucket_by.as_deref().unwrap_or(TARGETING_KEY).into() };
+    let unit = match &rollout.algorithm {
+        None => Unit::Rg1 { bucket_by: bucket_by() },
+        Some(wire::Algorithm::Unleash { group_id, stickiness }) => {
+            if rollout.bucket_by.is_some() {
+                return shape(
+                    "an `unleash` rollout names its units in `algorithm.stickiness`, not `bucket_by`",
+                );
+            }
+            if stickiness.is_empty()
+                || stickiness.len() > 4
+                || stickiness.iter().any(|name| name.is_empty())
+            {
+                return shape("`algorithm.stickiness` names 1 to 4 attributes");
+            }
+            let stickiness = stickiness.iter().map(|name| name.as_str().into()).collect();
+            Unit::Unleash { group: group_id.as_str().into(), stickiness }
+        }
+        Some(wire::Algorithm::Flagd { prefix }) => {
+            Unit::Flagd { prefix: prefix.as_str().into(), bucket_by: bucket_by() }
+        }
+    };
+    let rg1 = rollout.algorithm.is_none();
+    let split = |weights: &[wire::Weight]| -> Result<Split, ConfigError> {
+        let weights_path = path.field("weights");
+        let mut bounds = Vec::with_capacity(weights.len());
+        let mut total: u64 = 0;
+        for (i, weight) in weights.iter().enumerate() {
+            total += u64::from(weight.weight);
+            let id = variant(&weight.variant, &weights_path.index(i).field("variant"))?;
+            bounds.push((u32::try_from(total).unwrap_or(u32::MAX), id));
+        }
+        if rg1 && total != u64::from(BUCKETS) {
+            return Err(at(weights_path, Problem::WeightsSum(total)));
+        }
+        if !rg1 && !(1..=u64::from(BUCKETS)).contains(&total) {
+            return Err(at(
+                weights_path,
+                Problem::RolloutShape("weights sum to 1 to 100000 under an imported algorithm"),
+            ));
+        }
+        Ok(Split { total: total as u32, bounds })
+    };
+    let unleash = matches!(unit, Unit::Unleash { .. });
     match (rollout.percent, &rollout.weights) {
-        (Some(percent), None) => {
+        (Some(percent), weights) => {
             if percent > BUCKETS {
                 return Err(at(path.field("percent"), Problem::PercentOutOfRange(percent)));
             }
-            let (Some(inside), Some(outside)) = (&rollout.inside, &rollout.outside) else {
-                return shape("a percent rollout names both `inside` and `outside` variants");
+            let Some(outside) = &rollout.outside else {
+                return shape("a percent rollout names an `outside` variant");
+            };
+            let inside = match (&rollout.inside, weights) {
+                (Some(inside), None) => Inside::Variant(variant(inside, &path.field("inside"))?),
+                (None, Some(weights)) if unleash => Inside::Split(split(weights)?),
+                (None, Some(_)) => {
+                    return shape(
+                        "a rollout has either `percent` or `weights`, not both (but under `unleash`, whose weights split the units inside)",
+                    );
+                }
+                (Some(_), Some(_)) => return shape("`inside` and `weights` exclude each other"),
+                (None, None) => {
+                    return shape("a percent rollout names both `inside` and `outside` variants");
+                }
             };
             Ok(Serve::Percent {
-                bucket_by,
+                unit,
                 percent,
-                inside: variant(inside, &path.field("inside"))?,
+                inside,
                 outside: variant(outside, &path.field("outside"))?,
             })
         }
@@ -219,20 +277,8 @@ fn compile_serve(
             if rollout.inside.is_some() || rollout.outside.is_some() {
                 return shape("`inside` and `outside` go with `percent`, not with `weights`");
             }
-            let weights_path = path.field("weights");
-            let mut bounds = Vec::with_capacity(weights.len());
-            let mut total: u64 = 0;
-            for (i, weight) in weights.iter().enumerate() {
-                total += u64::from(weight.weight);
-                let id = variant(&weight.variant, &weights_path.index(i).field("variant"))?;
-                bounds.push((u32::try_from(total).unwrap_or(u32::MAX), id));
-            }
-            if total != u64::from(BUCKETS) {
-                return Err(at(weights_path, Problem::WeightsSum(total)));
-            }
-            Ok(Serve::Weights { bucket_by, bounds })
+            Ok(Serve::Weights { unit, split: split(weights)? })
         }
-        (Some(_), Some(_)) => shape("a rollout has either `percent` or `weights`, not both"),
         (None, None) => {
             shape("a rollout needs `percent` (with `inside` and `outside`) or `weights`")
         }

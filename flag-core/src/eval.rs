@@ -7,7 +7,9 @@ use alloc::vec::Vec;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use crate::bucketing::{Murmur3, bucket_of_hash};
+use crate::bucketing::{
+    BUCKETS, Murmur3, UNLEASH_VARIANT_SEED, bucket_of_hash, unleash_normalized,
+};
 use crate::condition::Condition;
 use crate::context::Context;
 use crate::keyset::KeySet;
@@ -118,17 +120,41 @@ pub(crate) struct Rule {
 #[derive(Debug, Clone)]
 pub(crate) enum Serve {
     Variant(VariantId),
-    Percent {
-        bucket_by: Box<str>,
-        percent: u32,
-        inside: VariantId,
-        outside: VariantId,
-    },
-    /// Cumulative upper bounds: the first entry whose bound exceeds the bucket wins.
-    Weights {
-        bucket_by: Box<str>,
-        bounds: Vec<(u32, VariantId)>,
-    },
+    Percent { unit: Unit, percent: u32, inside: Inside, outside: VariantId },
+    Weights { unit: Unit, split: Split },
+}
+
+/// Which attribute names a unit, and how it is hashed onto buckets.
+#[derive(Debug, Clone)]
+pub(crate) enum Unit {
+    /// rg1: the flag's salt, `:` and the attribute's value (the salt is hashed once, in
+    /// `Flag::salt_hash`).
+    Rg1 { bucket_by: Box<str> },
+    /// Unleash: the first attribute present, after the group and `:`.
+    Unleash { group: Box<str>, stickiness: Box<[Box<str>]> },
+    /// flagd: the prefix, then the attribute's value.
+    Flagd { prefix: Box<str>, bucket_by: Box<str> },
+}
+
+/// What the units inside a percentage get: a variant, or (Unleash) a split among variants.
+#[derive(Debug, Clone)]
+pub(crate) enum Inside {
+    Variant(VariantId),
+    Split(Split),
+}
+
+/// Variants over buckets `0..total`: cumulative upper bounds, and the first entry whose bound
+/// exceeds the bucket wins.
+#[derive(Debug, Clone)]
+pub(crate) struct Split {
+    pub(crate) total: u32,
+    pub(crate) bounds: Vec<(u32, VariantId)>,
+}
+
+impl Split {
+    fn pick(&self, bucket: u32) -> Option<VariantId> {
+        self.bounds.iter().find(|(bound, _)| bucket < *bound).map(|&(_, variant)| variant)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -287,14 +313,20 @@ impl Engine {
     fn serve(&self, flag: &Flag, serve: &Serve, context: &Context) -> Option<VariantId> {
         match serve {
             Serve::Variant(variant) => Some(*variant),
-            Serve::Percent { bucket_by, percent, inside, outside } => {
-                let bucket = unit_bucket(flag.salt_hash, bucket_by, context)?;
-                Some(if bucket < *percent { *inside } else { *outside })
+            Serve::Percent { unit, percent, inside, outside } => {
+                if unit_bucket(flag, unit, context, BUCKETS, Hash::Gate)? >= *percent {
+                    return Some(*outside);
+                }
+                match inside {
+                    Inside::Variant(variant) => Some(*variant),
+                    Inside::Split(split) => {
+                        split.pick(unit_bucket(flag, unit, context, split.total, Hash::Split)?)
+                    }
+                }
             }
-            Serve::Weights { bucket_by, bounds } => {
-                let bucket = unit_bucket(flag.salt_hash, bucket_by, context)?;
-                // Weights sum to 100000 > bucket, so some bound always exceeds it.
-                bounds.iter().find(|(bound, _)| bucket < *bound).map(|&(_, variant)| variant)
+            // The weights sum to `total` > bucket, so some bound always exceeds it.
+            Serve::Weights { unit, split } => {
+                split.pick(unit_bucket(flag, unit, context, split.total, Hash::Split)?)
             }
         }
     }
@@ -315,13 +347,48 @@ impl Segment {
     }
 }
 
-/// The rg1 bucket of the unit named by `bucket_by`, or `None` if it has no usable key: a unit
-/// without a key is never bucketed at random. Strings and integers are keys; "" is not.
+/// Which of an algorithm's hashes: the one a percentage compares, or the one that splits units
+/// among weighted variants (Unleash's differ by seed; rg1's and flagd's are one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    Gate,
+    Split,
+}
+
+/// The unit's bucket in `0..total` (`BUCKETS` for a percentage), or `None` if it has no usable
+/// key: a unit without a key is never bucketed at random.
 #[inline]
-fn unit_bucket(salt_hash: Murmur3, bucket_by: &str, context: &Context) -> Option<u32> {
-    let mut hasher = salt_hash;
+fn unit_bucket(flag: &Flag, unit: &Unit, context: &Context, total: u32, hash: Hash) -> Option<u32> {
     let mut digits = itoa::Buffer::new();
-    let key = match context.get(bucket_by)? {
+    match unit {
+        Unit::Rg1 { bucket_by } => {
+            let mut hasher = flag.salt_hash;
+            hasher.write(unit_key(context, bucket_by, &mut digits)?.as_bytes());
+            Some(bucket_of_hash(hasher.finish()))
+        }
+        Unit::Unleash { group, stickiness } => {
+            let present = |name: &str| unit_key(context, name, &mut itoa::Buffer::new()).is_some();
+            let attribute = stickiness.iter().map(AsRef::as_ref).find(|name| present(name))?;
+            let key = unit_key(context, attribute, &mut digits)?;
+            Some(match hash {
+                // At most `percent`: 25% takes hashes 1 to 25, buckets 999 to 24999.
+                Hash::Gate => unleash_normalized(group, key, 100, 0) * 1000 - 1,
+                Hash::Split => unleash_normalized(group, key, total, UNLEASH_VARIANT_SEED) - 1,
+            })
+        }
+        Unit::Flagd { prefix, bucket_by } => {
+            let mut hasher = Murmur3::new(0);
+            hasher.write(prefix.as_bytes());
+            hasher.write(unit_key(context, bucket_by, &mut digits)?.as_bytes());
+            Some(((u64::from(hasher.finish()) * u64::from(total)) >> 32) as u32)
+        }
+    }
+}
+
+/// The unit key in attribute `name`: a string, or an integer's digits; "" is none.
+#[inline]
+fn unit_key<'a>(context: &'a Context, name: &str, digits: &'a mut itoa::Buffer) -> Option<&'a str> {
+    let key = match context.get(name)? {
         Value::String(s) => s.as_str(),
         Value::Number(n) => match (n.as_u64(), n.as_i64()) {
             (Some(u), _) => digits.format(u),
@@ -330,11 +397,7 @@ fn unit_bucket(salt_hash: Murmur3, bucket_by: &str, context: &Context) -> Option
         },
         _ => return None,
     };
-    if key.is_empty() {
-        return None;
-    }
-    hasher.write(key.as_bytes());
-    Some(bucket_of_hash(hasher.finish()))
+    (!key.is_empty()).then_some(key)
 }
 
 impl Evaluation<'_> {

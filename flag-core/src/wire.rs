@@ -124,13 +124,14 @@ pub struct Condition {
 pub enum Serve {
     /// Everyone gets this variant.
     Variant(String),
-    /// Units are bucketed with rg1.
+    /// Units are bucketed, with rg1 unless the rollout names another algorithm.
     Rollout(Rollout),
 }
 
-/// Percentage exposure or weighted variants, bucketed with rg1.
+/// Percentage exposure or weighted variants, bucketed with rg1 or the `algorithm` named.
 ///
-/// Exactly one of `percent` (with `inside` and `outside`) and `weights` is given.
+/// Exactly one of `percent` (with `inside` and `outside`) and `weights` is given; under
+/// `unleash`, also `percent` with `outside` and `weights` (the units inside are split by them).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -147,12 +148,40 @@ pub struct Rollout {
     /// Served to the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outside: Option<String>,
-    /// Variants and their weights, summing to 100000, in bucket order.
+    /// Variants and their weights, in bucket order: summing to 100000 under rg1, to any total
+    /// from 1 to 100000 under the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<Weight>>,
+    /// Another system's bucketing, so flags imported from it keep their cohorts; rg1 if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
     /// `internal`, `alpha`, `beta`, `ga` or free text. Informative only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+}
+
+/// A bucketing algorithm other than rg1 (docs/snapshot-format.md, "Imported bucketing").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Algorithm {
+    /// Unleash's: a flexible rollout's `murmur3("{group_id}:{unit}", 0) % 100 + 1` for
+    /// `percent`, its variants' `murmur3("{group_id}:{unit}", 86028157) % total + 1` for
+    /// `weights`.
+    Unleash {
+        /// Unleash's `groupId`, by default the feature's name.
+        group_id: String,
+        /// The attributes whose first present value is the unit (Unleash's stickiness:
+        /// `default` is the user's id, then the session's), replacing `bucket_by`.
+        stickiness: Vec<String>,
+    },
+    /// flagd's `fractional`: `(murmur3(prefix + unit, 0) × total) >> 32`.
+    Flagd {
+        /// Hashed before the unit: flagd's default `bucketBy` is the flag key followed by the
+        /// targeting key.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prefix: String,
+    },
 }
 
 /// One variant's share of a weighted rollout.
@@ -162,7 +191,7 @@ pub struct Rollout {
 pub struct Weight {
     /// The variant's name.
     pub variant: String,
-    /// Its share in thousandths of a percent.
+    /// Its share: thousandths of a percent under rg1, parts of the weights' total otherwise.
     pub weight: u32,
 }
 

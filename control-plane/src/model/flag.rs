@@ -154,6 +154,11 @@ impl FlagState {
             Serve::Rollout(rollout) if rollout.percent.is_some() => Some(rollout.clone()),
             _ => None,
         };
+        // Who is bucketed, and how, stays: an imported flag keeps its old system's cohorts.
+        let (bucket_by, algorithm) = match &self.fallthrough {
+            Serve::Rollout(rollout) => (rollout.bucket_by.clone(), rollout.algorithm.clone()),
+            Serve::Variant(_) => (None, None),
+        };
         let inside = variant
             .or_else(|| existing.as_ref().and_then(|r| r.inside.clone()))
             .or_else(|| definition.sole_other_variant())
@@ -163,11 +168,12 @@ impl FlagState {
             .and_then(|r| r.outside.clone())
             .unwrap_or_else(|| definition.off_variant.clone());
         self.fallthrough = Serve::Rollout(Rollout {
-            bucket_by: existing.as_ref().and_then(|r| r.bucket_by.clone()),
+            bucket_by,
             percent: Some(percent.thousandths()),
             inside: Some(inside),
             outside: Some(outside),
             weights: None,
+            algorithm,
             stage: stage.or_else(|| existing.and_then(|r| r.stage)),
         });
         self.check_labels()

@@ -203,9 +203,10 @@ impl Plan {
             state.rules.insert(0, rule.clone());
             self.installed_rule = Some(rule);
         }
-        let bucket_by = match &state.fallthrough {
-            Serve::Rollout(rollout) => rollout.bucket_by.clone(),
-            Serve::Variant(_) => None,
+        // Who is bucketed, and how, stays: an imported flag keeps its old system's cohorts.
+        let (bucket_by, algorithm) = match &state.fallthrough {
+            Serve::Rollout(rollout) => (rollout.bucket_by.clone(), rollout.algorithm.clone()),
+            Serve::Variant(_) => (None, None),
         };
         let stage = &self.stages[self.stage];
         state.fallthrough = Serve::Rollout(Rollout {
@@ -214,6 +215,7 @@ impl Plan {
             inside: Some(self.variant.clone()),
             outside: Some(self.control.clone()),
             weights: None,
+            algorithm,
             stage: Some(stage.name.clone()),
         });
     }

@@ -845,3 +845,58 @@ async fn a_sample_ratio_mismatch_holds_the_plan_once_and_a_resume_checks_afresh(
         (Some("pass"), Some(10_000))
     );
 }
+
+#[tokio::test]
+async fn a_plan_on_a_flag_with_imported_bucketing_keeps_it_and_its_cohorts_nest() {
+    let (server, _) = simulated().await;
+    let unleash =
+        json!({"name": "unleash", "group_id": "checkout-v2", "stickiness": ["targetingKey"]});
+    let state = json!({"enabled": true, "reason": "as it was in Unleash",
+        "fallthrough": {"rollout": {"algorithm": unleash, "percent": 0, "inside": "on", "outside": "off"}}});
+    let path = "/api/v1/environments/production/flags/checkout-v2";
+    let (status, answer) = server.call(Method::PUT, path, Some(RELEASE), Some(state)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let body = json!({"flag": "checkout-v2", "environment": "production", "auto_advance": false,
+        "stages": [{"name": "ten", "percent": 10}, {"name": "fifty", "percent": 50}],
+        "rationale": "the imported rollout goes on"});
+    let (status, answer) =
+        server.call(Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let id = answer["plan"]["id"].as_i64().unwrap();
+
+    let users: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+    let mut at_ten = Vec::new();
+    for user in &users {
+        let on = server.evaluate(user).await.0.as_deref() == Some("on");
+        // Unleash's flexible rollout: murmur3("checkout-v2:{user}", 0) % 100 + 1 <= 10.
+        let unleash_says =
+            flag_core::bucketing::unleash_normalized("checkout-v2", user, 100, 0) <= 10;
+        assert_eq!(on, unleash_says, "{user} at 10%");
+        if on {
+            at_ten.push(user.clone());
+        }
+    }
+    assert!((140..260).contains(&at_ten.len()), "{} of 2,000 at 10%", at_ten.len());
+
+    let advance = format!("/api/v1/plans/{id}/advance");
+    let (status, answer) = server
+        .call(Method::POST, &advance, Some(RELEASE), Some(json!({"rationale": "fine"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let fallthrough = &answer["plan"];
+    assert_eq!(stage_name(fallthrough), "fifty");
+    let (_, flag) =
+        server.call(Method::GET, "/api/v1/flags/checkout-v2", Some(RELEASE), None).await;
+    let rollout = &flag["environments"]["production"]["fallthrough"]["rollout"];
+    assert_eq!(
+        (rollout["percent"].as_u64(), &rollout["algorithm"]["name"]),
+        (Some(50_000), &json!("unleash"))
+    );
+    let mut at_fifty = 0;
+    for user in &users {
+        let on = server.evaluate(user).await.0.as_deref() == Some("on");
+        assert!(on || !at_ten.contains(user), "{user} was inside at 10% but not at 50%");
+        at_fifty += usize::from(on);
+    }
+    assert!((900..1100).contains(&at_fifty), "{at_fifty} of 2,000 at 50%");
+}
