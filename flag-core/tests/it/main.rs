@@ -5,3 +5,4 @@ mod allocations;
 mod config_errors;
 mod properties;
 mod spec;
+mod unleash_oracle;
