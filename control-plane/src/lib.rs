@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod edges;
 pub mod error;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod outbound;

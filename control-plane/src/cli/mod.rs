@@ -48,6 +48,30 @@ pub struct Env {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+pub enum ImportCommand {
+    /// An Unleash export (`/api/admin/features-batch/export`) or what Unleash serves its SDKs
+    /// (`/api/client/features`, which carries segments' constraints), into one environment.
+    Unleash {
+        /// The JSON file.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        env: Env,
+        /// The Unleash environment to take, when the export holds several.
+        #[arg(long)]
+        source_environment: Option<String>,
+        /// Shows what would be imported and what cannot be, and changes nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Imports the flags that can be expressed even when others cannot.
+        #[arg(long)]
+        partial: bool,
+        /// Why: kept in the audit log with each flag.
+        #[arg(long, default_value = "imported from Unleash")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Stores the server URL, a token and a default environment in the config file.
     #[command(subcommand)]
@@ -96,6 +120,9 @@ pub enum Command {
     /// Starts, moves and shows rollout plans.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Imports flags from another system, every unit served what it was there (docs/import.md).
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// The audit log, newest first: who changed what, when and why.
     Audit {
         /// Only this flag's records.
@@ -622,6 +649,21 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
             out.print(&changed, render::state_change)
         }
         Command::Plan(plan) => plans(&client, &out, plan, environment).await,
+        Command::Import(ImportCommand::Unleash {
+            file,
+            env,
+            source_environment,
+            dry_run,
+            partial,
+            reason,
+        }) => {
+            let text = std::fs::read(&file)
+                .map_err(|e| Failure::usage(format!("reading {}: {e}", file.display())))?;
+            let conversion = crate::import::unleash::convert(&text, source_environment.as_deref())
+                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+            let options = ImportOptions { dry_run, partial, reason };
+            import(&client, &out, conversion, &environment(env)?, options).await
+        }
         Command::Audit { flag, segment: seg, env, window } => {
             let parameters = vec![("flag", flag), ("segment", seg), ("env", env)];
             let records = newest(&client, "/api/v1/audit", parameters, &window, "records").await?;
@@ -823,6 +865,74 @@ fn configure(file: Settings, command: ConfigCommand, output: Output) -> Result<(
             Printer { json: output == Output::Json }.print(&shown, render::settings)
         }
     }
+}
+
+struct ImportOptions {
+    dry_run: bool,
+    partial: bool,
+    reason: String,
+}
+
+/// Writes converted flags into `environment`: all or nothing (unless `partial`), none that
+/// exists already, definitions first so prerequisites find their flags, then each state with
+/// `reason` in the audit log.
+async fn import(
+    client: &Client,
+    out: &Printer,
+    conversion: crate::import::Conversion,
+    environment: &str,
+    options: ImportOptions,
+) -> Result<(), Failure> {
+    let report = conversion.report();
+    let summary = |imported: bool| {
+        json!({
+            "report": report,
+            "environment": environment,
+            "imported": imported,
+            "flags": conversion.flags.iter().map(|f| &f.definition.key).collect::<Vec<_>>(),
+            "skipped": conversion.skipped.iter()
+                .map(|s| json!({"key": s.key, "reason": s.reason})).collect::<Vec<_>>(),
+        })
+    };
+    if options.dry_run {
+        return out.print(&summary(false), render::import);
+    }
+    if !conversion.skipped.is_empty() && !options.partial {
+        return Err(Failure {
+            code: exit::REFUSED,
+            message: format!(
+                "{report}\nnothing imported: {} cannot be expressed exactly; --partial imports the rest",
+                conversion.skipped.len()
+            ),
+        });
+    }
+    for flag in &conversion.flags {
+        let path = format!("/api/v1/flags/{}", flag.definition.key);
+        match client.call(Method::GET, &path, None).await {
+            Ok(_) => {
+                return Err(Failure {
+                    code: exit::REFUSED,
+                    message: format!(
+                        "flag `{}` already exists; nothing imported",
+                        flag.definition.key
+                    ),
+                });
+            }
+            Err(failure) if failure.code == exit::NOT_FOUND => {}
+            Err(failure) => return Err(failure),
+        }
+    }
+    for flag in &conversion.flags {
+        let definition = serde_json::to_value(&flag.definition).expect("definitions serialize");
+        client.call(Method::POST, "/api/v1/flags", Some(&definition)).await?;
+    }
+    for flag in &conversion.flags {
+        let mut state = serde_json::to_value(&flag.state).expect("states serialize");
+        state["reason"] = json!(options.reason);
+        let path = flag_path(environment, &flag.definition.key, "");
+        client.call(Method::PUT, &path, Some(&state)).await?;
+    }
+    out.print(&summary(true), render::import)
 }
 
 async fn plans(

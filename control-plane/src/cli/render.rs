@@ -336,6 +336,17 @@ pub(super) fn plan(value: &Value) -> String {
     out
 }
 
+/// An import's report, and what was done.
+pub(super) fn import(value: &Value) -> String {
+    let flags = list(&value["flags"]).len();
+    let done = if value["imported"] == true {
+        format!("imported {flags} flags into {}", text(&value["environment"]))
+    } else {
+        "dry run: nothing imported".to_owned()
+    };
+    format!("{}\n{done}\n", text(&value["report"]))
+}
+
 pub(super) fn environments(value: &Value) -> String {
     let rows = list(value)
         .iter()

@@ -884,3 +884,67 @@ async fn flags_as_code_round_trips_and_applies_with_if_match() {
         assert!(message.contains(expected), "{text}: {message}");
     }
 }
+
+#[tokio::test]
+async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let export =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/unleash-export.json").to_owned();
+    let run = async |extra: &[&str]| {
+        let mut args = vec!["import", "unleash", export.as_str(), "--env", "production"];
+        args.extend_from_slice(extra);
+        rollgate(&server, Some(ADMIN), &config, &args).await
+    };
+    let before = server.observable_state().await;
+
+    let dry = stdout(&run(&["--dry-run"]).await);
+    for line in [
+        "import  new-checkout  (1 rules)",
+        "import  checkout-banner  (2 rules)",
+        "import  search-beta  (2 rules)",
+        "skip    legacy-pricing  constraint `IN_CIDR` on `remoteAddress`: no Rollgate operator",
+        "3 to import, 1 that cannot be expressed",
+        "dry run: nothing imported",
+    ] {
+        assert!(dry.contains(line), "{line:?} missing from\n{dry}");
+    }
+    assert_eq!(server.observable_state().await, before, "a dry run changes nothing");
+
+    let (code, message) = failure(&run(&[]).await);
+    assert_eq!(code, 6);
+    assert!(
+        message.contains("nothing imported: 1 cannot be expressed exactly; --partial"),
+        "{message}"
+    );
+    assert_eq!(server.observable_state().await, before);
+
+    let imported = stdout(&run(&["--partial"]).await);
+    assert!(imported.contains("imported 3 flags into production"), "{imported}");
+    // new-checkout serves whom Unleash's 25% flexible rollout took.
+    let snapshot = server
+        .get("/api/v1/environments/production/snapshot", Some(READ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let engine = flag_core::Engine::from_json(&snapshot).unwrap();
+    for i in 0..2000 {
+        let user = format!("user-{i}");
+        let unleash = flag_core::bucketing::unleash_normalized("new-checkout", &user, 100, 0) <= 25;
+        let context = flag_core::Context::with_targeting_key(user.as_str());
+        let served = engine.evaluate("new-checkout", &context).variant;
+        assert_eq!(served, Some(if unleash { "on" } else { "off" }), "{user}");
+    }
+    let (_, audit) = server
+        .call(reqwest::Method::GET, "/api/v1/audit?flag=new-checkout", Some(ADMIN), None)
+        .await;
+    assert!(audit.to_string().contains("imported from Unleash"), "{audit}");
+
+    let (code, message) = failure(&run(&["--partial"]).await);
+    assert_eq!(code, 6);
+    assert!(message.contains("flag `new-checkout` already exists; nothing imported"), "{message}");
+}

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("publisher", &["model"]),
     ("store", &["model"]),
     ("plans", &["model"]),
+    ("import", &["model"]),
     ("outbound", &["model"]),
     ("edges", &["model", "store", "publisher", "auth", "clock", "outbound"]),
     ("webhooks", &["model", "store", "clock", "outbound"]),
@@ -19,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("transport", &[]),
     ("service", &["model", "store", "publisher", "auth", "edges", "clock", "plans", "outbound"]),
     ("error", &["model", "service", "store"]),
-    ("cli", &["model", "plans", "clock"]),
+    ("cli", &["model", "plans", "clock", "import"]),
     (
         "api",
         &[

@@ -10,6 +10,7 @@ mod crash;
 mod disconnects;
 mod edges;
 mod hardening;
+mod import;
 mod layers;
 mod matrix;
 mod ofrep;
