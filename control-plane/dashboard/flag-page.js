@@ -9,7 +9,8 @@ export function describeServe(serve) {
   if (serve.variant !== undefined) return serve.variant;
   const rollout = serve.rollout ?? {};
   const stage = rollout.stage ? ` (${rollout.stage})` : "";
-  if (rollout.percent !== undefined) return `${rollout.percent / 1000}% ${rollout.inside}, the rest ${rollout.outside}${stage}`;
+  const inside = rollout.inside ?? (rollout.weights ?? []).map((w) => w.variant).join(" or ");
+  if (rollout.percent !== undefined) return `${rollout.percent / 1000}% ${inside}, the rest ${rollout.outside}${stage}`;
   return (rollout.weights ?? []).map((w) => `${w.weight / 1000}% ${w.variant}`).join(", ") + stage;
 }
 

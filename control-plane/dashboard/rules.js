@@ -101,15 +101,18 @@ function serveDraft(serve, variants) {
   const [first, second] = variants;
   const rollout = serve.rollout ?? {};
   return {
-    kind: serve.variant !== undefined ? "variant" : rollout.weights ? "weights" : "percent",
+    kind: serve.variant !== undefined ? "variant" : rollout.weights && rollout.percent === undefined ? "weights" : "percent",
     variant: serve.variant ?? first,
     rollout: {
       percent: rollout.percent !== undefined ? percentText(rollout.percent) : "0",
       inside: rollout.inside ?? first,
       outside: rollout.outside ?? second ?? first,
       weights: (rollout.weights ?? evenly(variants)).map((w) => ({ variant: w.variant, weight: percentText(w.weight) })),
-      // Kept as they were: the editor does not change who is bucketed by what, or the label.
+      // Kept as they were: the editor does not change who is bucketed by what, or how (an
+      // imported flag's algorithm), or the label.
       bucket_by: rollout.bucket_by,
+      algorithm: rollout.algorithm,
+      split: rollout.percent !== undefined && rollout.weights ? rollout.weights : undefined,
       stage: rollout.stage,
     },
   };
@@ -117,11 +120,14 @@ function serveDraft(serve, variants) {
 
 function serveOut(serve, path) {
   if (serve.kind === "variant") return { variant: serve.variant };
-  const { bucket_by, stage } = serve.rollout;
+  const { bucket_by, algorithm, split, stage } = serve.rollout;
   const rollout = bucket_by ? { bucket_by } : {};
+  if (algorithm) rollout.algorithm = algorithm;
   if (serve.kind === "percent") {
     rollout.percent = thousandths(serve.rollout.percent, `${path}.rollout.percent`);
-    rollout.inside = serve.rollout.inside;
+    // An Unleash rollout whose units inside are split by its variants keeps the split.
+    if (split) rollout.weights = split;
+    else rollout.inside = serve.rollout.inside;
     rollout.outside = serve.rollout.outside;
   } else {
     rollout.weights = serve.rollout.weights.map((w, i) =>

@@ -250,6 +250,11 @@ fn compile_serve(
             if percent > BUCKETS {
                 return Err(at(path.field("percent"), Problem::PercentOutOfRange(percent)));
             }
+            if unleash && percent % 1000 != 0 {
+                return shape(
+                    "an `unleash` rollout's percent is a whole percentage (a multiple of 1000), as Unleash's are",
+                );
+            }
             let Some(outside) = &rollout.outside else {
                 return shape("a percent rollout names an `outside` variant");
             };

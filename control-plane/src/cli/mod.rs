@@ -897,6 +897,16 @@ async fn import(
     if options.dry_run {
         return out.print(&summary(false), render::import);
     }
+    let environments = client.call(Method::GET, "/api/v1/environments", None).await?;
+    let known = environments.as_array().into_iter().flatten();
+    if !known.clone().any(|e| e["name"] == environment) {
+        return Err(Failure {
+            code: exit::NOT_FOUND,
+            message: format!(
+                "no environment `{environment}`; nothing imported (`rollgate environments` lists them)"
+            ),
+        });
+    }
     if !conversion.skipped.is_empty() && !options.partial {
         return Err(Failure {
             code: exit::REFUSED,

@@ -4,6 +4,8 @@
 
 pub mod unleash;
 
+use flag_core::wire;
+
 use crate::model::flag::{FlagDefinition, FlagState};
 
 /// One converted flag: its definition and its state in the target environment.
@@ -31,6 +33,71 @@ pub struct Skipped {
 }
 
 impl Conversion {
+    /// Skips, until none is left, each flag that depends on one not imported, whose metadata
+    /// or labels the API would refuse, or that does not compile: so what is imported is
+    /// exactly what the report lists, and the writes that follow do not fail half-way on it.
+    pub fn settle(&mut self) {
+        loop {
+            let keys: std::collections::HashSet<String> =
+                self.flags.iter().map(|f| f.definition.key.clone()).collect();
+            let fault = self.flags.iter().enumerate().find_map(|(index, flag)| {
+                let missing = flag.state.prerequisites.iter().find(|p| !keys.contains(&p.flag));
+                if let Some(missing) = missing {
+                    return Some((
+                        index,
+                        format!("it depends on `{}`, which is not imported", missing.flag),
+                    ));
+                }
+                let checked =
+                    flag.definition.check_metadata().and_then(|()| flag.state.check_labels());
+                checked.err().map(|refusal| (index, refusal.to_string()))
+            });
+            let fault = fault.or_else(|| self.compile_fault());
+            let Some((index, reason)) = fault else {
+                return;
+            };
+            let flag = self.flags.remove(index);
+            self.skipped.push(Skipped { key: flag.definition.key, reason });
+        }
+    }
+
+    /// The first flag the evaluator refuses, compiled together as an environment would be.
+    fn compile_fault(&self) -> Option<(usize, String)> {
+        let flags = self
+            .flags
+            .iter()
+            .map(|flag| wire::Flag {
+                key: flag.definition.key.clone(),
+                kind: flag.definition.kind.clone(),
+                variants: flag.definition.variants.clone(),
+                off_variant: flag.definition.off_variant.clone(),
+                enabled: flag.state.enabled,
+                salt: flag.definition.salt.clone(),
+                prerequisites: flag.state.prerequisites.clone(),
+                rules: flag.state.rules.clone(),
+                fallthrough: flag.state.fallthrough.clone(),
+                client_visible: flag.definition.client_visible,
+            })
+            .collect();
+        let snapshot = wire::Snapshot {
+            schema: wire::SCHEMA,
+            environment: "import".into(),
+            version: 1,
+            flags,
+            segments: Vec::new(),
+        };
+        let error = flag_core::Engine::from_snapshot(snapshot).err()?;
+        // `flags[3].rules[0]…`: the flag at fault; anything else, the first.
+        let index = error
+            .path
+            .strip_prefix("flags[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+            .min(self.flags.len().saturating_sub(1));
+        Some((index, format!("Rollgate cannot evaluate it: {error}")))
+    }
+
     /// The report the CLI prints: each flag imported, with its notes, then each skipped one.
     pub fn report(&self) -> String {
         let mut lines = Vec::new();

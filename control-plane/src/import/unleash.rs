@@ -118,7 +118,7 @@ struct Segment {
 }
 
 /// A dependency as `/api/client/features` writes it, on the dependent feature.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Dependency {
     feature: String,
     enabled: Option<bool>,
@@ -126,14 +126,12 @@ struct Dependency {
     variants: Vec<String>,
 }
 
-/// A dependency as the export writes it: `feature` depends on `dependency`.
+/// Dependencies as the export writes them: `feature` depends on each of `dependencies`.
 #[derive(Deserialize)]
 struct ExportDependency {
     feature: String,
-    dependency: String,
-    enabled: Option<bool>,
     #[serde(default)]
-    variants: Vec<String>,
+    dependencies: Vec<Dependency>,
 }
 
 /// Converts an Unleash file. `source_environment` picks the environment of an export that
@@ -148,22 +146,29 @@ pub fn convert(json: &[u8], source_environment: Option<&str>) -> Result<Conversi
         .iter()
         .map(|feature| Source::of(feature, &file, source_environment))
         .collect();
-    let kinds: HashMap<&str, bool> = features
+    let parents: HashMap<&str, &Source<'_>> = features
         .iter()
         .filter_map(|source| source.as_ref().ok())
-        .map(|source| (source.name, source.has_variants()))
+        .map(|source| (source.name, source))
         .collect();
-    for (feature, source) in file.features.iter().zip(features) {
-        let converted = source.and_then(|source| flag(&source, &segments, &kinds));
+    let mut seen = std::collections::HashSet::new();
+    for (feature, source) in file.features.iter().zip(&features) {
+        let converted = if seen.insert(feature.name.as_str()) {
+            source.clone().and_then(|source| flag(&source, &segments, &parents))
+        } else {
+            Err("a second feature of the same name".into())
+        };
         match converted {
             Ok(flag) => conversion.flags.push(flag),
             Err(reason) => conversion.skipped.push(Skipped { key: feature.name.clone(), reason }),
         }
     }
+    conversion.settle();
     Ok(conversion)
 }
 
 /// One feature as Unleash would evaluate it in the chosen environment.
+#[derive(Clone)]
 struct Source<'f> {
     name: &'f str,
     description: String,
@@ -221,8 +226,9 @@ impl<'f> Source<'f> {
             .dependencies
             .iter()
             .filter(|d| d.feature == feature.name)
+            .flat_map(|d| &d.dependencies)
             .map(|d| Dependency {
-                feature: d.dependency.clone(),
+                feature: d.feature.clone(),
                 enabled: d.enabled,
                 variants: d.variants.clone(),
             })
@@ -251,7 +257,7 @@ const DISABLED: &str = "disabled";
 fn flag(
     source: &Source<'_>,
     segments: &HashMap<i64, &Segment>,
-    kinds: &HashMap<&str, bool>,
+    parents: &HashMap<&str, &Source<'_>>,
 ) -> Result<ImportedFlag, String> {
     check_key("flag", source.name).map_err(|e| format!("not a Rollgate flag key: {e}"))?;
     let mut notes = Vec::new();
@@ -278,9 +284,6 @@ fn flag(
                 }
             }
         }
-        if variants.len() > 1 && source.strategies.iter().any(|s| s.name == "default") {
-            notes.push("a unit with neither a user nor a session id gets `disabled` where Unleash would pick a variant at random".into());
-        }
     } else {
         variants.insert(ON.to_owned(), json!(true));
         variants.insert(OFF.to_owned(), json!(false));
@@ -289,9 +292,34 @@ fn flag(
     let strategies: Vec<&Strategy> =
         source.strategies.iter().filter(|s| s.disabled != Some(true)).collect();
     let mut rules = Vec::new();
+    let mut fallthrough = Serve::Variant(off.to_owned());
     for (index, strategy) in strategies.iter().enumerate() {
         let last = index + 1 == strategies.len();
+        if strategy.name == "flexibleRollout" && strategy.parameter("rollout").is_none() {
+            // Unleash's engine takes a flexible rollout without a percentage as off.
+            notes.push(format!(
+                "strategy {} has no rollout percentage: off, as in Unleash",
+                index + 1
+            ));
+            continue;
+        }
         let serve = serve(source, strategy, last)?;
+        if random_for_anonymous(source, strategy) {
+            notes.push(format!(
+                "strategy {}: a unit with neither a user nor a session id is decided at random in Unleash; here it gets `{off}` (or, where the flag's own rollout decides, an error: the app's default)",
+                index + 1
+            ));
+        }
+        // The last strategy without constraints is the flag's own rollout, which rollout plans
+        // and `rollgate rollout` then move.
+        if last
+            && strategy.constraints.is_empty()
+            && strategy.segments.is_empty()
+            && strategy.name != "userWithId"
+        {
+            fallthrough = serve;
+            continue;
+        }
         let mut constraints = strategy.constraints.clone();
         if strategy.name == "userWithId" {
             let ids = strategy.parameter("userIds").unwrap_or_default();
@@ -322,30 +350,43 @@ fn flag(
         }
         rules.extend(expand(&constraints, serve)?);
     }
-    let fallthrough = if strategies.is_empty() {
+    if strategies.is_empty() {
         // No strategy: Unleash enables the feature for everyone.
-        serve(source, &Strategy::default_for(), true)?
-    } else {
-        Serve::Variant(off.to_owned())
-    };
+        fallthrough = serve(source, &Strategy::default_for(), true)?;
+    }
 
     let mut prerequisites = Vec::new();
     for dependency in &source.dependencies {
-        let parent_has_variants = *kinds.get(dependency.feature.as_str()).ok_or_else(|| {
-            format!("it depends on `{}`, which is not imported with it", dependency.feature)
-        })?;
+        let name = &dependency.feature;
+        let parent = parents
+            .get(name.as_str())
+            .ok_or_else(|| format!("it depends on `{name}`, which is not in the file"))?;
+        if !parent.dependencies.is_empty() {
+            return Err(format!(
+                "it depends on `{name}`, which has dependencies of its own: Unleash's engine then evaluates it as off"
+            ));
+        }
+        if parent
+            .strategies
+            .iter()
+            .any(|s| s.name == "flexibleRollout" && s.parameter("groupId").is_none())
+        {
+            return Err(format!(
+                "it depends on `{name}`, whose flexible rollout has no group id: Unleash's engine then hashes it under this feature's name"
+            ));
+        }
+        let parent_has_variants = parent.has_variants();
         let variant = match (dependency.enabled.unwrap_or(true), dependency.variants.as_slice()) {
-            (false, _) => (if parent_has_variants { DISABLED } else { OFF }).to_owned(),
-            (true, []) if !parent_has_variants => ON.to_owned(),
+            (false, _) if !parent_has_variants => OFF.to_owned(),
+            (true, _) if !parent_has_variants => ON.to_owned(),
             (true, [one]) => one.clone(),
-            (true, _) => {
+            _ => {
                 return Err(format!(
-                    "it depends on `{}` being enabled with any of several variants, which one prerequisite cannot say",
-                    dependency.feature
+                    "it depends on `{name}` being enabled or not, or on several of its variants, which for a feature with variants one prerequisite cannot say"
                 ));
             }
         };
-        prerequisites.push(Prerequisite { flag: dependency.feature.clone(), variant });
+        prerequisites.push(Prerequisite { flag: name.clone(), variant });
     }
 
     let definition = FlagDefinition {
@@ -384,6 +425,21 @@ impl Strategy {
             _ => None,
         }
     }
+}
+
+/// Whether Unleash would decide at random for a unit with neither a user nor a session id: a
+/// `default` stickiness on a rollout below 100% or on the variants that split it.
+fn random_for_anonymous(source: &Source<'_>, strategy: &Strategy) -> bool {
+    let default = |stickiness: Option<String>| stickiness.as_deref().is_none_or(|s| s == "default");
+    let gate = strategy.name == "flexibleRollout"
+        && strategy.parameter("rollout").as_deref() != Some("100")
+        && default(strategy.parameter("stickiness"));
+    let split = if !strategy.variants.is_empty() {
+        default(strategy.parameter("stickiness"))
+    } else {
+        source.variants.first().is_some_and(|v| default(v.stickiness.clone()))
+    };
+    gate || split
 }
 
 /// Unleash's stickiness as context attributes: its user id is OpenFeature's targeting key.
@@ -433,7 +489,7 @@ fn serve(source: &Source<'_>, strategy: &Strategy, last: bool) -> Result<Serve, 
             (None, None) => Serve::Variant(DISABLED.to_owned()),
         }),
         "flexibleRollout" => {
-            let text = strategy.parameter("rollout").unwrap_or_else(|| "100".into());
+            let text = strategy.parameter("rollout").unwrap_or_default();
             let percent: u32 = text.parse().ok().filter(|p| *p <= 100).ok_or_else(|| {
                 format!("rollout `{text}` is not 0 to 100, which Unleash evaluates as off")
             })?;
@@ -441,6 +497,12 @@ fn serve(source: &Source<'_>, strategy: &Strategy, last: bool) -> Result<Serve, 
                 return Err("a flexible rollout below 100% comes before another strategy: units outside it would try the next strategy in Unleash, but Rollgate's first matching rule decides".into());
             }
             let gate = stickiness(strategy_stickiness.as_deref())?;
+            let default_stickiness = strategy_stickiness.as_deref().is_none_or(|s| s == "default");
+            if percent == 100 && default_stickiness && split.is_none() {
+                // Everyone, a unit without either id too (Unleash picks it a random hash, and
+                // any hash is in at 100%).
+                return Ok(Serve::Variant(on.unwrap_or(DISABLED).to_owned()));
+            }
             let mut rollout = Rollout {
                 percent: Some(percent * 1000),
                 outside: Some(off.to_owned()),
@@ -510,12 +572,24 @@ fn conditions(constraint: &Constraint) -> Result<Option<Vec<Vec<Condition>>>, St
         values,
     };
     let strings = || constraint.values.iter().map(|v| json!(v)).collect::<Vec<_>>();
-    let single =
-        || {
-            constraint.value.clone().or_else(|| constraint.values.first().cloned()).ok_or_else(
-                || format!("`{operator}` on `{}` has no value", constraint.context_name),
+    // Unleash compares the text; an app may send the attribute as a JSON number, so a value
+    // that is a number written plainly matches that number too.
+    let members = || {
+        let numbers = constraint.values.iter().filter_map(|v| {
+            v.parse::<f64>().ok().filter(|n| n.is_finite() && n.to_string() == *v).map(|n| json!(n))
+        });
+        strings().into_iter().chain(numbers).collect::<Vec<_>>()
+    };
+    // Unleash's engine reads these operators' `value` only; without one it cannot compile the
+    // feature, and serves it off.
+    let single = || {
+        constraint.value.clone().ok_or_else(|| {
+            format!(
+                "`{operator}` on `{}` has no `value`: Unleash serves the feature off",
+                constraint.context_name
             )
-        };
+        })
+    };
     let unsupported =
         |why: &str| Err(format!("constraint `{operator}` on `{}`: {why}", constraint.context_name));
     let in_set = !matches!(operator, "NOT_IN") ^ constraint.inverted;
@@ -525,10 +599,10 @@ fn conditions(constraint: &Constraint) -> Result<Option<Vec<Vec<Condition>>>, St
             Ok(if in_set { None } else { Some(vec![Vec::new()]) })
         }
         // Unleash's engine compares IN exactly, whatever `caseInsensitive` says.
-        "IN" | "NOT_IN" if in_set => Ok(Some(vec![vec![condition("in", strings())]])),
+        "IN" | "NOT_IN" if in_set => Ok(Some(vec![vec![condition("in", members())]])),
         "IN" | "NOT_IN" => Ok(Some(vec![
             vec![condition("not_exists", Vec::new())],
-            vec![condition("not_in", strings())],
+            vec![condition("not_in", members())],
         ])),
         _ if constraint.inverted => unsupported("inverted, which Rollgate has no operator for"),
         "STR_CONTAINS" | "STR_STARTS_WITH" | "STR_ENDS_WITH" => {
@@ -541,7 +615,9 @@ fn conditions(constraint: &Constraint) -> Result<Option<Vec<Vec<Condition>>>, St
                 _ => "ends_with",
             };
             if constraint.values.is_empty() {
-                return Ok(None);
+                return unsupported(
+                    "no values, which Unleash cannot compile: it serves the feature off",
+                );
             }
             Ok(Some(vec![vec![condition(op, strings())]]))
         }

@@ -901,7 +901,7 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
 
     let dry = stdout(&run(&["--dry-run"]).await);
     for line in [
-        "import  new-checkout  (1 rules)",
+        "import  new-checkout  (0 rules)",
         "import  checkout-banner  (2 rules)",
         "import  search-beta  (2 rules)",
         "skip    legacy-pricing  constraint `IN_CIDR` on `remoteAddress`: no Rollgate operator",
@@ -947,4 +947,37 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
     let (code, message) = failure(&run(&["--partial"]).await);
     assert_eq!(code, 6);
     assert!(message.contains("flag `new-checkout` already exists; nothing imported"), "{message}");
+
+    // A rollout plan goes on from Unleash's 25% to 50%: no one who had it loses it.
+    let body = json!({"flag": "new-checkout", "environment": "production", "auto_advance": false,
+        "stages": [{"name": "quarter", "percent": 25}, {"name": "half", "percent": 50}],
+        "rationale": "on from where Unleash was"});
+    let (status, answer) =
+        server.call(reqwest::Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
+    let advance = format!("/api/v1/plans/{}/advance", answer["plan"]["id"]);
+    let body = json!({"rationale": "healthy"});
+    let (status, answer) =
+        server.call(reqwest::Method::POST, &advance, Some(RELEASE), Some(body)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    let snapshot = server
+        .get("/api/v1/environments/production/snapshot", Some(READ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let engine = flag_core::Engine::from_json(&snapshot).unwrap();
+    let mut inside = 0;
+    for i in 0..2000 {
+        let user = format!("user-{i}");
+        let hash = flag_core::bucketing::unleash_normalized("new-checkout", &user, 100, 0);
+        let context = flag_core::Context::with_targeting_key(user.as_str());
+        let on = engine.evaluate("new-checkout", &context).variant == Some("on");
+        assert!(on || hash > 25, "{user} had it at 25% in Unleash and lost it at 50%");
+        assert_eq!(on, hash <= 50, "{user} at 50%");
+        inside += usize::from(on);
+    }
+    assert!((900..1100).contains(&inside), "{inside} of 2,000 at 50%");
 }

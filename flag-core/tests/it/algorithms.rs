@@ -191,6 +191,10 @@ fn malformed_imported_rollouts_are_refused() {
             json!({"algorithm": unleash("g"), "percent": 5_000, "inside": "on", "outside": "off", "weights": [{"variant": "a", "weight": 1}]}),
             "exclude",
         ),
+        (
+            json!({"algorithm": unleash("g"), "percent": 12_500, "inside": "on", "outside": "off"}),
+            "whole percentage",
+        ),
     ] {
         let flag = json!({"key": "f", "type": "string", "off_variant": "off",
             "variants": {"a": "A", "on": "ON", "off": "OFF"}, "fallthrough": {"rollout": rollout}});
@@ -214,8 +218,10 @@ proptest! {
         low in 0u32..=100_000, high in 0u32..=100_000,
     ) {
         let (low, high) = (low.min(high), low.max(high));
+        // Unleash's percentages are whole.
+        let whole = |percent: u32| percent / 1000 * 1000;
         for (lower, higher) in [
-            (engine_with_unleash_percent(low), engine_with_unleash_percent(high)),
+            (engine_with_unleash_percent(whole(low)), engine_with_unleash_percent(whole(high))),
             (engine_with_flagd_percent(low), engine_with_flagd_percent(high)),
         ] {
             for unit in &units {
