@@ -31,6 +31,13 @@ enum Test {
     StartsWith(Vec<Box<str>>),
     EndsWith(Vec<Box<str>>),
     Contains(Vec<Box<str>>),
+    /// The `_ignore_case` operators: strings compared after Unicode lowercasing, as Unleash's
+    /// `caseInsensitive` does.
+    InIgnoreCase(Vec<Box<str>>),
+    NotInIgnoreCase(Vec<Box<str>>),
+    StartsWithIgnoreCase(Vec<Box<str>>),
+    EndsWithIgnoreCase(Vec<Box<str>>),
+    ContainsIgnoreCase(Vec<Box<str>>),
     Lt(f64),
     Lte(f64),
     Gt(f64),
@@ -146,6 +153,11 @@ impl Condition {
             "starts_with" => Test::StartsWith(strings()?),
             "ends_with" => Test::EndsWith(strings()?),
             "contains" => Test::Contains(strings()?),
+            "in_ignore_case" => Test::InIgnoreCase(strings()?),
+            "not_in_ignore_case" => Test::NotInIgnoreCase(strings()?),
+            "starts_with_ignore_case" => Test::StartsWithIgnoreCase(strings()?),
+            "ends_with_ignore_case" => Test::EndsWithIgnoreCase(strings()?),
+            "contains_ignore_case" => Test::ContainsIgnoreCase(strings()?),
             "lt" => Test::Lt(number()?),
             "lte" => Test::Lte(number()?),
             "gt" => Test::Gt(number()?),
@@ -194,6 +206,17 @@ impl Condition {
             Test::StartsWith(p) => text.is_some_and(|t| p.iter().any(|p| t.starts_with(&**p))),
             Test::EndsWith(p) => text.is_some_and(|t| p.iter().any(|p| t.ends_with(&**p))),
             Test::Contains(p) => text.is_some_and(|t| p.iter().any(|p| t.contains(&**p))),
+            Test::InIgnoreCase(s) => text.is_some_and(|t| s.iter().any(|s| any_case::eq(t, s))),
+            Test::NotInIgnoreCase(s) => !text.is_some_and(|t| s.iter().any(|s| any_case::eq(t, s))),
+            Test::StartsWithIgnoreCase(p) => {
+                text.is_some_and(|t| p.iter().any(|p| any_case::starts_with(t, p)))
+            }
+            Test::EndsWithIgnoreCase(p) => {
+                text.is_some_and(|t| p.iter().any(|p| any_case::ends_with(t, p)))
+            }
+            Test::ContainsIgnoreCase(p) => {
+                text.is_some_and(|t| p.iter().any(|p| any_case::contains(t, p)))
+            }
             Test::Lt(n) => number.is_some_and(|x| x < *n),
             Test::Lte(n) => number.is_some_and(|x| x <= *n),
             Test::Gt(n) => number.is_some_and(|x| x > *n),
@@ -247,5 +270,85 @@ impl OwnedVersion {
     fn compare(&self, attribute: Option<&str>) -> Option<core::cmp::Ordering> {
         let theirs = Version::parse(attribute?)?;
         Some(theirs.precedence(&Version::from_parts(self.core, &self.pre)))
+    }
+}
+
+/// Comparisons of strings lowercased character by character (`char::to_lowercase`), without
+/// allocating.
+mod any_case {
+    fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
+        text.chars().flat_map(char::to_lowercase)
+    }
+
+    fn lower_reversed(text: &str) -> impl Iterator<Item = char> + '_ {
+        text.chars().rev().flat_map(|c| c.to_lowercase().rev())
+    }
+
+    pub(super) fn eq(a: &str, b: &str) -> bool {
+        lower(a).eq(lower(b))
+    }
+
+    pub(super) fn starts_with(text: &str, prefix: &str) -> bool {
+        let mut text = lower(text);
+        lower(prefix).all(|c| text.next() == Some(c))
+    }
+
+    pub(super) fn ends_with(text: &str, suffix: &str) -> bool {
+        let mut text = lower_reversed(text);
+        lower_reversed(suffix).all(|c| text.next() == Some(c))
+    }
+
+    pub(super) fn contains(text: &str, needle: &str) -> bool {
+        needle.is_empty() || text.char_indices().any(|(at, _)| starts_with(&text[at..], needle))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn compares_without_regard_to_case() {
+            assert!(eq("Ana@Example.COM", "ana@example.com"));
+            assert!(!eq("ana", "anna"));
+            assert!(eq("ÅSA", "åsa"));
+            assert!(starts_with("Stockholm", "STO") && !starts_with("St", "Sto"));
+            assert!(ends_with("ana@Example.com", "@EXAMPLE.COM") && !ends_with("com", ".com"));
+            assert!(contains("The Beta Testers", "beta t") && !contains("beta", "alpha"));
+            assert!(contains("anything", ""));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::error::Path;
+
+    fn holds(op: &str, values: Value, context: Value) -> bool {
+        let wire: wire::Condition =
+            serde_json::from_value(json!({"attribute": "a", "op": op, "values": values})).unwrap();
+        let condition = Condition::compile(&wire, &Path::Root).unwrap();
+        let context = Context::from_json(context.to_string().as_bytes()).unwrap();
+        condition.holds(&context)
+    }
+
+    #[test]
+    fn ignore_case_operators_hold_for_strings_of_any_case_and_never_for_a_missing_attribute() {
+        let (se, number, missing) = (json!({"a": "se"}), json!({"a": 5}), json!({}));
+        assert!(holds("in_ignore_case", json!(["SE", "NO"]), se.clone()));
+        assert!(!holds("in_ignore_case", json!(["SE"]), number.clone()));
+        assert!(!holds("in_ignore_case", json!(["SE"]), missing.clone()));
+        assert!(!holds("not_in_ignore_case", json!(["SE"]), se.clone()));
+        assert!(holds("not_in_ignore_case", json!(["NO"]), se.clone()));
+        assert!(holds("not_in_ignore_case", json!(["SE"]), number));
+        assert!(!holds("not_in_ignore_case", json!(["SE"]), missing.clone()));
+        let email = json!({"a": "Ana@Example.com"});
+        assert!(holds("ends_with_ignore_case", json!(["@EXAMPLE.COM"]), email.clone()));
+        assert!(holds("starts_with_ignore_case", json!(["ANA@"]), email.clone()));
+        assert!(holds("contains_ignore_case", json!(["example"]), email.clone()));
+        assert!(!holds("contains_ignore_case", json!(["exampel"]), email));
+        assert!(!holds("contains_ignore_case", json!(["a"]), missing));
     }
 }

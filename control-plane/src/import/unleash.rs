@@ -606,13 +606,13 @@ fn conditions(constraint: &Constraint) -> Result<Option<Vec<Vec<Condition>>>, St
         ])),
         _ if constraint.inverted => unsupported("inverted, which Rollgate has no operator for"),
         "STR_CONTAINS" | "STR_STARTS_WITH" | "STR_ENDS_WITH" => {
-            if constraint.case_insensitive {
-                return unsupported("case-insensitive, which Rollgate does not compare yet");
-            }
-            let op = match operator {
-                "STR_CONTAINS" => "contains",
-                "STR_STARTS_WITH" => "starts_with",
-                _ => "ends_with",
+            let op = match (operator, constraint.case_insensitive) {
+                ("STR_CONTAINS", false) => "contains",
+                ("STR_CONTAINS", true) => "contains_ignore_case",
+                ("STR_STARTS_WITH", false) => "starts_with",
+                ("STR_STARTS_WITH", true) => "starts_with_ignore_case",
+                (_, false) => "ends_with",
+                (_, true) => "ends_with_ignore_case",
             };
             if constraint.values.is_empty() {
                 return unsupported(

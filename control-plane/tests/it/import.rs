@@ -27,9 +27,9 @@ fn constraint() -> impl Strategy<Value = Value> {
         (countries, any::<bool>()).prop_map(|(values, inverted)| json!(
             {"contextName": "country", "operator": "NOT_IN", "values": values, "inverted": inverted})),
         prop_oneof![Just("STR_CONTAINS"), Just("STR_STARTS_WITH"), Just("STR_ENDS_WITH")]
-            .prop_flat_map(|operator| (Just(operator), prop_oneof![Just("a"), Just("b@x"), Just(".org"), Just("c")]))
-            .prop_map(|(operator, value)| json!(
-                {"contextName": "email", "operator": operator, "values": [value]})),
+            .prop_flat_map(|operator| (Just(operator), prop_oneof![Just("a"), Just("b@x"), Just(".ORG"), Just("c")], any::<bool>()))
+            .prop_map(|(operator, value, case_insensitive)| json!(
+                {"contextName": "email", "operator": operator, "values": [value], "caseInsensitive": case_insensitive})),
         (prop_oneof![Just("NUM_EQ"), Just("NUM_GT"), Just("NUM_GTE"), Just("NUM_LT"), Just("NUM_LTE")], 0u32..100)
             .prop_map(|(operator, value)| json!(
                 {"contextName": "age", "operator": operator, "value": value.to_string()})),
@@ -102,7 +102,7 @@ fn contexts(random: &mut StdRng) -> (UnleashContext, Context) {
     let session =
         random.random_bool(0.5).then(|| format!("s-{}", random.random_range(0..1_000_000u32)));
     let country = random.random_bool(0.8).then(|| COUNTRIES[random.random_range(0..4)].to_owned());
-    let emails = ["ana@x.org", "bob@x.com", "cy@abc.org", "dee@c.io"];
+    let emails = ["ana@x.org", "Bob@X.com", "cy@abc.ORG", "dee@c.io"];
     let email = random.random_bool(0.7).then(|| emails[random.random_range(0..4)].to_owned());
     let age = random.random_bool(0.7).then(|| random.random_range(0..100u32));
     let version = random
