@@ -16,7 +16,7 @@ use crate::model::Refusal;
 use crate::model::criteria::{Reading, Verdict};
 use crate::model::flag::{FlagDefinition, FlagState};
 use crate::model::percent::Percent;
-use crate::model::plan::{FlagChange, Plan, Stage, Status, Step, validate};
+use crate::model::plan::{FlagChange, Notification, Plan, Stage, Status, Step, validate};
 use crate::model::time::Timestamp;
 use crate::plans::messages::Mitigation;
 use crate::plans::templates::TemplateParameters;
@@ -431,6 +431,18 @@ fn complete(plan: &mut Plan, by: &str, rationale: String, readings: &[Reading]) 
 
 fn hold(plan: &mut Plan, by: &str, rationale: String) -> Step {
     plan.status = Status::Held;
+    let notification = messages::held(plan, by, &rationale);
+    held_step(plan, by, rationale, notification, json!([]))
+}
+
+/// The decision that records a hold, by a person or the sample-ratio check.
+fn held_step(
+    plan: &Plan,
+    by: &str,
+    rationale: String,
+    notification: Notification,
+    metrics: serde_json::Value,
+) -> Step {
     let stage = Some(plan.current().name.clone());
     Step {
         action: "hold",
@@ -438,10 +450,10 @@ fn hold(plan: &mut Plan, by: &str, rationale: String) -> Step {
         from_stage: stage.clone(),
         to_stage: stage,
         decision: "hold",
-        notifications: vec![messages::held(plan, by, &rationale)],
+        notifications: vec![notification],
         rationale,
         decided_by: by.to_owned(),
-        metrics: json!([]),
+        metrics,
     }
 }
 
@@ -512,16 +524,6 @@ fn guardrail_breached(plan: &mut Plan, breach: &str, readings: &[Reading]) -> St
 fn sample_ratio_mismatched(plan: &mut Plan, mismatch: &str, readings: &[Reading]) -> Step {
     let issue = format!("sample-ratio mismatch at stage `{}`: {mismatch}", plan.current().name);
     plan.status = Status::Held;
-    let stage = Some(plan.current().name.clone());
-    Step {
-        action: "hold",
-        flag: FlagChange::Edit("plan.hold"),
-        from_stage: stage.clone(),
-        to_stage: stage,
-        decision: "hold",
-        notifications: vec![messages::issue_detected(plan, &issue, Mitigation::Hold, readings)],
-        rationale: issue,
-        decided_by: GUARDRAIL.into(),
-        metrics: json!(readings),
-    }
+    let notification = messages::issue_detected(plan, &issue, Mitigation::Hold, readings);
+    held_step(plan, GUARDRAIL, issue, notification, json!(readings))
 }

@@ -923,15 +923,7 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
     let imported = stdout(&run(&["--partial"]).await);
     assert!(imported.contains("imported 3 flags into production"), "{imported}");
     // new-checkout serves whom Unleash's 25% flexible rollout took.
-    let snapshot = server
-        .get("/api/v1/environments/production/snapshot", Some(READ))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let engine = flag_core::Engine::from_json(&snapshot).unwrap();
+    let engine = production_engine(&server).await;
     for i in 0..2000 {
         let user = format!("user-{i}");
         let unleash = flag_core::bucketing::unleash_normalized("new-checkout", &user, 100, 0) <= 25;
@@ -960,15 +952,7 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
     let (status, answer) =
         server.call(reqwest::Method::POST, &advance, Some(RELEASE), Some(body)).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
-    let snapshot = server
-        .get("/api/v1/environments/production/snapshot", Some(READ))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let engine = flag_core::Engine::from_json(&snapshot).unwrap();
+    let engine = production_engine(&server).await;
     let mut inside = 0;
     for i in 0..2000 {
         let user = format!("user-{i}");
@@ -980,4 +964,11 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
         inside += usize::from(on);
     }
     assert!((900..1100).contains(&inside), "{inside} of 2,000 at 50%");
+}
+
+/// The production snapshot, compiled.
+async fn production_engine(server: &Server) -> flag_core::Engine {
+    let snapshot = server.get("/api/v1/environments/production/snapshot", Some(READ)).send();
+    let snapshot = snapshot.await.unwrap().bytes().await.unwrap();
+    flag_core::Engine::from_json(&snapshot).unwrap()
 }
