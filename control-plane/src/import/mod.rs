@@ -6,7 +6,7 @@ pub mod unleash;
 
 use flag_core::wire;
 
-use crate::model::flag::{FlagDefinition, FlagState};
+use crate::model::flag::{FlagDefinition, FlagState, wire_flag};
 
 /// One converted flag: its definition and its state in the target environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,18 +66,7 @@ impl Conversion {
         let flags = self
             .flags
             .iter()
-            .map(|flag| wire::Flag {
-                key: flag.definition.key.clone(),
-                kind: flag.definition.kind.clone(),
-                variants: flag.definition.variants.clone(),
-                off_variant: flag.definition.off_variant.clone(),
-                enabled: flag.state.enabled,
-                salt: flag.definition.salt.clone(),
-                prerequisites: flag.state.prerequisites.clone(),
-                rules: flag.state.rules.clone(),
-                fallthrough: flag.state.fallthrough.clone(),
-                client_visible: flag.definition.client_visible,
-            })
+            .map(|flag| wire_flag(flag.definition.clone(), flag.state.clone()))
             .collect();
         let snapshot = wire::Snapshot {
             schema: wire::SCHEMA,

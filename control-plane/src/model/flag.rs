@@ -104,6 +104,22 @@ pub struct FlagState {
     pub fallthrough: wire::Serve,
 }
 
+/// A flag as the snapshot carries it: its definition and its state in one environment.
+pub fn wire_flag(definition: FlagDefinition, state: FlagState) -> wire::Flag {
+    wire::Flag {
+        key: definition.key,
+        kind: definition.kind,
+        variants: definition.variants,
+        off_variant: definition.off_variant,
+        enabled: state.enabled,
+        salt: definition.salt,
+        prerequisites: state.prerequisites,
+        rules: state.rules,
+        fallthrough: state.fallthrough,
+        client_visible: definition.client_visible,
+    }
+}
+
 impl FlagState {
     /// A new flag's state: enabled, no rules, `off_variant` for everyone.
     pub fn initial(definition: &FlagDefinition) -> Self {

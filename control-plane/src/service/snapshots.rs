@@ -7,7 +7,7 @@ use std::sync::Arc;
 use flag_core::wire;
 
 use crate::model::Refusal;
-use crate::model::flag::Published;
+use crate::model::flag::{Published, wire_flag};
 use crate::service::{Effects, Error, Service};
 use crate::store::Tx;
 
@@ -77,18 +77,7 @@ async fn assemble(
         .environment_flags(environment)
         .await?
         .into_iter()
-        .map(|(definition, state)| wire::Flag {
-            key: definition.key,
-            kind: definition.kind,
-            variants: definition.variants,
-            off_variant: definition.off_variant,
-            enabled: state.enabled,
-            salt: definition.salt,
-            prerequisites: state.prerequisites,
-            rules: state.rules,
-            fallthrough: state.fallthrough,
-            client_visible: definition.client_visible,
-        })
+        .map(|(definition, state)| wire_flag(definition, state))
         .collect();
     let segments = tx.segments().await?.into_iter().map(|record| record.segment).collect();
     Ok(wire::Snapshot {

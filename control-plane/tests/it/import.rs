@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use control_plane::import::{Conversion, unleash};
+use control_plane::model::flag::wire_flag;
 use flag_core::{Context, Engine, ErrorCode, Reason};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -138,13 +139,7 @@ fn contexts(random: &mut StdRng) -> (UnleashContext, Context) {
 /// The flag the conversion made, compiled as an edge would.
 fn engine(conversion: &Conversion) -> Engine {
     let flag = &conversion.flags[0];
-    let mut wire = serde_json::to_value(&flag.definition).unwrap();
-    for (field, value) in serde_json::to_value(&flag.state).unwrap().as_object().unwrap() {
-        wire[field] = value.clone();
-    }
-    for field in ["description", "owner", "tags"] {
-        wire.as_object_mut().unwrap().remove(field);
-    }
+    let wire = wire_flag(flag.definition.clone(), flag.state.clone());
     let snapshot = json!({"schema": 1, "environment": "e", "version": 1, "flags": [wire]});
     Engine::from_json(snapshot.to_string().as_bytes()).unwrap()
 }
