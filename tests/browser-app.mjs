@@ -38,8 +38,12 @@ window.ready = (async () => {
   });
   await OpenFeature.setProviderAndWait(provider);
   window.client = OpenFeature.getClient();
+  // Changes of the watched flag only: the provider fetches on each stream event without an
+  // overlap guard, so two fetches may report one state twice.
   window.client.addHandler(ProviderEvents.ConfigurationChanged, () => {
     const { value, reason } = window.client.getBooleanDetails(watched, false);
+    const last = window.changes.at(-1);
+    if (last && last.value === value && last.reason === reason) return;
     window.changes.push({ at: Date.now(), value, reason });
   });
 })();
