@@ -69,6 +69,23 @@ pub enum ImportCommand {
         #[arg(long, default_value = "imported from Unleash")]
         reason: String,
     },
+    /// flagd flag definitions (JSON, or YAML if the file's name ends in .yaml or .yml), into
+    /// one environment.
+    Flagd {
+        /// The flag definitions file.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        env: Env,
+        /// Shows what would be imported and what cannot be, and changes nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Imports the flags that can be expressed even when others cannot.
+        #[arg(long)]
+        partial: bool,
+        /// Why: kept in the audit log with each flag.
+        #[arg(long, default_value = "imported from flagd")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -664,6 +681,22 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
             let options = ImportOptions { dry_run, partial, reason };
             import(&client, &out, conversion, &environment(env)?, options).await
         }
+        Command::Import(ImportCommand::Flagd { file, env, dry_run, partial, reason }) => {
+            let text = std::fs::read(&file)
+                .map_err(|e| Failure::usage(format!("reading {}: {e}", file.display())))?;
+            let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            let json = if yaml {
+                let value: Value = yaml_serde::from_slice(&text)
+                    .map_err(|e| Failure::usage(format!("{}: not YAML: {e}", file.display())))?;
+                value.to_string().into_bytes()
+            } else {
+                text
+            };
+            let conversion = crate::import::flagd::convert(&json)
+                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+            let options = ImportOptions { dry_run, partial, reason };
+            import(&client, &out, conversion, &environment(env)?, options).await
+        }
         Command::Audit { flag, segment: seg, env, window } => {
             let parameters = vec![("flag", flag), ("segment", seg), ("env", env)];
             let records = newest(&client, "/api/v1/audit", parameters, &window, "records").await?;
@@ -891,6 +924,8 @@ async fn import(
             "imported": imported,
             "flags": conversion.flags.iter().map(|f| &f.definition.key).collect::<Vec<_>>(),
             "skipped": conversion.skipped.iter()
+                .map(|s| json!({"key": s.key, "reason": s.reason})).collect::<Vec<_>>(),
+            "left_out": conversion.left_out.iter()
                 .map(|s| json!({"key": s.key, "reason": s.reason})).collect::<Vec<_>>(),
         })
     };

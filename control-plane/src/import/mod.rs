@@ -2,6 +2,7 @@
 //! (docs/import.md). A conversion without IO: the CLI reads the file, converts it, shows the
 //! report, and writes the flags through the API.
 
+pub mod flagd;
 pub mod unleash;
 
 use flag_core::wire;
@@ -17,15 +18,16 @@ pub struct ImportedFlag {
     pub notes: Vec<String>,
 }
 
-/// What a conversion made of a file: the flags it could express, and those it could not, each
-/// with why.
+/// What a conversion made of a file: the flags it could express, those it could not, each with
+/// why, and those left out because not having them serves what the old system did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Conversion {
     pub flags: Vec<ImportedFlag>,
     pub skipped: Vec<Skipped>,
+    pub left_out: Vec<Skipped>,
 }
 
-/// A flag the conversion could not express exactly, and why.
+/// A flag the conversion did not import, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
     pub key: String,
@@ -100,11 +102,18 @@ impl Conversion {
                 lines.push(format!("          note: {note}"));
             }
         }
+        for left_out in &self.left_out {
+            lines.push(format!("leave   {}  {}", left_out.key, left_out.reason));
+        }
         for skipped in &self.skipped {
             lines.push(format!("skip    {}  {}", skipped.key, skipped.reason));
         }
+        let left_out = match self.left_out.len() {
+            0 => String::new(),
+            n => format!(", {n} left out"),
+        };
         lines.push(format!(
-            "{} to import, {} that cannot be expressed",
+            "{} to import, {} that cannot be expressed{left_out}",
             self.flags.len(),
             self.skipped.len()
         ));

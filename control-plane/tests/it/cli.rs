@@ -966,6 +966,76 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
     assert!((900..1100).contains(&inside), "{inside} of 2,000 at 50%");
 }
 
+#[tokio::test]
+async fn import_from_flagd_reads_yaml_and_keeps_its_cohorts_through_a_plan() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // flagd reads YAML as well as JSON.
+    let json: Value =
+        serde_json::from_slice(include_bytes!("../fixtures/flagd-flags.json")).unwrap();
+    let file = dir.path().join("flags.yaml");
+    std::fs::write(&file, yaml_serde::to_string(&json).unwrap()).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let run = async |extra: &[&str]| {
+        let mut args = vec!["import", "flagd", file.as_str(), "--env", "production"];
+        args.extend_from_slice(extra);
+        rollgate(&server, Some(ADMIN), &config, &args).await
+    };
+    let before = server.observable_state().await;
+
+    let dry = stdout(&run(&["--dry-run"]).await);
+    for line in [
+        "import  new-checkout  (3 rules)",
+        "note: `fractional` is carried as flagd buckets it since April 2026",
+        "leave   holiday-banner  DISABLED in flagd",
+        "skip    flash-sale  condition",
+        "4 to import, 1 that cannot be expressed, 1 left out",
+        "dry run: nothing imported",
+    ] {
+        assert!(dry.contains(line), "{line:?} missing from\n{dry}");
+    }
+    assert_eq!(server.observable_state().await, before, "a dry run changes nothing");
+    let (code, _) = failure(&run(&[]).await);
+    assert_eq!(code, 6, "flash-sale cannot be expressed: nothing without --partial");
+    assert_eq!(server.observable_state().await, before);
+
+    let imported = stdout(&run(&["--partial"]).await);
+    assert!(imported.contains("imported 4 flags into production"), "{imported}");
+    let in_flagd = |user: &str, percent: u64| {
+        let hash = murmur3::murmur3_32(&mut format!("new-checkout{user}").as_bytes(), 0).unwrap();
+        (u64::from(hash) * 100) >> 32 < percent
+    };
+    let engine = production_engine(&server).await;
+    for i in 0..2000 {
+        let user = format!("user-{i}");
+        let context = flag_core::Context::with_targeting_key(user.as_str());
+        let served = engine.evaluate("new-checkout", &context).variant;
+        assert_eq!(served, Some(if in_flagd(&user, 25) { "on" } else { "off" }), "{user}");
+    }
+
+    // A rollout plan goes on from flagd's 25% to 50%: no one who had it loses it.
+    let body = json!({"flag": "new-checkout", "environment": "production", "auto_advance": false,
+        "stages": [{"name": "quarter", "percent": 25}, {"name": "half", "percent": 50}],
+        "rationale": "on from where flagd was"});
+    let (status, answer) =
+        server.call(reqwest::Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
+    let advance = format!("/api/v1/plans/{}/advance", answer["plan"]["id"]);
+    let body = json!({"rationale": "healthy"});
+    let (status, answer) =
+        server.call(reqwest::Method::POST, &advance, Some(RELEASE), Some(body)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    let engine = production_engine(&server).await;
+    for i in 0..2000 {
+        let user = format!("user-{i}");
+        let context = flag_core::Context::with_targeting_key(user.as_str());
+        let on = engine.evaluate("new-checkout", &context).variant == Some("on");
+        assert!(on || !in_flagd(&user, 25), "{user} had it at 25% in flagd and lost it at 50%");
+        assert_eq!(on, in_flagd(&user, 50), "{user} at 50%");
+    }
+}
+
 /// The production snapshot, compiled.
 async fn production_engine(server: &Server) -> flag_core::Engine {
     let snapshot = server.get("/api/v1/environments/production/snapshot", Some(READ)).send();

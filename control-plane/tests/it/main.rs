@@ -11,6 +11,7 @@ mod disconnects;
 mod edges;
 mod hardening;
 mod import;
+mod import_flagd;
 mod layers;
 mod matrix;
 mod ofrep;
