@@ -11,7 +11,10 @@ export function describeServe(serve) {
   const stage = rollout.stage ? ` (${rollout.stage})` : "";
   const inside = rollout.inside ?? (rollout.weights ?? []).map((w) => w.variant).join(" or ");
   if (rollout.percent !== undefined) return `${rollout.percent / 1000}% ${inside}, the rest ${rollout.outside}${stage}`;
-  return (rollout.weights ?? []).map((w) => `${w.weight / 1000}% ${w.variant}`).join(", ") + stage;
+  // Shares of the weights' total: 100000 under rg1, any total under an imported algorithm.
+  const total = (rollout.weights ?? []).reduce((sum, w) => sum + w.weight, 0) || 1;
+  const share = (w) => +((w.weight * 100) / total).toFixed(3);
+  return (rollout.weights ?? []).map((w) => `${share(w)}% ${w.variant}`).join(", ") + stage;
 }
 
 /** `if in segment staff and country in SE, NO → new`. */

@@ -33,6 +33,9 @@ use crate::store::Store;
 /// Larger request bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// An import carries a whole other system's flags in one change, so it may be larger.
+pub const MAX_IMPORT_BODY_BYTES: usize = 16 << 20;
+
 /// What every handler can reach; cloned per request, so it is one `Arc`.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -132,6 +135,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/environments/{environment}/edge-config", get(edges::get_edge_config)),
         ("/api/v1/environments/{environment}/snapshot", get(snapshot::get_snapshot)),
         ("/api/v1/environments/{environment}/stream", get(stream::get_stream)),
+        (
+            "/api/v1/environments/{environment}/import",
+            post(flags::post_import).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY_BYTES)),
+        ),
         ("/api/v1/environments/{environment}/flags/{flag}", put(flags::put_state)),
         ("/api/v1/environments/{environment}/flags/{flag}/rollout", put(flags::put_rollout)),
         ("/api/v1/environments/{environment}/flags/{flag}/kill", post(flags::post_kill)),

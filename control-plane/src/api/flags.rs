@@ -14,7 +14,7 @@ use crate::api::{Authorized, Release, etag, if_match_revisions, required_reason}
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::model::flag::{FlagDefinition, FlagRecord, FlagState};
 use crate::model::percent::Percent;
-use crate::service::flags::{self, Note, Rollout, StateChanged};
+use crate::service::flags::{self, Import, Note, Rollout, StateChanged};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +158,60 @@ pub(crate) async fn put_state(
         Note { reason, if_revision: if_match_revisions(&headers), ..Note::by(&caller.token.name) };
     let changed = flags::set_state(&state.service, &environment, &flag, new_state, note).await?;
     Ok(state_response(environment, flag, changed))
+}
+
+/// Flags from another system (`rollgate import` converts them), with why.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImportRequest {
+    flags: Vec<ImportedFlag>,
+    reason: Option<String>,
+}
+
+/// One flag to import: its definition, and its state in the environment.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImportedFlag {
+    definition: FlagDefinition,
+    state: FlagState,
+}
+
+/// What an import did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ImportResponse {
+    environment: String,
+    /// The snapshot version the import is in.
+    version: u64,
+    /// Flags created (serving their `off_variant` in every other environment).
+    created: Vec<String>,
+    /// Flags that existed with the same definition, not yet set up in this environment.
+    adopted: Vec<String>,
+}
+
+/// `POST /api/v1/environments/{env}/import`: creates flags converted from another system and
+/// sets their states in the environment, in one change: all of them or, with 409, none.
+#[utoipa::path(post, path = "/api/v1/environments/{environment}/import", tag = "flags", params(("environment" = String, Path, description = "An environment, e.g. production")), request_body = ImportRequest, responses((status = 200, description = "OK", body = ImportResponse), (status = 409, description = "A key is taken: by another definition, a flag set up in the environment, or an archived flag", body = crate::error::Problem, content_type = "application/problem+json"), (status = "default", description = "A problem (RFC 9457)", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn post_import(
+    caller: Authorized<Release>,
+    State(state): State<AppState>,
+    Path(environment): Path<String>,
+    AppJson(request): AppJson<ImportRequest>,
+) -> Result<Json<ImportResponse>, ApiError> {
+    caller.reach(&environment)?;
+    let reason = request.reason.map(required_reason).transpose()?;
+    let flags = request
+        .flags
+        .into_iter()
+        .map(|flag| Import { definition: flag.definition, state: flag.state })
+        .collect();
+    let note = Note { reason, ..Note::by(&caller.token.name) };
+    let imported = flags::import(&state.service, &environment, flags, note).await?;
+    Ok(Json(ImportResponse {
+        environment,
+        version: imported.version,
+        created: imported.created,
+        adopted: imported.adopted,
+    }))
 }
 
 /// `POST /api/v1/flags`: a new flag in every environment, serving `off_variant` to everyone.

@@ -31,6 +31,7 @@ use crate::api;
         api::flags::put_flag,
         api::flags::delete_flag,
         api::flags::put_state,
+        api::flags::post_import,
         api::flags::put_rollout,
         api::flags::post_kill,
         api::flags::post_unkill,

@@ -906,9 +906,8 @@ struct ImportOptions {
     reason: String,
 }
 
-/// Writes converted flags into `environment`: all or nothing (unless `partial`), none that
-/// exists already, definitions first so prerequisites find their flags, then each state with
-/// `reason` in the audit log.
+/// Writes converted flags into `environment` in one change (the server's import): all or
+/// nothing, and nothing at all while some cannot be expressed unless `partial`.
 async fn import(
     client: &Client,
     out: &Printer,
@@ -951,32 +950,14 @@ async fn import(
             ),
         });
     }
-    for flag in &conversion.flags {
-        let path = format!("/api/v1/flags/{}", flag.definition.key);
-        match client.call(Method::GET, &path, None).await {
-            Ok(_) => {
-                return Err(Failure {
-                    code: exit::REFUSED,
-                    message: format!(
-                        "flag `{}` already exists; nothing imported",
-                        flag.definition.key
-                    ),
-                });
-            }
-            Err(failure) if failure.code == exit::NOT_FOUND => {}
-            Err(failure) => return Err(failure),
-        }
-    }
-    for flag in &conversion.flags {
-        let definition = serde_json::to_value(&flag.definition).expect("definitions serialize");
-        client.call(Method::POST, "/api/v1/flags", Some(&definition)).await?;
-    }
-    for flag in &conversion.flags {
-        let mut state = serde_json::to_value(&flag.state).expect("states serialize");
-        state["reason"] = json!(options.reason);
-        let path = flag_path(environment, &flag.definition.key, "");
-        client.call(Method::PUT, &path, Some(&state)).await?;
-    }
+    let flags: Vec<Value> = conversion
+        .flags
+        .iter()
+        .map(|flag| json!({"definition": flag.definition, "state": flag.state}))
+        .collect();
+    let body = json!({"flags": flags, "reason": options.reason});
+    let path = format!("/api/v1/environments/{}/import", segment(environment));
+    client.call(Method::POST, &path, Some(&body)).await?;
     out.print(&summary(true), render::import)
 }
 

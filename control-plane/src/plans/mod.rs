@@ -157,16 +157,29 @@ fn exposure(state: &FlagState, variant: &str) -> u32 {
     match &state.fallthrough {
         Serve::Variant(served) if served == variant => Percent::ALL.thousandths(),
         Serve::Variant(_) => 0,
-        Serve::Rollout(rollout) => match (&rollout.weights, rollout.percent) {
-            (Some(weights), _) => {
-                weights.iter().filter(|w| w.variant == variant).map(|w| w.weight).sum()
-            }
-            (None, Some(percent)) if rollout.inside.as_deref() == Some(variant) => percent,
-            (None, Some(percent)) if rollout.outside.as_deref() == Some(variant) => {
-                Percent::ALL.thousandths() - percent
-            }
-            _ => 0,
-        },
+        Serve::Rollout(rollout) => {
+            let all = Percent::ALL.thousandths();
+            // Weights alone split everyone; with a percent (under `unleash`), the units inside.
+            let inside = rollout.percent.unwrap_or(all);
+            let served_inside = match &rollout.weights {
+                // Their own total under an imported algorithm, 100000 under rg1.
+                Some(weights) => {
+                    let total: u64 = weights.iter().map(|w| u64::from(w.weight)).sum();
+                    let ours: u64 = weights
+                        .iter()
+                        .filter(|w| w.variant == variant)
+                        .map(|w| u64::from(w.weight))
+                        .sum();
+                    let share = (ours * u64::from(inside)).checked_div(total).unwrap_or(0);
+                    u32::try_from(share).unwrap_or(all)
+                }
+                None if rollout.inside.as_deref() == Some(variant) => inside,
+                None => 0,
+            };
+            let served_outside =
+                if rollout.outside.as_deref() == Some(variant) { all - inside } else { 0 };
+            served_inside + served_outside
+        }
     }
 }
 
@@ -526,4 +539,35 @@ fn sample_ratio_mismatched(plan: &mut Plan, mismatch: &str, readings: &[Reading]
     plan.status = Status::Held;
     let notification = messages::issue_detected(plan, &issue, Mitigation::Hold, readings);
     held_step(plan, GUARDRAIL, issue, notification, json!(readings))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn state(fallthrough: serde_json::Value) -> FlagState {
+        serde_json::from_value(json!({"enabled": true, "fallthrough": fallthrough})).unwrap()
+    }
+
+    #[test]
+    fn exposure_reads_weights_as_shares_of_their_total() {
+        let rg1 = state(json!({"rollout": {"weights": [
+            {"variant": "on", "weight": 25000}, {"variant": "off", "weight": 75000}]}}));
+        assert_eq!(exposure(&rg1, "on"), 25_000);
+        // flagd's weights 1 and 3: a quarter, not one thousandth of a percent.
+        let flagd = state(json!({"rollout": {"algorithm": {"name": "flagd", "prefix": "f"},
+            "weights": [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 3}]}}));
+        assert_eq!((exposure(&flagd, "on"), exposure(&flagd, "off")), (25_000, 75_000));
+        // Unleash's 40% split by its variants' weights; the rest off.
+        let unleash = state(json!({"rollout": {
+            "algorithm": {"name": "unleash", "group_id": "g", "stickiness": ["targetingKey"]},
+            "percent": 40000, "outside": "off",
+            "weights": [{"variant": "a", "weight": 500}, {"variant": "b", "weight": 500}]}}));
+        assert_eq!((exposure(&unleash, "a"), exposure(&unleash, "off")), (20_000, 60_000));
+        let percent =
+            state(json!({"rollout": {"percent": 5000, "inside": "on", "outside": "off"}}));
+        assert_eq!((exposure(&percent, "on"), exposure(&percent, "off")), (5_000, 95_000));
+    }
 }

@@ -196,6 +196,116 @@ pub async fn archive(service: &Service, key: &str, note: Note) -> Result<(), Err
         .await
 }
 
+/// A flag from another system: its definition, and its state in the environment imported to.
+#[derive(Debug, Clone)]
+pub struct Import {
+    pub definition: FlagDefinition,
+    pub state: FlagState,
+}
+
+/// What an import did, in the snapshot version that carries it.
+#[derive(Debug, Clone, Default)]
+pub struct Imported {
+    pub version: u64,
+    /// Flags it created (off in every other environment).
+    pub created: Vec<String>,
+    /// Flags that existed with the same definition, untouched in this environment since they
+    /// were created (an import of another environment, say), whose state it set.
+    pub adopted: Vec<String>,
+}
+
+/// Brings flags from another system into one environment in one change, so an import is
+/// whole or nothing even if the client goes away half-way: each flag is created, or adopted
+/// (see `Imported`), and its state set, audited with `note`. A key taken otherwise (by another
+/// definition, a flag already set up in the environment, or an archived flag) refuses it all.
+pub async fn import(
+    service: &Service,
+    environment: &str,
+    flags: Vec<Import>,
+    note: Note,
+) -> Result<Imported, Error> {
+    let mut keys = std::collections::HashSet::new();
+    for flag in &flags {
+        check_key("flag", &flag.definition.key)?;
+        flag.definition.check_metadata()?;
+        flag.state.check_labels()?;
+        if !keys.insert(flag.definition.key.clone()) {
+            let key = &flag.definition.key;
+            return Err(Refusal::Malformed(format!("flag `{key}` is in the import twice")).into());
+        }
+    }
+    if flags.is_empty() {
+        return Err(Refusal::Malformed("no flags to import".into()).into());
+    }
+    let environment = environment.to_owned();
+    service
+        .change(move |tx, now, effects| {
+            Box::pin(async move {
+                if tx.environment_version(&environment).await?.is_none() {
+                    return Err(Refusal::NotFound(format!("environment `{environment}`")).into());
+                }
+                let mut imported = Imported::default();
+                for Import { definition, state } in flags {
+                    let key = definition.key.clone();
+                    let initial = FlagState::initial(&definition);
+                    if tx.insert_flag(&definition, now).await? {
+                        for other in tx.environments().await? {
+                            tx.put_flag_state(&other.name, &key, &initial, now).await?;
+                        }
+                        let entry = AuditEntry {
+                            flag: Some(key.clone()),
+                            after: serde_json::to_value(&definition).ok(),
+                            reason: note.reason.clone(),
+                            ..AuditEntry::new(&note.actor, "flag.create")
+                        };
+                        tx.append_audit(now, &entry).await?;
+                        imported.created.push(key.clone());
+                    } else {
+                        let stored = tx.flag(&key).await?.ok_or_else(|| {
+                            Refusal::Blocked(format!(
+                                "an archived flag has the key `{key}`; nothing imported"
+                            ))
+                        })?;
+                        if stored.definition != definition {
+                            return Err(Refusal::Blocked(format!(
+                                "flag `{key}` exists with another definition; nothing imported"
+                            ))
+                            .into());
+                        }
+                        if tx.flag_state(&environment, &key).await?.as_ref() != Some(&initial) {
+                            return Err(Refusal::Blocked(format!(
+                                "flag `{key}` is already set up in `{environment}`; nothing imported"
+                            ))
+                            .into());
+                        }
+                        imported.adopted.push(key.clone());
+                    }
+                    tx.put_flag_state(&environment, &key, &state, now).await?;
+                    tx.bump_flag_revision(&key, now).await?;
+                    let entry = AuditEntry {
+                        environment: Some(environment.clone()),
+                        flag: Some(key),
+                        before: serde_json::to_value(&initial).ok(),
+                        after: serde_json::to_value(&state).ok(),
+                        reason: note.reason.clone(),
+                        ..AuditEntry::new(&note.actor, "flag.state")
+                    };
+                    tx.append_audit(now, &entry).await?;
+                }
+                // One version for the whole import; a created flag is in every environment.
+                if imported.created.is_empty() {
+                    imported.version = snapshots::publish(tx, effects, &environment).await?.version;
+                } else {
+                    snapshots::publish_all(tx, effects).await?;
+                    let version = tx.environment_version(&environment).await?;
+                    imported.version = version.unwrap_or_default();
+                }
+                Ok(imported)
+            })
+        })
+        .await
+}
+
 /// Replaces a flag's state in one environment.
 pub async fn set_state(
     service: &Service,

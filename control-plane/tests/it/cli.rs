@@ -938,7 +938,10 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
 
     let (code, message) = failure(&run(&["--partial"]).await);
     assert_eq!(code, 6);
-    assert!(message.contains("flag `new-checkout` already exists; nothing imported"), "{message}");
+    assert!(
+        message.contains("flag `new-checkout` is already set up in `production`; nothing imported"),
+        "{message}"
+    );
 
     // A rollout plan goes on from Unleash's 25% to 50%: no one who had it loses it.
     let body = json!({"flag": "new-checkout", "environment": "production", "auto_advance": false,

@@ -328,3 +328,62 @@ async fn an_edge_registered_by_a_client_that_hangs_up_gets_pushes_or_is_not_regi
     eprintln!("{EDGES} registrations with hang-ups, {} committed", registered.len());
     assert!(!registered.is_empty() && registered.len() < EDGES, "some went in, some did not");
 }
+
+/// An import whose client hangs up is whole or not at all: each of its flags is stored and
+/// served, or none is.
+#[tokio::test]
+async fn an_import_whose_client_hangs_up_is_whole_or_not_at_all() {
+    const IMPORTS: usize = 40;
+    let seed = rand::random::<u64>();
+    eprintln!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let server = start().await;
+    let mut outcomes: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for n in 0..IMPORTS {
+        let keys: Vec<String> = (0..3).map(|i| format!("imported-{n}-{i}")).collect();
+        let flags: Vec<Value> = keys
+            .iter()
+            .map(|key| {
+                json!({
+                    "definition": {"key": key, "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"},
+                    "state": {"enabled": true, "fallthrough": {"rollout": {
+                        "algorithm": {"name": "flagd", "prefix": key}, "percent": 25000, "inside": "on", "outside": "off"}}},
+                })
+            })
+            .collect();
+        let body = json!({"flags": flags, "reason": "hang-up test"});
+        let path = "/api/v1/environments/production/import";
+        let bytes = request("POST", path, RELEASE, Some(&body));
+        let point = HangUp::nth(n, &mut rng, bytes.len());
+        let status = send_and_hang_up(server.address, &bytes, point).await;
+        fence(&server).await;
+
+        let (_, stored) = server.call(Method::GET, "/api/v1/flags", Some(RELEASE), None).await;
+        let stored: BTreeSet<&str> =
+            stored.as_array().unwrap().iter().filter_map(|f| f["key"].as_str()).collect();
+        let document: Value =
+            server.get(SNAPSHOT, Some(READ)).send().await.unwrap().json().await.unwrap();
+        let served: BTreeSet<&str> = document["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["key"].as_str())
+            .collect();
+        let made = keys.iter().filter(|k| stored.contains(k.as_str())).count();
+        assert!(made == 0 || made == keys.len(), "{made} of {} stored after {point:?}", keys.len());
+        assert!(keys.iter().all(|k| stored.contains(k.as_str()) == served.contains(k.as_str())));
+        match point {
+            HangUp::MidRequest(_) => assert_eq!(made, 0, "an incomplete request imported"),
+            HangUp::AfterResponse => assert_eq!((status, made), (Some(200), keys.len())),
+            HangUp::AfterRequest(_) => {}
+        }
+        let tally = outcomes.entry(point.kind()).or_default();
+        tally.0 += 1;
+        tally.1 += usize::from(made > 0);
+    }
+    for (kind, (tries, made)) in &outcomes {
+        eprintln!(
+            "import, hung up {kind}: {tries} requests, {made} imported whole, the rest not at all"
+        );
+    }
+}

@@ -272,3 +272,132 @@ fn a_hand_written_export_converts_strategy_by_strategy() {
     let skipped = conversion.skipped.iter().find(|s| s.key == "new-checkout").unwrap();
     assert!(skipped.reason.contains("--source-environment"), "{}", skipped.reason);
 }
+
+mod over_http {
+    use reqwest::{Method, StatusCode};
+    use serde_json::{Value, json};
+
+    use crate::support::{RELEASE, start};
+
+    fn flag(key: &str, percent: u32) -> Value {
+        json!({
+            "definition": {"key": key, "type": "boolean", "variants": {"on": true, "off": false}, "off_variant": "off"},
+            "state": {"enabled": true, "fallthrough": {"rollout": {
+                "algorithm": {"name": "flagd", "prefix": key}, "percent": percent, "inside": "on", "outside": "off"}}},
+        })
+    }
+
+    const PRODUCTION: &str = "/api/v1/environments/production/import";
+    const STAGING: &str = "/api/v1/environments/staging/import";
+
+    /// A whole system's flags in one body: past the 1 MiB other requests may have, up to 16 MiB.
+    #[tokio::test]
+    async fn an_import_may_be_larger_than_other_requests() {
+        let server = start().await;
+        let flags: Vec<Value> = (0..600)
+            .map(|i| {
+                let mut flag = flag(&format!("flag-{i}"), 10_000);
+                flag["definition"]["description"] = json!("d".repeat(2000));
+                flag
+            })
+            .collect();
+        let body = json!({"flags": flags, "reason": "a big import"});
+        assert!(body.to_string().len() > control_plane::MAX_BODY_BYTES);
+        let (status, answer) =
+            server.call(Method::POST, PRODUCTION, Some(RELEASE), Some(body)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["created"].as_array().unwrap().len(), 600);
+
+        let huge = json!({"flags": [], "reason": "x".repeat(control_plane::MAX_IMPORT_BODY_BYTES)});
+        let (status, _) = server.call(Method::POST, STAGING, Some(RELEASE), Some(huge)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn an_import_is_one_change_whole_or_refused_whole() {
+        let server = start().await;
+        let body = |flags: Vec<Value>| Some(json!({"flags": flags, "reason": "from flagd"}));
+        // An archived flag keeps its key: the import that names it changes nothing.
+        let definition = &flag("retired", 0)["definition"];
+        let (status, _) = server
+            .call(Method::POST, "/api/v1/flags", Some(RELEASE), Some(definition.clone()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = server
+            .call(Method::DELETE, "/api/v1/flags/retired?reason=gone", Some(RELEASE), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let before = server.observable_state().await;
+        let (status, answer) = server
+            .call(
+                Method::POST,
+                PRODUCTION,
+                Some(RELEASE),
+                body(vec![flag("a", 25_000), flag("retired", 10_000)]),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains("archived flag has the key `retired`"),
+            "{answer}"
+        );
+        assert_eq!(server.observable_state().await, before, "`a` was not created either");
+
+        // One the evaluator refuses (a variant the flag lacks), or the same key twice: nothing.
+        let mut bad = flag("b", 10_000);
+        bad["state"]["fallthrough"] = json!({"variant": "maybe"});
+        let (status, answer) = server
+            .call(Method::POST, PRODUCTION, Some(RELEASE), body(vec![flag("a", 25_000), bad]))
+            .await;
+        assert!(status.is_client_error(), "{status} {answer}");
+        let (status, _) = server
+            .call(Method::POST, PRODUCTION, Some(RELEASE), body(vec![flag("a", 1), flag("a", 2)]))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = server.call(Method::POST, PRODUCTION, Some(RELEASE), body(vec![])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let nowhere = "/api/v1/environments/nowhere/import";
+        let (status, _) =
+            server.call(Method::POST, nowhere, Some(RELEASE), body(vec![flag("a", 1)])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(server.observable_state().await, before);
+
+        // Production, then staging from its own export: the second adopts what the first made.
+        let (status, answer) = server
+            .call(Method::POST, PRODUCTION, Some(RELEASE), body(vec![flag("a", 25_000)]))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["created"], json!(["a"]));
+        let (status, answer) =
+            server.call(Method::POST, STAGING, Some(RELEASE), body(vec![flag("a", 50_000)])).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(
+            (answer["created"].clone(), answer["adopted"].clone()),
+            (json!([]), json!(["a"]))
+        );
+        let (_, record) = server.call(Method::GET, "/api/v1/flags/a", Some(RELEASE), None).await;
+        let percent =
+            |env: &str| record["environments"][env]["fallthrough"]["rollout"]["percent"].clone();
+        assert_eq!((percent("production"), percent("staging")), (json!(25_000), json!(50_000)));
+        let (_, audit) =
+            server.call(Method::GET, "/api/v1/audit?flag=a", Some(RELEASE), None).await;
+        assert!(audit.to_string().contains("from flagd"), "{audit}");
+
+        // Once set up in an environment, a flag is not imported over.
+        let before = server.observable_state().await;
+        let (status, answer) =
+            server.call(Method::POST, STAGING, Some(RELEASE), body(vec![flag("a", 60_000)])).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(
+            answer["detail"].as_str().unwrap().contains("already set up in `staging`"),
+            "{answer}"
+        );
+        let mut other = flag("a", 60_000);
+        other["definition"]["description"] = json!("another");
+        let (status, answer) =
+            server.call(Method::POST, PRODUCTION, Some(RELEASE), body(vec![other])).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert!(answer["detail"].as_str().unwrap().contains("another definition"), "{answer}");
+        assert_eq!(server.observable_state().await, before);
+    }
+}

@@ -44,6 +44,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("PUT", "/api/v1/segments/nope", Needs::Release),
     ("DELETE", "/api/v1/segments/nope", Needs::Release),
     ("PUT", "/api/v1/environments/production/flags/checkout-v2", Needs::Release),
+    ("POST", "/api/v1/environments/production/import", Needs::Release),
     ("PUT", "/api/v1/environments/production/flags/checkout-v2/rollout", Needs::Release),
     ("POST", "/api/v1/environments/production/flags/checkout-v2/kill", Needs::Release),
     ("POST", "/api/v1/environments/production/flags/checkout-v2/unkill", Needs::Release),
