@@ -950,6 +950,9 @@ async fn import(
             ),
         });
     }
+    if conversion.flags.is_empty() {
+        return out.print(&summary(true), render::import);
+    }
     let flags: Vec<Value> = conversion
         .flags
         .iter()

@@ -24,6 +24,8 @@ use crate::model::flag::{FlagDefinition, FlagState};
 const MAX_RULES: usize = 64;
 /// How deep targeting and `$ref`s may nest.
 const MAX_DEPTH: usize = 32;
+/// How large one flag's targeting may grow once its `$ref`s are resolved.
+const MAX_NODES: usize = 10_000;
 
 const FRACTIONAL_NOTE: &str = "`fractional` is carried as flagd buckets it since April 2026 ((murmur3 × total weight) >> 32); a flagd older than that used a percentage of the hash, so if yours is older, some units change variant: see docs/import.md";
 
@@ -86,7 +88,7 @@ fn flag(
     if !flag.variants.contains_key(&default) {
         return Err(format!("its defaultVariant `{default}` is not one of its variants"));
     }
-    let targeting = resolve(&flag.targeting, evaluators, 0)?;
+    let targeting = resolve(&flag.targeting, evaluators, 0, &mut MAX_NODES.clone())?;
     let converter = Targeting { flag_key: key, variants: &flag.variants, default: &default };
     let branches = converter.branches(&targeting, 0)?;
     let mut notes = Vec::new();
@@ -130,11 +132,20 @@ fn kind(variants: &Map<String, Value>) -> Result<&'static str, String> {
     }
 }
 
-/// The targeting with each `{"$ref": name}` replaced by the shared evaluator it names.
-fn resolve(value: &Value, evaluators: &Map<String, Value>, depth: usize) -> Result<Value, String> {
+/// The targeting with each `{"$ref": name}` replaced by the shared evaluator it names, within
+/// `budget` nodes.
+fn resolve(
+    value: &Value,
+    evaluators: &Map<String, Value>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Value, String> {
     if depth > MAX_DEPTH {
         return Err(format!("its targeting nests deeper than {MAX_DEPTH} (a `$ref` cycle?)"));
     }
+    *budget = budget.checked_sub(1).ok_or_else(|| {
+        format!("its targeting, its `$ref`s resolved, is larger than {MAX_NODES} nodes")
+    })?;
     Ok(match value {
         Value::Object(object) => {
             if let (1, Some(reference)) = (object.len(), object.get("$ref")) {
@@ -142,16 +153,19 @@ fn resolve(value: &Value, evaluators: &Map<String, Value>, depth: usize) -> Resu
                 let evaluator = evaluators
                     .get(name)
                     .ok_or_else(|| format!("`$ref` to `{name}`, which `$evaluators` lacks"))?;
-                return resolve(evaluator, evaluators, depth + 1);
+                return resolve(evaluator, evaluators, depth + 1, budget);
             }
             let mut resolved = Map::new();
             for (key, value) in object {
-                resolved.insert(key.clone(), resolve(value, evaluators, depth + 1)?);
+                resolved.insert(key.clone(), resolve(value, evaluators, depth + 1, budget)?);
             }
             Value::Object(resolved)
         }
         Value::Array(items) => Value::Array(
-            items.iter().map(|v| resolve(v, evaluators, depth + 1)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .map(|v| resolve(v, evaluators, depth + 1, budget))
+                .collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
     })
@@ -230,6 +244,11 @@ impl Targeting<'_> {
                             let mut conditions = alternative.clone();
                             conditions.extend(branch.conditions.iter().cloned());
                             branches.push(Branch { conditions, outcome: branch.outcome.clone() });
+                        }
+                        if branches.len() > MAX_RULES {
+                            return Err(format!(
+                                "its targeting would take more than {MAX_RULES} rules"
+                            ));
                         }
                         // The branch's last entry catches every unit the alternative holds
                         // for; one that always holds leaves nothing for what follows.
@@ -327,7 +346,11 @@ impl Targeting<'_> {
                 _ => unsupported("not a test Rollgate has"),
             };
         };
+        let too_many = || format!("its conditions would take more than {MAX_RULES} rules");
         let both = |first: Alternatives, second: Alternatives| -> Result<Alternatives, String> {
+            if first.len() * second.len() > 4 * MAX_RULES {
+                return Err(too_many());
+            }
             let mut product = Vec::new();
             for a in &first {
                 for b in &second {
@@ -338,22 +361,27 @@ impl Targeting<'_> {
                 }
             }
             if product.len() > MAX_RULES {
-                return Err(format!("its conditions would take more than {MAX_RULES} rules"));
+                return Err(too_many());
             }
             Ok(product)
         };
         let either = |mut first: Alternatives, second: Alternatives| {
             first.extend(second);
-            first
+            if first.len() > MAX_RULES {
+                return Err(too_many());
+            }
+            Ok(first)
         };
         match (operator, arguments.as_slice()) {
+            // JSONLogic's `and` and `or` of nothing are null: false.
+            ("and" | "or", []) => Ok(if negated { vec![Vec::new()] } else { Vec::new() }),
             ("and" | "or", _) => {
                 // `and` (or a negated `or`) needs all; `or` (or a negated `and`) any.
                 let all = (operator == "and") != negated;
                 let mut result = if all { vec![Vec::new()] } else { Vec::new() };
                 for argument in &arguments {
                     let next = self.condition(argument, negated, depth + 1)?;
-                    result = if all { both(result, next)? } else { either(result, next) };
+                    result = if all { both(result, next)? } else { either(result, next)? };
                 }
                 Ok(result)
             }
@@ -366,20 +394,17 @@ impl Targeting<'_> {
                     _ => return unsupported("compares other than an attribute with a value"),
                 };
                 let negated = negated != operator.starts_with('!');
+                let loose = operator.len() == 2;
+                if loose && !loosely_plain(value) {
+                    // JSONLogic's loose equality converts these (a missing attribute equals
+                    // false, 0 and "", true equals 1 and "true"); `===` says what is meant.
+                    return unsupported(
+                        "loose `==` with null, a boolean, 0, 1, \"\", \"true\" or \"false\", which JSONLogic converts between types: write `===`",
+                    );
+                }
                 if value.is_null() {
                     let op = if negated { "exists" } else { "not_exists" };
                     return Ok(vec![vec![test(&attribute, op, Vec::new())]]);
-                }
-                let loose = operator.len() == 2;
-                if loose && matches!(value, Value::Bool(false))
-                    || value == &json!(0)
-                    || value == &json!("")
-                {
-                    // JSONLogic's engines differ on whether a missing attribute loosely equals
-                    // these; `===` says what is meant.
-                    return unsupported(
-                        "loose `==` with false, 0 or \"\", which JSONLogic engines read differently for a missing attribute: write `===`",
-                    );
                 }
                 let Some(values) = members(value, loose) else {
                     return unsupported(
@@ -449,8 +474,9 @@ impl Targeting<'_> {
     /// The rules and the fallthrough for a decision list.
     fn lower(&self, branches: Vec<Branch>) -> Result<(Vec<Rule>, Serve), String> {
         let mut entries = Vec::new();
-        for branch in branches {
-            entries.extend(self.serves(branch)?);
+        let count = branches.len();
+        for (index, branch) in branches.into_iter().enumerate() {
+            entries.extend(self.serves(branch, index + 1 == count)?);
         }
         // Branches end in one without conditions; it, or its expansion's last, is the
         // fallthrough.
@@ -468,7 +494,7 @@ impl Targeting<'_> {
 
     /// What one branch serves, as entries in order: for a `fractional`, first the units flagd
     /// does not hash as the rollout does, then the rollout under the branch's own conditions.
-    fn serves(&self, branch: Branch) -> Result<Vec<(Vec<Condition>, Serve)>, String> {
+    fn serves(&self, branch: Branch, last: bool) -> Result<Vec<(Vec<Condition>, Serve)>, String> {
         let Branch { conditions, outcome } = branch;
         let with =
             |more: Vec<Condition>| conditions.iter().cloned().chain(more).collect::<Vec<_>>();
@@ -506,6 +532,11 @@ impl Targeting<'_> {
                     entries.push((with(missing()), default()));
                 }
                 entries.push((conditions.clone(), self.rollout(&fractional, "", attribute)));
+                // A value that is not text is no key to flagd: its default. (Rollgate's rollout
+                // skips a unit it cannot key, which must not reach the branches after this one.)
+                if !last {
+                    entries.push((conditions.clone(), default()));
+                }
                 entries
             }
             BucketKey::Prefixed { prefix, attribute } => vec![
@@ -641,6 +672,15 @@ fn test(attribute: &str, op: &str, values: Vec<Value>) -> Condition {
     Condition { attribute: Some(attribute.to_owned()), op: op.to_owned(), values }
 }
 
+/// Whether loose `==` with `value` means what `===` does but for numbers written as text.
+fn loosely_plain(value: &Value) -> bool {
+    match value {
+        Value::String(text) => !matches!(text.as_str(), "" | "true" | "false"),
+        Value::Number(number) => number.as_f64().is_some_and(|n| n != 0.0 && n != 1.0),
+        _ => false,
+    }
+}
+
 /// The values an attribute equals `value` at: with JSONLogic's loose `==`, a number also as the
 /// text it is written as, and text that is a number written plainly also as that number.
 fn members(value: &Value, loose: bool) -> Option<Vec<Value>> {
@@ -715,7 +755,12 @@ fn semver(attribute: &str, op: &str, version: &str) -> Option<Alternatives> {
         Some((core, pre)) => (core, format!("-{pre}")),
         None => (version, String::new()),
     };
-    let mut numbers = core.split('.').map(|n| n.parse::<u64>().ok()).collect::<Option<Vec<_>>>()?;
+    // Digits without leading zeros, as semantic versions have them.
+    let number = |n: &str| {
+        let plain = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        (plain && (n == "0" || !n.starts_with('0'))).then(|| n.parse::<u64>().ok()).flatten()
+    };
+    let mut numbers = core.split('.').map(number).collect::<Option<Vec<_>>>()?;
     if numbers.is_empty() || numbers.len() > 3 {
         return None;
     }
@@ -734,8 +779,10 @@ fn semver(attribute: &str, op: &str, version: &str) -> Option<Alternatives> {
         "<=" => vec![one("semver_lt", &exact), one("semver_eq", &exact)],
         ">" => vec![one("semver_gt", &exact)],
         ">=" => vec![one("semver_gt", &exact), one("semver_eq", &exact)],
-        "^" => range(format!("{major}.0.0-0"), format!("{}.0.0-0", major + 1)),
-        "~" => range(format!("{major}.{minor}.0-0"), format!("{major}.{}.0-0", minor + 1)),
+        "^" => range(format!("{major}.0.0-0"), format!("{}.0.0-0", major.checked_add(1)?)),
+        "~" => {
+            range(format!("{major}.{minor}.0-0"), format!("{major}.{}.0-0", minor.checked_add(1)?))
+        }
         _ => return None,
     })
 }

@@ -8,7 +8,7 @@ pub mod templates;
 
 use std::collections::BTreeSet;
 
-use flag_core::wire::Serve;
+use flag_core::wire::{self, Serve};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -114,6 +114,7 @@ pub fn start(
         })?,
     };
     refuse_lower_exposure(&stages, stage, state, &variant, definition, &request.environment)?;
+    refuse_moving_units(state, &variant, definition, &request.environment)?;
     let mut plan = Plan {
         id,
         flag: definition.key.clone(),
@@ -170,7 +171,11 @@ fn exposure(state: &FlagState, variant: &str) -> u32 {
                         .filter(|w| w.variant == variant)
                         .map(|w| u64::from(w.weight))
                         .sum();
-                    let share = (ours * u64::from(inside)).checked_div(total).unwrap_or(0);
+                    // Rounded up: a plan must not start below what the flag serves.
+                    let share = match total {
+                        0 => 0,
+                        total => (ours * u64::from(inside)).div_ceil(total),
+                    };
                     u32::try_from(share).unwrap_or(all)
                 }
                 None if rollout.inside.as_deref() == Some(variant) => inside,
@@ -212,6 +217,44 @@ fn refuse_lower_exposure(
          {}: starting there would take the feature away from users who have it. A plan never \
          lowers exposure: {instead}",
         definition.key, first.name, first.percent
+    )))
+}
+
+/// A plan serves `variant` to the lowest buckets: refuses to start on a flag whose rollout
+/// serves it to others (outside its percentage, after another variant in its split, or split
+/// by Unleash's variant hash), since the plan's first stage would move those users.
+fn refuse_moving_units(
+    state: &FlagState,
+    variant: &str,
+    definition: &FlagDefinition,
+    environment: &str,
+) -> Result<(), Refusal> {
+    let Serve::Rollout(rollout) = &state.fallthrough else {
+        return Ok(());
+    };
+    let today = exposure(state, variant);
+    if today == 0 || today >= Percent::ALL.thousandths() {
+        return Ok(());
+    }
+    let ours = |w: &&wire::Weight| w.variant == variant;
+    let lowest = match (&rollout.weights, rollout.percent) {
+        (None, _) => rollout.inside.as_deref() == Some(variant),
+        // Unleash splits the units inside its percentage by another hash.
+        (Some(weights), Some(_)) => weights.iter().all(|w| w.variant == variant),
+        (Some(_), None) if matches!(rollout.algorithm, Some(wire::Algorithm::Unleash { .. })) => {
+            false
+        }
+        (Some(weights), None) => {
+            let first: u32 = weights.iter().take_while(ours).map(|w| w.weight).sum();
+            first == weights.iter().filter(ours).map(|w| w.weight).sum::<u32>()
+        }
+    };
+    if lowest {
+        return Ok(());
+    }
+    Err(Refusal::Blocked(format!(
+        "`{}` serves `{variant}` in `{environment}` to other units than a plan's rollout starts          from (outside its percentage, or after another variant in its split): the plan would          move them. Set the rollout by hand so `{variant}` comes first, knowing that moves them,          then start the plan",
+        definition.key
     )))
 }
 
@@ -569,5 +612,34 @@ mod tests {
         let percent =
             state(json!({"rollout": {"percent": 5000, "inside": "on", "outside": "off"}}));
         assert_eq!((exposure(&percent, "on"), exposure(&percent, "off")), (5_000, 95_000));
+        // A third of the units: rounded up, so no plan starts below it.
+        let thirds = state(json!({"rollout": {"algorithm": {"name": "flagd", "prefix": "f"},
+            "weights": [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 2}]}}));
+        assert_eq!(exposure(&thirds, "on"), 33_334);
+    }
+
+    #[test]
+    fn a_plan_does_not_start_where_it_would_move_units() {
+        let definition: FlagDefinition =
+            serde_json::from_value(json!({"key": "f", "type": "boolean",
+            "variants": {"on": true, "off": false}, "off_variant": "off"}))
+            .unwrap();
+        let refused = |fallthrough| {
+            refuse_moving_units(&state(fallthrough), "on", &definition, "production").is_err()
+        };
+        let flagd = |first: &str, second: &str| {
+            json!({"rollout": {"algorithm": {"name": "flagd", "prefix": "f"},
+            "weights": [{"variant": first, "weight": 3}, {"variant": second, "weight": 1}]}})
+        };
+        // `on` in the top quarter of the hash: a plan's 25% would be the bottom quarter.
+        assert!(refused(flagd("off", "on")));
+        assert!(!refused(flagd("on", "off")));
+        assert!(refused(json!({"rollout": {"percent": 75000, "inside": "off", "outside": "on"}})));
+        assert!(!refused(json!({"rollout": {"percent": 25000, "inside": "on", "outside": "off"}})));
+        let unleash = json!({"rollout": {"algorithm": {"name": "unleash", "group_id": "g", "stickiness": ["targetingKey"]},
+            "weights": [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 1}]}});
+        assert!(refused(unleash));
+        assert!(!refused(json!({"variant": "off"})));
+        assert!(!refused(json!({"rollout": {"percent": 0, "inside": "off", "outside": "on"}})));
     }
 }

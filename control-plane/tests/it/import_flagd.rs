@@ -67,9 +67,12 @@ fn leaf() -> BoxedStrategy<Value> {
         }),
         (age.clone(), age.clone())
             .prop_map(|(a, b)| json!({"<": [a.min(b), var("age"), a.max(b)]})),
-        (age, proptest::sample::select(vec!["==", "!="]))
+        (age, proptest::sample::select(vec!["==", "!=", "===", "!=="]))
+            .prop_filter("loose == with a number JSONLogic converts", |(n, op)| op.len() == 3
+                || (*n != 0 && *n != 1))
             .prop_map(|(n, op)| json!({op: [var("age"), n]})),
-        any::<bool>().prop_map(|b| json!({"==": [var("beta"), b]})),
+        (any::<bool>(), proptest::sample::select(vec!["===", "!=="]))
+            .prop_map(|(b, op)| json!({op: [var("beta"), b]})),
         proptest::sample::subsequence(vec!["user-1", "user-2", "user-3"], 1..=2)
             .prop_map(|ids| json!({"in": [var("targetingKey"), ids]})),
     ]
@@ -462,6 +465,21 @@ fn a_hand_written_file_serves_every_context_as_flagd_does() {
 }
 
 #[test]
+fn strict_equality_with_what_loose_equality_converts_is_imported() {
+    let file = json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+        "targeting": {"if": [{"or": [{"===": [{"var": "n"}, 0]}, {"===": [{"var": "b"}, false]}, {"and": []}]}, "on"]}}}});
+    let conversion = flagd::convert(file.to_string().as_bytes()).unwrap();
+    assert_eq!(conversion.flags.len(), 1, "{conversion:?}");
+    let rules = serde_json::to_value(&conversion.flags[0].state.rules).unwrap();
+    // `{"and": []}` is null in JSONLogic: it never holds.
+    assert_eq!(
+        rules,
+        json!([{"conditions": [{"attribute": "n", "op": "in", "values": [0]}], "serve": {"variant": "on"}},
+               {"conditions": [{"attribute": "b", "op": "in", "values": [false]}], "serve": {"variant": "on"}}])
+    );
+}
+
+#[test]
 fn refusals_say_why() {
     assert!(flagd::convert(b"[1, 2]").unwrap_err().contains("not a flagd flag definitions file"));
     let one = |flag: Value, evaluators: Value| {
@@ -477,8 +495,33 @@ fn refusals_say_why() {
     assert!(one(flag(json!("purple")), json!({})).contains("`purple`"));
     let negated = json!({"if": [{"!": {"starts_with": [{"var": "email"}, "a"]}}, "on"]});
     assert!(one(flag(negated), json!({})).contains("condition"));
-    let loose = json!({"if": [{"==": [{"var": "beta"}, false]}, "on"]});
-    assert!(one(flag(loose), json!({})).contains("write `===`"));
+    for value in
+        [json!(false), json!(true), json!(0), json!(1), json!(""), json!("true"), Value::Null]
+    {
+        let loose = json!({"if": [{"==": [{"var": "beta"}, value]}, "on"]});
+        assert!(one(flag(loose), json!({})).contains("write `===`"), "{value}");
+    }
+    for version in ["1.02.3", "+1.2.3", "18446744073709551615.0.0"] {
+        let caret = json!({"if": [{"sem_ver": [{"var": "v"}, "^", version]}, "on"]});
+        assert!(one(flag(caret), json!({})).contains("versions"), "{version}");
+    }
+    // `$ref`s that multiply: refused, not expanded.
+    let mut evaluators = serde_json::Map::new();
+    for level in 0..5 {
+        let next = if level == 4 {
+            json!({"in": [{"var": "c"}, ["x"]]})
+        } else {
+            json!({"$ref": format!("e{}", level + 1)})
+        };
+        evaluators.insert(format!("e{level}"), json!({"or": vec![next; 16]}));
+    }
+    let wide = flag(json!({"if": [{"$ref": "e0"}, "on"]}));
+    assert!(one(wide, Value::Object(evaluators)).contains("nodes"));
+    let ors: Vec<Value> =
+        (0..70).map(|i| json!({"in": [{"var": "c"}, [format!("v{i}")]]})).collect();
+    assert!(
+        one(flag(json!({"if": [{"or": ors}, "on"]})), json!({})).contains("more than 64 rules")
+    );
     let no_default = json!({"state": "ENABLED", "variants": {"on": true}, "defaultVariant": null});
     assert!(one(no_default, json!({})).contains("no defaultVariant"));
     let mixed =
