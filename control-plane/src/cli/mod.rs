@@ -52,40 +52,36 @@ pub enum ImportCommand {
     /// An Unleash export (`/api/admin/features-batch/export`) or what Unleash serves its SDKs
     /// (`/api/client/features`, which carries segments' constraints), into one environment.
     Unleash {
-        /// The JSON file.
-        file: std::path::PathBuf,
         #[command(flatten)]
-        env: Env,
+        import: ImportArgs,
         /// The Unleash environment to take, when the export holds several.
         #[arg(long)]
         source_environment: Option<String>,
-        /// Shows what would be imported and what cannot be, and changes nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Imports the flags that can be expressed even when others cannot.
-        #[arg(long)]
-        partial: bool,
-        /// Why: kept in the audit log with each flag.
-        #[arg(long, default_value = "imported from Unleash")]
-        reason: String,
     },
     /// flagd flag definitions (JSON, or YAML if the file's name ends in .yaml or .yml), into
     /// one environment.
     Flagd {
-        /// The flag definitions file.
-        file: std::path::PathBuf,
         #[command(flatten)]
-        env: Env,
-        /// Shows what would be imported and what cannot be, and changes nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Imports the flags that can be expressed even when others cannot.
-        #[arg(long)]
-        partial: bool,
-        /// Why: kept in the audit log with each flag.
-        #[arg(long, default_value = "imported from flagd")]
-        reason: String,
+        import: ImportArgs,
     },
+}
+
+/// What every import takes.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The file to import.
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    env: Env,
+    /// Shows what would be imported and what cannot be, and changes nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Imports the flags that can be expressed even when others cannot.
+    #[arg(long)]
+    partial: bool,
+    /// Why: kept in the audit log with each flag (by default "imported from" the system).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -666,36 +662,28 @@ async fn execute(global: Global, command: Command) -> Result<(), Failure> {
             out.print(&changed, render::state_change)
         }
         Command::Plan(plan) => plans(&client, &out, plan, environment).await,
-        Command::Import(ImportCommand::Unleash {
-            file,
-            env,
-            source_environment,
-            dry_run,
-            partial,
-            reason,
-        }) => {
-            let text = std::fs::read(&file)
-                .map_err(|e| Failure::usage(format!("reading {}: {e}", file.display())))?;
+        Command::Import(ImportCommand::Unleash { import: args, source_environment }) => {
+            let text = read_import(&args)?;
             let conversion = crate::import::unleash::convert(&text, source_environment.as_deref())
-                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
-            let options = ImportOptions { dry_run, partial, reason };
-            import(&client, &out, conversion, &environment(env)?, options).await
+                .map_err(|e| Failure::usage(format!("{}: {e}", args.file.display())))?;
+            let environment = environment(args.env.clone())?;
+            import(&client, &out, conversion, &environment, &args, "Unleash").await
         }
-        Command::Import(ImportCommand::Flagd { file, env, dry_run, partial, reason }) => {
-            let text = std::fs::read(&file)
-                .map_err(|e| Failure::usage(format!("reading {}: {e}", file.display())))?;
-            let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        Command::Import(ImportCommand::Flagd { import: args }) => {
+            let text = read_import(&args)?;
+            let yaml = args.file.extension().is_some_and(|e| e == "yaml" || e == "yml");
             let json = if yaml {
-                let value: Value = yaml_serde::from_slice(&text)
-                    .map_err(|e| Failure::usage(format!("{}: not YAML: {e}", file.display())))?;
+                let value: Value = yaml_serde::from_slice(&text).map_err(|e| {
+                    Failure::usage(format!("{}: not YAML: {e}", args.file.display()))
+                })?;
                 value.to_string().into_bytes()
             } else {
                 text
             };
             let conversion = crate::import::flagd::convert(&json)
-                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
-            let options = ImportOptions { dry_run, partial, reason };
-            import(&client, &out, conversion, &environment(env)?, options).await
+                .map_err(|e| Failure::usage(format!("{}: {e}", args.file.display())))?;
+            let environment = environment(args.env.clone())?;
+            import(&client, &out, conversion, &environment, &args, "flagd").await
         }
         Command::Audit { flag, segment: seg, env, window } => {
             let parameters = vec![("flag", flag), ("segment", seg), ("env", env)];
@@ -900,20 +888,20 @@ fn configure(file: Settings, command: ConfigCommand, output: Output) -> Result<(
     }
 }
 
-struct ImportOptions {
-    dry_run: bool,
-    partial: bool,
-    reason: String,
+fn read_import(args: &ImportArgs) -> Result<Vec<u8>, Failure> {
+    std::fs::read(&args.file)
+        .map_err(|e| Failure::usage(format!("reading {}: {e}", args.file.display())))
 }
 
-/// Writes converted flags into `environment` in one change (the server's import): all or
-/// nothing, and nothing at all while some cannot be expressed unless `partial`.
+/// Writes converted flags into the environment in one change (the server's import): all or
+/// nothing, and nothing at all while some cannot be expressed unless `--partial`.
 async fn import(
     client: &Client,
     out: &Printer,
     conversion: crate::import::Conversion,
     environment: &str,
-    options: ImportOptions,
+    args: &ImportArgs,
+    system: &str,
 ) -> Result<(), Failure> {
     let report = conversion.report();
     let summary = |imported: bool| {
@@ -928,7 +916,7 @@ async fn import(
                 .map(|s| json!({"key": s.key, "reason": s.reason})).collect::<Vec<_>>(),
         })
     };
-    if options.dry_run {
+    if args.dry_run {
         return out.print(&summary(false), render::import);
     }
     let environments = client.call(Method::GET, "/api/v1/environments", None).await?;
@@ -941,7 +929,7 @@ async fn import(
             ),
         });
     }
-    if !conversion.skipped.is_empty() && !options.partial {
+    if !conversion.skipped.is_empty() && !args.partial {
         return Err(Failure {
             code: exit::REFUSED,
             message: format!(
@@ -958,7 +946,8 @@ async fn import(
         .iter()
         .map(|flag| json!({"definition": flag.definition, "state": flag.state}))
         .collect();
-    let body = json!({"flags": flags, "reason": options.reason});
+    let reason = args.reason.clone().unwrap_or_else(|| format!("imported from {system}"));
+    let body = json!({"flags": flags, "reason": reason});
     let path = format!("/api/v1/environments/{}/import", segment(environment));
     client.call(Method::POST, &path, Some(&body)).await?;
     out.print(&summary(true), render::import)

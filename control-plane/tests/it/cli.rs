@@ -944,18 +944,7 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
     );
 
     // A rollout plan goes on from Unleash's 25% to 50%: no one who had it loses it.
-    let body = json!({"flag": "new-checkout", "environment": "production", "auto_advance": false,
-        "stages": [{"name": "quarter", "percent": 25}, {"name": "half", "percent": 50}],
-        "rationale": "on from where Unleash was"});
-    let (status, answer) =
-        server.call(reqwest::Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
-    let advance = format!("/api/v1/plans/{}/advance", answer["plan"]["id"]);
-    let body = json!({"rationale": "healthy"});
-    let (status, answer) =
-        server.call(reqwest::Method::POST, &advance, Some(RELEASE), Some(body)).await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
-    let engine = production_engine(&server).await;
+    let engine = plan_new_checkout_from_25_to_50(&server).await;
     let mut inside = 0;
     for i in 0..2000 {
         let user = format!("user-{i}");
@@ -1018,9 +1007,22 @@ async fn import_from_flagd_reads_yaml_and_keeps_its_cohorts_through_a_plan() {
     }
 
     // A rollout plan goes on from flagd's 25% to 50%: no one who had it loses it.
+    let engine = plan_new_checkout_from_25_to_50(&server).await;
+    for i in 0..2000 {
+        let user = format!("user-{i}");
+        let context = flag_core::Context::with_targeting_key(user.as_str());
+        let on = engine.evaluate("new-checkout", &context).variant == Some("on");
+        assert!(on || !in_flagd(&user, 25), "{user} had it at 25% in flagd and lost it at 50%");
+        assert_eq!(on, in_flagd(&user, 50), "{user} at 50%");
+    }
+}
+
+/// Starts a plan on the imported `new-checkout` at 25% and advances it to 50%; the production
+/// snapshot then.
+async fn plan_new_checkout_from_25_to_50(server: &Server) -> flag_core::Engine {
     let body = json!({"flag": "new-checkout", "environment": "production", "auto_advance": false,
         "stages": [{"name": "quarter", "percent": 25}, {"name": "half", "percent": 50}],
-        "rationale": "on from where flagd was"});
+        "rationale": "on from where the old system was"});
     let (status, answer) =
         server.call(reqwest::Method::POST, "/api/v1/plans", Some(RELEASE), Some(body)).await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
@@ -1029,14 +1031,7 @@ async fn import_from_flagd_reads_yaml_and_keeps_its_cohorts_through_a_plan() {
     let (status, answer) =
         server.call(reqwest::Method::POST, &advance, Some(RELEASE), Some(body)).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
-    let engine = production_engine(&server).await;
-    for i in 0..2000 {
-        let user = format!("user-{i}");
-        let context = flag_core::Context::with_targeting_key(user.as_str());
-        let on = engine.evaluate("new-checkout", &context).variant == Some("on");
-        assert!(on || !in_flagd(&user, 25), "{user} had it at 25% in flagd and lost it at 50%");
-        assert_eq!(on, in_flagd(&user, 50), "{user} at 50%");
-    }
+    production_engine(server).await
 }
 
 /// The production snapshot, compiled.
