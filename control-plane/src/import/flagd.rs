@@ -88,7 +88,8 @@ fn flag(
     if !flag.variants.contains_key(&default) {
         return Err(format!("its defaultVariant `{default}` is not one of its variants"));
     }
-    let targeting = resolve(&flag.targeting, evaluators, 0, &mut MAX_NODES.clone())?;
+    let mut budget = MAX_NODES;
+    let targeting = resolve(&flag.targeting, evaluators, 0, &mut budget)?;
     let converter = Targeting { flag_key: key, variants: &flag.variants, default: &default };
     let branches = converter.branches(&targeting, 0)?;
     let mut notes = Vec::new();
