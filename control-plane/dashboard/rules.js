@@ -12,9 +12,13 @@ const OPERATORS = {
   lt: "<", lte: "≤", gt: ">", gte: "≥",
   semver_eq: "is version", semver_lt: "is a version below", semver_gt: "is a version above",
   before: "is before", after: "is after", exists: "exists", not_exists: "does not exist",
+  in_ignore_case: "is one of (any case)", not_in_ignore_case: "is none of (any case)",
+  starts_with_ignore_case: "starts with (any case)", ends_with_ignore_case: "ends with (any case)",
+  contains_ignore_case: "contains (any case)",
 };
 /** Operators whose operands are always strings, however they look. */
-const STRING_OPERATORS = new Set(["starts_with", "ends_with", "contains", "semver_eq", "semver_lt", "semver_gt", "before", "after"]);
+const STRING_OPERATORS = new Set(["starts_with", "ends_with", "contains", "semver_eq", "semver_lt", "semver_gt", "before", "after",
+  "in_ignore_case", "not_in_ignore_case", "starts_with_ignore_case", "ends_with_ignore_case", "contains_ignore_case"]);
 const NO_OPERANDS = new Set(["exists", "not_exists"]);
 
 /** A refusal found before sending, at a draft path. */
@@ -51,6 +55,13 @@ function thousandths(text, path) {
 }
 
 const percentText = (value) => String(value / 1000);
+
+/** An imported split's weight: a whole number of parts of the weights' total, up to 100000. */
+function parts(text, path) {
+  const value = /^\s*\d{1,6}\s*$/.test(String(text ?? "")) ? Number(text) : NaN;
+  if (!(value <= 100000)) throw new FieldError(path, `"${text}" is not a whole number of parts from 0 to 100000`);
+  return value;
+}
 
 /** Operands as one line: `SE, NO`; a string that would read as something else is quoted. */
 function operandsText(values) {
@@ -100,6 +111,8 @@ function evenly(variants) {
 function serveDraft(serve, variants) {
   const [first, second] = variants;
   const rollout = serve.rollout ?? {};
+  // Weights under an imported algorithm are parts of their own total, not thousandths of a percent.
+  const inParts = rollout.algorithm !== undefined && rollout.weights !== undefined;
   return {
     kind: serve.variant !== undefined ? "variant" : rollout.weights && rollout.percent === undefined ? "weights" : "percent",
     variant: serve.variant ?? first,
@@ -107,7 +120,8 @@ function serveDraft(serve, variants) {
       percent: rollout.percent !== undefined ? percentText(rollout.percent) : "0",
       inside: rollout.inside ?? first,
       outside: rollout.outside ?? second ?? first,
-      weights: (rollout.weights ?? evenly(variants)).map((w) => ({ variant: w.variant, weight: percentText(w.weight) })),
+      weights: (rollout.weights ?? evenly(variants)).map((w) => ({ variant: w.variant, weight: inParts ? String(w.weight) : percentText(w.weight) })),
+      parts: inParts,
       // Kept as they were: the editor does not change who is bucketed by what, or how (an
       // imported flag's algorithm), or the label.
       bucket_by: rollout.bucket_by,
@@ -130,8 +144,9 @@ function serveOut(serve, path) {
     else rollout.inside = serve.rollout.inside;
     rollout.outside = serve.rollout.outside;
   } else {
+    const weight = serve.rollout.parts ? parts : thousandths;
     rollout.weights = serve.rollout.weights.map((w, i) =>
-      ({ variant: w.variant, weight: thousandths(w.weight, `${path}.rollout.weights[${i}].weight`) }));
+      ({ variant: w.variant, weight: weight(w.weight, `${path}.rollout.weights[${i}].weight`) }));
   }
   if (stage) rollout.stage = stage;
   return { rollout };
@@ -237,12 +252,17 @@ function serveEditor(path, serve, variants, what) {
       the rest ${select(`${path}.rollout.outside`, variants, r.outside, `${what}: variant for the rest`)}`;
   } else {
     const total = serve.rollout.weights.reduce((sum, w) => sum + (Number(String(w.weight).replace(/%$/, "")) || 0), 0);
+    const inParts = serve.rollout.parts;
+    const unit = inParts ? " parts" : "%";
+    const totalText = inParts
+      ? `<span class="${total > 0 && total <= 100000 ? "muted" : "waiting"}" data-path="${path}.rollout.weights">total ${total} parts</span>`
+      : `<span class="${Math.abs(total - 100) < 1e-9 ? "muted" : "waiting"}" data-path="${path}.rollout.weights">total ${+total.toFixed(3)}% of 100%</span>`;
     detail = `<div class="weights">${serve.rollout.weights.map((w, i) => `<div class="weight">
-        ${input(`${path}.rollout.weights[${i}].weight`, w.weight, `${what}: weight ${i + 1}, percent`, 'inputmode="decimal" class="number"')}%
+        ${input(`${path}.rollout.weights[${i}].weight`, w.weight, `${what}: weight ${i + 1}, ${inParts ? "parts" : "percent"}`, 'inputmode="decimal" class="number"')}${unit}
         ${select(`${path}.rollout.weights[${i}].variant`, variants, w.variant, `${what}: weight ${i + 1}, variant`)}
         ${button("remove", `${path}.rollout.weights[${i}]`, "✕", `Remove weight ${i + 1} of ${what}`)}</div>`).join("")}
       ${button("add-weight", `${path}.rollout.weights`, "+ variant", `Add a variant to ${what}`)}
-      <span class="${Math.abs(total - 100) < 1e-9 ? "muted" : "waiting"}" data-path="${path}.rollout.weights">total ${+total.toFixed(3)}% of 100%</span></div>`;
+      ${totalText}</div>`;
   }
   return `<div class="serve">serve ${kind} ${detail}</div>`;
 }
