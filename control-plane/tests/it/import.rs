@@ -308,6 +308,13 @@ mod over_http {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(answer["created"].as_array().unwrap().len(), 600);
 
+        let many = control_plane::service::flags::MAX_IMPORT_FLAGS + 1;
+        let flags: Vec<Value> = (0..many).map(|i| flag(&format!("g-{i}"), 1)).collect();
+        let body = json!({"flags": flags, "reason": "too many"});
+        let (status, answer) = server.call(Method::POST, STAGING, Some(RELEASE), Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer["detail"].as_str().unwrap().contains("at most 10000"), "{answer}");
+
         let huge = json!({"flags": [], "reason": "x".repeat(control_plane::MAX_IMPORT_BODY_BYTES)});
         let (status, _) = server.call(Method::POST, STAGING, Some(RELEASE), Some(huge)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
