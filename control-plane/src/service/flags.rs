@@ -113,25 +113,41 @@ pub async fn create(
     service
         .change(move |tx, now, effects| {
             Box::pin(async move {
-                if !tx.insert_flag(&definition, now).await? {
+                let entry = AuditEntry::new(&actor, "flag.create");
+                if !insert_everywhere(tx, now, &definition, entry).await? {
                     return Err(Refusal::Conflict(format!("flag `{}`", definition.key)).into());
                 }
-                let state = FlagState::initial(&definition);
-                for environment in tx.environments().await? {
-                    tx.put_flag_state(&environment.name, &definition.key, &state, now).await?;
-                }
-                let entry = AuditEntry {
-                    flag: Some(definition.key.clone()),
-                    after: serde_json::to_value(&definition).ok(),
-                    ..AuditEntry::new(&actor, "flag.create")
-                };
-                tx.append_audit(now, &entry).await?;
                 snapshots::publish_all(tx, effects).await?;
                 record(tx, &definition.key).await
             })
         })
         .await
         .map_err(|error| error.relative_to(&prefix))
+}
+
+/// Stores a new flag, serving `off_variant` in every environment, and audits its creation
+/// (`entry`, which gets the flag and its definition); `false` if its key is taken, by a live or
+/// an archived flag.
+async fn insert_everywhere(
+    tx: &mut dyn Tx,
+    now: Timestamp,
+    definition: &FlagDefinition,
+    entry: AuditEntry,
+) -> Result<bool, Error> {
+    if !tx.insert_flag(definition, now).await? {
+        return Ok(false);
+    }
+    let state = FlagState::initial(definition);
+    for environment in tx.environments().await? {
+        tx.put_flag_state(&environment.name, &definition.key, &state, now).await?;
+    }
+    let entry = AuditEntry {
+        flag: Some(definition.key.clone()),
+        after: serde_json::to_value(definition).ok(),
+        ..entry
+    };
+    tx.append_audit(now, &entry).await?;
+    Ok(true)
 }
 
 /// Replaces a flag's definition (its key stays) in every environment.
@@ -256,20 +272,14 @@ pub async fn import(
                     return Err(Refusal::NotFound(format!("environment `{environment}`")).into());
                 }
                 let mut imported = Imported::default();
+                let audited = |action| AuditEntry {
+                    reason: note.reason.clone(),
+                    ..AuditEntry::new(&note.actor, action)
+                };
                 for Import { definition, state } in flags {
                     let key = definition.key.clone();
                     let initial = FlagState::initial(&definition);
-                    if tx.insert_flag(&definition, now).await? {
-                        for other in tx.environments().await? {
-                            tx.put_flag_state(&other.name, &key, &initial, now).await?;
-                        }
-                        let entry = AuditEntry {
-                            flag: Some(key.clone()),
-                            after: serde_json::to_value(&definition).ok(),
-                            reason: note.reason.clone(),
-                            ..AuditEntry::new(&note.actor, "flag.create")
-                        };
-                        tx.append_audit(now, &entry).await?;
+                    if insert_everywhere(tx, now, &definition, audited("flag.create")).await? {
                         imported.created.push(key.clone());
                     } else {
                         let stored = tx.flag(&key).await?.ok_or_else(|| {
@@ -289,19 +299,15 @@ pub async fn import(
                             ))
                             .into());
                         }
-                        imported.adopted.push(key.clone());
+                        imported.adopted.push(key);
                     }
-                    tx.put_flag_state(&environment, &key, &state, now).await?;
-                    tx.bump_flag_revision(&key, now).await?;
-                    let entry = AuditEntry {
-                        environment: Some(environment.clone()),
-                        flag: Some(key),
-                        before: serde_json::to_value(&initial).ok(),
-                        after: serde_json::to_value(&state).ok(),
-                        reason: note.reason.clone(),
-                        ..AuditEntry::new(&note.actor, "flag.state")
+                    let mut target = FlagInEnvironment {
+                        environment: environment.clone(),
+                        definition,
+                        state: initial,
+                        revision: 0,
                     };
-                    tx.append_audit(now, &entry).await?;
+                    target.store(tx, now, state, audited("flag.state")).await?;
                 }
                 // One version for the whole import; a created flag is in every environment.
                 if imported.created.is_empty() {
@@ -531,10 +537,23 @@ impl FlagInEnvironment {
         state: FlagState,
         entry: AuditEntry,
     ) -> Result<StateChanged, Error> {
+        self.store(tx, now, state, entry).await?;
+        let published = snapshots::publish(tx, effects, &self.environment).await?;
+        let state = self.state.clone();
+        Ok(StateChanged { version: published.version, state, revision: self.revision })
+    }
+
+    /// `save` without publishing, for a change that publishes once for many flags.
+    async fn store(
+        &mut self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        state: FlagState,
+        entry: AuditEntry,
+    ) -> Result<(), Error> {
         let key = &self.definition.key;
         tx.put_flag_state(&self.environment, key, &state, now).await?;
         self.revision = tx.bump_flag_revision(key, now).await?;
-        let published = snapshots::publish(tx, effects, &self.environment).await?;
         let entry = AuditEntry {
             environment: Some(self.environment.clone()),
             flag: Some(key.clone()),
@@ -543,8 +562,8 @@ impl FlagInEnvironment {
             ..entry
         };
         tx.append_audit(now, &entry).await?;
-        self.state = state.clone();
-        Ok(StateChanged { version: published.version, state, revision: self.revision })
+        self.state = state;
+        Ok(())
     }
 }
 
