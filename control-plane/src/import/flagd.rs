@@ -16,7 +16,9 @@ use flag_core::wire::{Algorithm, Condition, Rollout, Rule, Serve, Weight};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::import::{Conversion, ImportedFlag, Skipped};
+use crate::import::{
+    Alternatives, Conversion, ImportedFlag, Skipped, all_of, membership, plain_number, test,
+};
 use crate::model::check_key;
 use crate::model::flag::{FlagDefinition, FlagState};
 
@@ -208,10 +210,6 @@ enum BucketKey {
     Constant(String),
 }
 
-/// A condition as alternatives, each a set of conditions that must all hold: `[]` never holds,
-/// `[[]]` always does.
-type Alternatives = Vec<Vec<Condition>>;
-
 struct Targeting<'f> {
     flag_key: &'f str,
     variants: &'f Map<String, Value>,
@@ -348,23 +346,8 @@ impl Targeting<'_> {
             };
         };
         let too_many = || format!("its conditions would take more than {MAX_RULES} rules");
-        let both = |first: Alternatives, second: Alternatives| -> Result<Alternatives, String> {
-            if first.len() * second.len() > 4 * MAX_RULES {
-                return Err(too_many());
-            }
-            let mut product = Vec::new();
-            for a in &first {
-                for b in &second {
-                    let conditions: Vec<Condition> = a.iter().chain(b).cloned().collect();
-                    if !contradictory(&conditions) {
-                        product.push(conditions);
-                    }
-                }
-            }
-            if product.len() > MAX_RULES {
-                return Err(too_many());
-            }
-            Ok(product)
+        let both = |first: Alternatives, second: Alternatives| {
+            all_of(&first, &second, MAX_RULES).ok_or_else(too_many)
         };
         let either = |mut first: Alternatives, second: Alternatives| {
             first.extend(second);
@@ -661,18 +644,6 @@ fn bucket_key(expression: &Value, flag_key: &str) -> Result<BucketKey, String> {
     Ok(BucketKey::Prefixed { prefix, attribute })
 }
 
-/// Whether the conditions require an attribute both missing and tested, which no unit meets.
-fn contradictory(conditions: &[Condition]) -> bool {
-    conditions.iter().any(|missing| {
-        missing.op == "not_exists"
-            && conditions.iter().any(|c| c.attribute == missing.attribute && c.op != "not_exists")
-    })
-}
-
-fn test(attribute: &str, op: &str, values: Vec<Value>) -> Condition {
-    Condition { attribute: Some(attribute.to_owned()), op: op.to_owned(), values }
-}
-
 /// Whether loose `==` with `value` means what `===` does but for numbers written as text.
 fn loosely_plain(value: &Value) -> bool {
     match value {
@@ -687,29 +658,12 @@ fn loosely_plain(value: &Value) -> bool {
 fn members(value: &Value, loose: bool) -> Option<Vec<Value>> {
     let mut values = vec![value.clone()];
     match value {
-        Value::String(text) if loose => {
-            let number =
-                text.parse::<f64>().ok().filter(|n| n.is_finite() && n.to_string() == *text);
-            values.extend(number.map(|n| json!(n)));
-        }
+        Value::String(text) if loose => values.extend(plain_number(text)),
         Value::Number(number) if loose => values.push(json!(number.to_string())),
         Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
         _ => return None,
     }
     Some(values)
-}
-
-/// The attribute among `values`, or (negated) not: which a missing attribute is too.
-fn membership(attribute: &str, values: Vec<Value>, negated: bool) -> Alternatives {
-    match (values.is_empty(), negated) {
-        (true, false) => Vec::new(),
-        (true, true) => vec![Vec::new()],
-        (false, false) => vec![vec![test(attribute, "in", values)]],
-        (false, true) => vec![
-            vec![test(attribute, "not_exists", Vec::new())],
-            vec![test(attribute, "not_in", values)],
-        ],
-    }
 }
 
 /// `attribute op number`, where JSONLogic reads a missing attribute as 0.

@@ -1,13 +1,74 @@
 //! Flags from other systems, as Rollgate flags that serve every unit what the old system did
 //! (docs/import.md). A conversion without IO: the CLI reads the file, converts it, shows the
-//! report, and writes the flags through the API.
+//! report, and sends the flags to the server's import, which writes them in one change.
 
 pub mod flagd;
 pub mod unleash;
 
-use flag_core::wire;
+use flag_core::wire::{self, Condition};
+use serde_json::Value;
 
 use crate::model::flag::{FlagDefinition, FlagState, wire_flag};
+
+/// A test of the old system as alternatives, each a set of conditions that must all hold: `[]`
+/// never holds, `[[]]` always does.
+pub(crate) type Alternatives = Vec<Vec<Condition>>;
+
+/// A condition on `attribute`.
+pub(crate) fn test(attribute: &str, op: &str, values: Vec<Value>) -> Condition {
+    Condition { attribute: Some(attribute.to_owned()), op: op.to_owned(), values }
+}
+
+/// The attribute among `values`, or (negated) not. Rollgate's `not_in` does not hold for a
+/// missing attribute, but both Unleash's `NOT_IN` and JSONLogic's negation do: two rules.
+pub(crate) fn membership(attribute: &str, values: Vec<Value>, negated: bool) -> Alternatives {
+    match (values.is_empty(), negated) {
+        (true, false) => Vec::new(),
+        (true, true) => vec![Vec::new()],
+        (false, false) => vec![vec![test(attribute, "in", values)]],
+        (false, true) => vec![
+            vec![test(attribute, "not_exists", Vec::new())],
+            vec![test(attribute, "not_in", values)],
+        ],
+    }
+}
+
+/// The number `text` writes plainly (`42`, `2.5`; not `042` or `1e3`): apps may send as a
+/// JSON number what the old system compared as text.
+pub(crate) fn plain_number(text: &str) -> Option<Value> {
+    let number = text.parse::<f64>().ok().filter(|n| n.is_finite() && n.to_string() == text)?;
+    Some(Value::from(number))
+}
+
+/// Both: each alternative of `first` with each of `second`, leaving out those no unit meets;
+/// `None` if that takes more than `max`.
+pub(crate) fn all_of(
+    first: &Alternatives,
+    second: &Alternatives,
+    max: usize,
+) -> Option<Alternatives> {
+    if first.len() * second.len() > 4 * max {
+        return None;
+    }
+    let mut product = Vec::new();
+    for a in first {
+        for b in second {
+            let conditions: Vec<Condition> = a.iter().chain(b).cloned().collect();
+            if !contradictory(&conditions) {
+                product.push(conditions);
+            }
+        }
+    }
+    (product.len() <= max).then_some(product)
+}
+
+/// Whether the conditions require an attribute both missing and tested, which no unit meets.
+fn contradictory(conditions: &[Condition]) -> bool {
+    conditions.iter().any(|missing| {
+        missing.op == "not_exists"
+            && conditions.iter().any(|c| c.attribute == missing.attribute && c.op != "not_exists")
+    })
+}
 
 /// One converted flag: its definition and its state in the target environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +98,7 @@ pub struct Skipped {
 impl Conversion {
     /// Skips, until none is left, each flag that depends on one not imported, whose metadata
     /// or labels the API would refuse, or that does not compile: so what is imported is
-    /// exactly what the report lists, and the writes that follow do not fail half-way on it.
+    /// exactly what the report lists, and the server does not refuse the import for it.
     pub fn settle(&mut self) {
         loop {
             let keys: std::collections::HashSet<String> =

@@ -15,7 +15,9 @@ use flag_core::wire::{Algorithm, Condition, Prerequisite, Rollout, Rule, Serve, 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::import::{Conversion, ImportedFlag, Skipped};
+use crate::import::{
+    Alternatives, Conversion, ImportedFlag, Skipped, all_of, membership, plain_number,
+};
 use crate::model::check_key;
 use crate::model::flag::{FlagDefinition, FlagState};
 
@@ -528,27 +530,16 @@ fn serve(source: &Source<'_>, strategy: &Strategy, last: bool) -> Result<Serve, 
 /// The rules for one strategy: its constraints as conditions, a `NOT_IN` (or an inverted
 /// `IN`) as two rules, and `userWithId`'s ids as an `in` on the targeting key.
 fn expand(constraints: &[Constraint], serve: Serve) -> Result<Vec<Rule>, String> {
-    let mut alternatives: Vec<Vec<Condition>> = vec![Vec::new()];
+    let mut alternatives: Alternatives = vec![Vec::new()];
     for constraint in constraints {
         let Some(options) = conditions(constraint)? else {
             // A constraint that never holds: the strategy never enables anyone.
             return Ok(Vec::new());
         };
-        alternatives = alternatives
-            .iter()
-            .flat_map(|so_far| {
-                options.iter().map(move |option| {
-                    let mut next = so_far.clone();
-                    next.extend(option.iter().cloned());
-                    next
-                })
-            })
-            .collect();
-        if alternatives.len() > MAX_RULES_PER_STRATEGY {
-            return Err(format!(
-                "its constraints would take more than {MAX_RULES_PER_STRATEGY} rules"
-            ));
-        }
+        alternatives =
+            all_of(&alternatives, &options, MAX_RULES_PER_STRATEGY).ok_or_else(|| {
+                format!("its constraints would take more than {MAX_RULES_PER_STRATEGY} rules")
+            })?;
     }
     Ok(alternatives
         .into_iter()
@@ -558,7 +549,7 @@ fn expand(constraints: &[Constraint], serve: Serve) -> Result<Vec<Rule>, String>
 
 /// A constraint as alternatives, each a set of conditions that must all hold; `None` if it can
 /// never hold.
-fn conditions(constraint: &Constraint) -> Result<Option<Vec<Vec<Condition>>>, String> {
+fn conditions(constraint: &Constraint) -> Result<Option<Alternatives>, String> {
     let operator = constraint.operator.as_str();
     let name = match constraint.context_name.as_str() {
         "userId" => flag_core::TARGETING_KEY.to_owned(),
@@ -575,9 +566,7 @@ fn conditions(constraint: &Constraint) -> Result<Option<Vec<Vec<Condition>>>, St
     // Unleash compares the text; an app may send the attribute as a JSON number, so a value
     // that is a number written plainly matches that number too.
     let members = || {
-        let numbers = constraint.values.iter().filter_map(|v| {
-            v.parse::<f64>().ok().filter(|n| n.is_finite() && n.to_string() == *v).map(|n| json!(n))
-        });
+        let numbers = constraint.values.iter().filter_map(|v| plain_number(v));
         strings().into_iter().chain(numbers).collect::<Vec<_>>()
     };
     // Unleash's engine reads these operators' `value` only; without one it cannot compile the
@@ -594,16 +583,10 @@ fn conditions(constraint: &Constraint) -> Result<Option<Vec<Vec<Condition>>>, St
         |why: &str| Err(format!("constraint `{operator}` on `{}`: {why}", constraint.context_name));
     let in_set = !matches!(operator, "NOT_IN") ^ constraint.inverted;
     match operator {
-        "IN" | "NOT_IN" if constraint.values.is_empty() => {
-            // IN of nothing never holds; NOT_IN of nothing always does.
-            Ok(if in_set { None } else { Some(vec![Vec::new()]) })
-        }
+        // IN of nothing never holds (NOT_IN of nothing always does).
+        "IN" | "NOT_IN" if constraint.values.is_empty() && in_set => Ok(None),
         // Unleash's engine compares IN exactly, whatever `caseInsensitive` says.
-        "IN" | "NOT_IN" if in_set => Ok(Some(vec![vec![condition("in", members())]])),
-        "IN" | "NOT_IN" => Ok(Some(vec![
-            vec![condition("not_exists", Vec::new())],
-            vec![condition("not_in", members())],
-        ])),
+        "IN" | "NOT_IN" => Ok(Some(membership(&name, members(), !in_set))),
         _ if constraint.inverted => unsupported("inverted, which Rollgate has no operator for"),
         "STR_CONTAINS" | "STR_STARTS_WITH" | "STR_ENDS_WITH" => {
             let op = match (operator, constraint.case_insensitive) {
