@@ -1,7 +1,8 @@
 // Browsers at the edge: the OpenFeature web SDK with the newest OFREP web provider, in headless
 // Chromium, on a page from another origin, with a client token. It evaluates, hears of a kill
 // through the edge's event stream (its polling stays off), and is refused flags not marked for
-// clients. Beside it: CORS preflights and the event stream's conformance to OFREP (ADR-0008).
+// clients. Beside it: CORS preflights. The event stream's conformance to OFREP is
+// ofrep-event-streams.test.mjs.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
@@ -43,37 +44,8 @@ after(async () => {
   await stack?.stop();
 });
 
-/** Reads server-sent events from `response` as they come. */
-function eventReader(response) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  const next = async () => {
-    for (;;) {
-      const end = buffer.indexOf("\n\n");
-      if (end >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const fields = {};
-        for (const line of block.split("\n")) {
-          if (line.startsWith(":")) continue;
-          const at = line.indexOf(":");
-          fields[line.slice(0, at)] = line.slice(at + 1).replace(/^ /, "");
-        }
-        if (fields.data !== undefined) return fields;
-        continue;
-      }
-      const { value, done } = await reader.read();
-      if (done) throw new Error("the event stream ended");
-      buffer += decoder.decode(value, { stream: true });
-    }
-  };
-  next.cancel = () => reader.cancel();
-  return next;
-}
-
-async function bulk(token, { origin, query = "" } = {}) {
-  const response = await fetch(`${stack.edge}/ofrep/v1/evaluate/flags${query}`, {
+async function bulk(token, { origin } = {}) {
+  const response = await fetch(`${stack.edge}/ofrep/v1/evaluate/flags`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(origin ? { origin } : {}) },
     body: JSON.stringify({ context: { targetingKey: "visitor-1" } }),
@@ -172,77 +144,5 @@ describe("the edge's CORS preflights", () => {
     }
     const answer = await bulk(clientToken, { origin: otherApp.origin });
     assert.equal(answer.response.headers.get("access-control-allow-origin"), null);
-  });
-});
-
-describe("the edge's OFREP event stream", () => {
-  test("is advertised in bulk answers, for read and client tokens, as OFREP shapes it", async () => {
-    for (const token of [clientToken, stack.appToken]) {
-      const { response, body } = await bulk(token);
-      assert.equal(response.status, 200);
-      assert.ok(Array.isArray(body.flags));
-      assert.equal(body.eventStreams.length, 1);
-      const [stream] = body.eventStreams;
-      assert.deepEqual(Object.keys(stream).sort(), ["inactivityDelaySec", "type", "url"]);
-      assert.equal(stream.type, "sse");
-      assert.ok(Number.isInteger(stream.inactivityDelaySec) && stream.inactivityDelaySec > 0);
-      assert.equal(new URL(stream.url).origin, stack.edge);
-      assert.ok(!stream.url.includes(token), "the URL carries a stream key, never the token");
-    }
-    const { body } = await bulk(clientToken);
-    assert.deepEqual(body.flags.map((flag) => flag.key), [FLAG], "a client token sees its flags only");
-  });
-
-  test("sends refetchEvaluation with the new etag on every change, resumes, and takes flagConfigEtag", async () => {
-    const url = (await bulk(clientToken)).body.eventStreams[0].url;
-    const first = await fetch(url);
-    assert.equal(first.status, 200);
-    assert.match(first.headers.get("content-type"), /^text\/event-stream/);
-    const next = eventReader(first);
-    // A new stream hears of the current configuration at once.
-    const current = await next();
-    assert.equal(current.event, "message");
-    const message = JSON.parse(current.data);
-    assert.deepEqual(Object.keys(message).sort(), ["etag", "type"]);
-    assert.equal(message.type, "refetchEvaluation");
-    assert.match(message.etag, /^"\d+\.\d+"$/);
-
-    // Resumed from the current one: nothing until the next change, then that change.
-    const resumed = await fetch(url, { headers: { "last-event-id": current.id } });
-    const nextResumed = eventReader(resumed);
-    assert.equal((await stack.api("POST", `${STATE}/${FLAG}/kill`, { reason: "stream test" })).status, 200);
-    const killed = await next();
-    const killedResumed = await nextResumed();
-    assert.notEqual(killed.id, current.id);
-    assert.deepEqual(killedResumed, killed);
-    const etag = JSON.parse(killed.data).etag;
-
-    // The re-fetch names the configuration the event announced.
-    const refetched = await bulk(clientToken, { query: `?flagConfigEtag=${encodeURIComponent(etag)}&flagConfigLastModified=0` });
-    assert.equal(refetched.response.status, 200);
-    assert.equal(refetched.body.flags[0].value, false);
-    await stack.api("POST", `${STATE}/${FLAG}/unkill`, { reason: "stream test over" });
-    assert.notEqual((await next()).id, killed.id);
-    await next.cancel();
-    await nextResumed.cancel();
-  });
-
-  test("ends a stream when its token is deleted", async () => {
-    const created = await stack.api("POST", "/api/v1/tokens", { name: "short-lived-page", scope: "client", environment: "production" });
-    await until(async () => (await bulk(created.body.token)).response.status === 200, 10000, "the edge to know the token");
-    const url = (await bulk(created.body.token)).body.eventStreams[0].url;
-    const next = eventReader(await fetch(url));
-    await next(); // the current configuration
-    assert.equal((await stack.api("DELETE", "/api/v1/tokens/short-lived-page")).status, 204);
-    await assert.rejects(next(), /the event stream ended/);
-    assert.equal((await fetch(url)).status, 401);
-  });
-
-  test("refuses a made-up stream key and a missing one", async () => {
-    const url = new URL((await bulk(clientToken)).body.eventStreams[0].url);
-    url.searchParams.set("token", "0".repeat(64));
-    assert.equal((await fetch(url)).status, 401);
-    url.searchParams.delete("token");
-    assert.equal((await fetch(url)).status, 401);
   });
 });
