@@ -1,9 +1,11 @@
 // OFREP's model of bulk answers, event-stream entries and stream events, as OpenFeature
 // publishes it in @openfeature/ofrep-core (the version the newest web provider uses, installed
-// as `ofrep-model`), compiled to JSON Schema. Objects are closed: a field the model does not
-// define is a failure, as is a wrong type. The protocol's YAML files (open-feature/protocol
-// service/openapi.yaml and event-streams.yaml) are in no package registry; this package's types
-// are where OpenFeature's clients read the same shapes from.
+// as `ofrep-model`), compiled to JSON Schema. A wrong type or a missing required field is a
+// failure. Answers stay open to fields the model does not name, as OFREP's own schemas are
+// (Rollgate adds `ruleIndex` and `bucketKeyMissing`); the event-stream shapes are closed, so a
+// stream entry or event may carry nothing the model does not define. The protocol's YAML files
+// (open-feature/protocol service/openapi.yaml and event-streams.yaml) are in no package
+// registry; this package's types are where OpenFeature's clients read the same shapes from.
 import { dirname, join } from "node:path";
 import { createRequire } from "node:module";
 
@@ -13,7 +15,10 @@ import { createGenerator } from "ts-json-schema-generator";
 const require = createRequire(import.meta.url);
 const model = join(dirname(require.resolve("ofrep-model/package.json")), "src/lib/model/index.d.ts");
 
-const schema = createGenerator({ path: model, type: "*", skipTypeCheck: true, additionalProperties: false }).createSchema("*");
+const schema = createGenerator({ path: model, type: "*", skipTypeCheck: true, additionalProperties: true }).createSchema("*");
+for (const closed of ["EventStream", "EventStreamEndpoint", "EventStreamMessage", "BulkEvaluationRefetchMetadata"]) {
+  schema.definitions[closed].additionalProperties = false;
+}
 const ajv = new Ajv({ allErrors: true, strict: false });
 ajv.addSchema(schema, "ofrep");
 
@@ -27,5 +32,6 @@ export const modelVersion = require("ofrep-model/package.json").version;
 export function conformsTo(name) {
   if (!schema.definitions[name]) throw new Error(`the OFREP model has no type ${name}`);
   const validate = ajv.getSchema(`ofrep#/definitions/${name}`);
-  return (value) => (validate(value) ? [] : validate.errors.map((error) => `${error.instancePath || "/"} ${error.message}`));
+  return (value) =>
+    validate(value) ? [] : validate.errors.map((error) => `${error.instancePath || "/"} ${error.message} ${JSON.stringify(error.params)}`);
 }

@@ -10,9 +10,16 @@ import { conformsTo, modelVersion } from "../ofrep-model.mjs";
 import { startStack, until } from "../stack.mjs";
 
 const FLAG = "streamed-banner";
+// Decided by a rule for pro plans, else by a rollout: an answer with `ruleIndex`, and without a
+// targetingKey a failure entry.
+const SPLIT_FLAG = "streamed-split";
 const STATE = "/api/v1/environments/production/flags";
+// A reader waits for its next event: a server that never sends one fails the test, not CI.
+const PATIENCE = { timeout: 30000 };
 
 const bulkAnswer = conformsTo("BulkEvaluationSuccessResponse");
+const flagAnswer = conformsTo("EvaluationSuccessResponse");
+const flagFailure = conformsTo("EvaluationFailureResponse");
 const streamEvent = conformsTo("EventStreamMessage");
 const refetchMetadata = conformsTo("BulkEvaluationRefetchMetadata");
 
@@ -25,6 +32,15 @@ before(async () => {
   assert.equal((await stack.api("POST", "/api/v1/flags", flag)).status, 201);
   const on = { enabled: true, fallthrough: { variant: "on" }, reason: "on for every visitor" };
   assert.equal((await stack.api("PUT", `${STATE}/${FLAG}`, on)).status, 200);
+  const split = { key: SPLIT_FLAG, type: "string", variants: { a: "A", b: "B" }, off_variant: "a" };
+  assert.equal((await stack.api("POST", "/api/v1/flags", split)).status, 201);
+  const rules = {
+    enabled: true,
+    rules: [{ conditions: [{ attribute: "plan", op: "eq", values: ["pro"] }], serve: { variant: "b" } }],
+    fallthrough: { rollout: { percent: 50000, inside: "b", outside: "a" } },
+    reason: "pro plans first",
+  };
+  assert.equal((await stack.api("PUT", `${STATE}/${SPLIT_FLAG}`, rules)).status, 200);
   clientToken = (await stack.api("POST", "/api/v1/tokens", { name: "web-app", scope: "client", environment: "production" })).body.token;
   await until(async () => (await bulk(stack.edge, clientToken)).response.status === 200, 10000, "the edge to know the client token");
 });
@@ -62,14 +78,22 @@ function eventReader(response) {
   return next;
 }
 
-async function bulk(base, token, { query = "", headers = {} } = {}) {
+async function bulk(base, token, { query = "", headers = {}, context = { targetingKey: "visitor-1" } } = {}) {
   const response = await fetch(`${base}/ofrep/v1/evaluate/flags${query}`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...headers },
-    body: JSON.stringify({ context: { targetingKey: "visitor-1" } }),
+    body: JSON.stringify({ context }),
   });
   const text = await response.text();
-  return { response, body: text ? JSON.parse(text) : undefined };
+  return { response, text, body: text ? JSON.parse(text) : undefined };
+}
+
+/** Violations of the model in a bulk answer, each flag entry held to its own branch. */
+function bulkViolations(body) {
+  const entries = (body.flags ?? []).flatMap((entry, index) =>
+    ("errorCode" in entry ? flagFailure : flagAnswer)(entry).map((violation) => `flags[${index}]${violation}`),
+  );
+  return [...bulkAnswer(body), ...entries];
 }
 
 /** An event as OFREP defines it: its data conforms to the model and asks for a re-fetch. */
@@ -79,11 +103,12 @@ function refetchEvaluation(event) {
   const message = JSON.parse(event.data);
   assert.deepEqual(streamEvent(message), [], `the event conforms to ofrep-core ${modelVersion}`);
   assert.equal(message.type, "refetchEvaluation");
-  assert.equal(typeof message.etag, "string");
+  // Both servers' etag names the event's configuration, the form their flagConfigEtag reads.
+  assert.equal(message.etag, `"${event.id}"`);
   return message;
 }
 
-/** The query a provider sends after `message`: its metadata, as the model names it. */
+/** The query a provider sends after `message`: its metadata, under the model's names. */
 function refetchQuery(message) {
   const metadata = { flagConfigEtag: message.etag };
   if (message.lastModified !== undefined) metadata.flagConfigLastModified = message.lastModified;
@@ -98,25 +123,40 @@ for (const [server, baseOf] of [["edge", () => stack.edge], ["control plane", ()
       for (const token of [clientToken, stack.appToken]) {
         const { response, body } = await bulk(base, token);
         assert.equal(response.status, 200);
-        assert.deepEqual(bulkAnswer(body), [], `the answer conforms to ofrep-core ${modelVersion}`);
+        assert.deepEqual(bulkViolations(body), [], `the answer conforms to ofrep-core ${modelVersion}`);
+        assert.ok(Array.isArray(body.flags), "the web provider refuses an answer without flags");
         assert.equal(body.eventStreams.length, 1);
         const [stream] = body.eventStreams;
         assert.equal(stream.type, "sse");
         assert.ok(Number.isInteger(stream.inactivityDelaySec) && stream.inactivityDelaySec > 0);
         assert.equal(new URL(stream.url).origin, base);
         assert.ok(!stream.url.includes(token), "the URL carries a stream key, never the token");
-        // Not modified: no body at all, as the model's BulkEvaluationNotModifiedResponse.
-        const again = await bulk(base, token, { headers: { "if-none-match": response.headers.get("etag") } });
+        // Not modified: the same ETag and no body (the model's BulkEvaluationNotModifiedResponse).
+        const etag = response.headers.get("etag");
+        const again = await bulk(base, token, { headers: { "if-none-match": etag } });
         assert.equal(again.response.status, 304);
-        assert.equal(again.body, undefined);
+        assert.equal(again.response.headers.get("etag"), etag);
+        assert.equal(again.response.headers.get("content-type"), null);
+        assert.equal(again.text, "");
       }
       const { body } = await bulk(base, clientToken);
       assert.deepEqual(body.flags.map((flag) => flag.key), [FLAG], "a client token sees its flags only");
+      // A rule's answer carries Rollgate's ruleIndex; without a key, a rollout answers a failure.
+      for (const context of [{ targetingKey: "visitor-1", plan: "pro" }, { plan: "free" }]) {
+        const answer = await bulk(base, stack.appToken, { context });
+        assert.equal(answer.response.status, 200);
+        assert.deepEqual(bulkViolations(answer.body), [], JSON.stringify(context));
+      }
+      const decided = (await bulk(base, stack.appToken, { context: { targetingKey: "visitor-1", plan: "pro" } })).body;
+      assert.deepEqual(decided.flags.find((flag) => flag.key === SPLIT_FLAG), { key: SPLIT_FLAG, value: "B", variant: "b", reason: "TARGETING_MATCH", ruleIndex: 0 });
+      const keyless = (await bulk(base, stack.appToken, { context: { plan: "free" } })).body;
+      assert.equal(keyless.flags.find((flag) => flag.key === SPLIT_FLAG).errorCode, "TARGETING_KEY_MISSING");
     });
 
-    test("sends refetchEvaluation with the new etag on every change, resumes, and takes the event's metadata", async () => {
+    test("sends refetchEvaluation with the new etag on every change, resumes, and takes the event's metadata", PATIENCE, async () => {
       const base = baseOf();
-      const url = (await bulk(base, clientToken)).body.eventStreams[0].url;
+      const before = await bulk(base, clientToken);
+      const url = before.body.eventStreams[0].url;
       const live = await fetch(url);
       assert.equal(live.status, 200);
       assert.match(live.headers.get("content-type"), /^text\/event-stream/);
@@ -134,10 +174,13 @@ for (const [server, baseOf] of [["edge", () => stack.edge], ["control plane", ()
       assert.notEqual(killedMessage.etag, currentMessage.etag);
       assert.deepEqual(await resumed(), killed);
 
-      // The re-fetch names the configuration the event announced, and gets it.
-      const refetched = await bulk(base, clientToken, { query: refetchQuery(killedMessage) });
+      // The re-fetch names the configuration the event announced, as the web provider sends it
+      // (with the ETag it holds), and gets it.
+      const beforeEtag = before.response.headers.get("etag");
+      const refetched = await bulk(base, clientToken, { query: refetchQuery(killedMessage), headers: { "if-none-match": beforeEtag } });
       assert.equal(refetched.response.status, 200);
-      assert.deepEqual(bulkAnswer(refetched.body), []);
+      assert.notEqual(refetched.response.headers.get("etag"), beforeEtag);
+      assert.deepEqual(bulkViolations(refetched.body), []);
       assert.deepEqual([refetched.body.flags[0].value, refetched.body.flags[0].reason], [false, "DISABLED"]);
       // A last-modified time is taken too, in either of the model's forms.
       for (const lastModified of [0, "Thu, 03 Dec 2026 18:00:00 GMT"]) {
@@ -155,7 +198,7 @@ for (const [server, baseOf] of [["edge", () => stack.edge], ["control plane", ()
       for (const reader of [next, resumed, behind]) await reader.cancel();
     });
 
-    test("ends a stream when its token is deleted", async () => {
+    test("ends a stream when its token is deleted", PATIENCE, async () => {
       const base = baseOf();
       const name = `short-lived-page-${server.replace(" ", "-")}`;
       const created = await stack.api("POST", "/api/v1/tokens", { name, scope: "client", environment: "production" });
