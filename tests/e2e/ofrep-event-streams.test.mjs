@@ -128,7 +128,8 @@ for (const [server, baseOf] of [["edge", () => stack.edge], ["control plane", ()
         assert.equal(body.eventStreams.length, 1);
         const [stream] = body.eventStreams;
         assert.equal(stream.type, "sse");
-        assert.ok(Number.isInteger(stream.inactivityDelaySec) && stream.inactivityDelaySec > 0);
+        assert.ok(!("endpoint" in stream), "OFREP takes a url or an endpoint, never both");
+        assert.ok(Number.isInteger(stream.inactivityDelaySec) && stream.inactivityDelaySec >= 1);
         assert.equal(new URL(stream.url).origin, base);
         assert.ok(!stream.url.includes(token), "the URL carries a stream key, never the token");
         // Not modified: the same ETag and no body (the model's BulkEvaluationNotModifiedResponse).
@@ -182,8 +183,8 @@ for (const [server, baseOf] of [["edge", () => stack.edge], ["control plane", ()
       assert.notEqual(refetched.response.headers.get("etag"), beforeEtag);
       assert.deepEqual(bulkViolations(refetched.body), []);
       assert.deepEqual([refetched.body.flags[0].value, refetched.body.flags[0].reason], [false, "DISABLED"]);
-      // A last-modified time is taken too, in either of the model's forms.
-      for (const lastModified of [0, "Thu, 03 Dec 2026 18:00:00 GMT"]) {
+      // A last-modified time is taken too, in either of OFREP's forms: Unix seconds or ISO 8601.
+      for (const lastModified of [1796320800, "2026-12-03T18:00:00Z"]) {
         const query = refetchQuery({ ...killedMessage, lastModified });
         assert.equal((await bulk(base, clientToken, { query })).response.status, 200);
       }
