@@ -104,6 +104,14 @@ impl Tokens {
         origins.values().flatten().any(|allowed| allowed.as_bytes() == origin)
     }
 
+    /// Whether `environment` lets pages from `origin` call it.
+    pub fn allowed_in(&self, environment: &str, origin: &[u8]) -> bool {
+        let origins = self.allowed_origins.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        origins
+            .get(environment)
+            .is_some_and(|allowed| allowed.iter().any(|allowed| allowed.as_bytes() == origin))
+    }
+
     /// The origins whose pages may call OFREP for `environment` (CORS).
     pub fn allowed_origins(&self, environment: &str) -> Vec<String> {
         let origins = self.allowed_origins.read().unwrap_or_else(|poisoned| poisoned.into_inner());

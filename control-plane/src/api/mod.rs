@@ -162,11 +162,27 @@ pub(crate) fn cors(tokens: crate::auth::Tokens) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let allowed = move |origin: &HeaderValue, parts: &Parts| {
         let path = parts.uri.path();
-        let ofrep = path.starts_with("/ofrep/")
-            || path.strip_prefix("/api/v1/environments/").is_some_and(|rest| {
-                rest.split_once('/').is_some_and(|(_, rest)| rest.starts_with("ofrep/"))
-            });
-        ofrep && tokens.allowed_anywhere(origin.as_bytes())
+        let in_path = path
+            .strip_prefix("/api/v1/environments/")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(_, rest)| rest.starts_with("ofrep/"))
+            .map(|(environment, _)| environment.to_owned());
+        if in_path.is_none() && !path.starts_with("/ofrep/") {
+            return false;
+        }
+        // The environment the answer is for, where the request names it (its path, its
+        // token, its stream token): then that environment's origins only. A preflight names
+        // none, so any environment's origins pass it, and the request itself is held to its own.
+        let environment = in_path
+            .or_else(|| {
+                let token = tokens.find(presented_token(&parts.headers)?)?;
+                token.environment.clone()
+            })
+            .or_else(|| ofrep_events::stream_token_environment(parts.uri.query()?));
+        match environment {
+            Some(environment) => tokens.allowed_in(&environment, origin.as_bytes()),
+            None => tokens.allowed_anywhere(origin.as_bytes()),
+        }
     };
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(allowed))

@@ -101,6 +101,14 @@ fn mac(token: &Token, environment: &str) -> Option<Hmac<Sha256>> {
     Some(mac)
 }
 
+/// The environment a stream URL's query names, unverified: enough to pick the origins its
+/// answer may go to (CORS), since a stream token whose MAC fails gets 401 anyway.
+pub(crate) fn stream_token_environment(query: &str) -> Option<String> {
+    let (_, presented) =
+        url::form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "token")?;
+    presented.split('~').nth(1).map(str::to_owned)
+}
+
 /// The token and environment a stream token names, if its MAC holds and the token reaches it.
 fn verified(state: &AppState, presented: &str) -> Option<(Arc<Token>, String)> {
     let mut fields = presented.splitn(3, '~');

@@ -186,4 +186,35 @@ async fn cors_answers_allowed_origins_on_ofrep_paths_only_and_never_with_credent
     assert_eq!(header(&answer, "access-control-allow-origin").as_deref(), Some(APP));
     assert_eq!(header(&answer, "access-control-expose-headers").as_deref(), Some("etag"));
     assert!(header(&answer, "vary").unwrap().to_lowercase().contains("origin"));
+    let stream_url = answer.json::<Value>().await.unwrap()["eventStreams"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // An origin only staging allows passes a preflight, which names no environment; answers
+    // for production go to production's origins only: by the path, the token or the stream.
+    let staging_app = "https://staging.example.com";
+    let body = json!({"allowed_origins": [staging_app]});
+    let staging = "/api/v1/environments/staging/allowed-origins";
+    server.call(Method::PUT, staging, Some(ADMIN), Some(body)).await;
+    let preflighted = preflight(BULK, staging_app).await.unwrap();
+    assert_eq!(header(&preflighted, "access-control-allow-origin").as_deref(), Some(staging_app));
+    let in_path = preflight(path, staging_app).await.unwrap();
+    assert_eq!(header(&in_path, "access-control-allow-origin"), None);
+    let answer = server
+        .client
+        .post(url(BULK))
+        .header("origin", staging_app)
+        .bearer_auth(&page)
+        .json(&json!({"context": {"targetingKey": "u1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(header(&answer, "access-control-allow-origin"), None);
+    for (origin, allowed) in [(APP, Some(APP)), (staging_app, None)] {
+        let stream = server.client.get(&stream_url).header("origin", origin).send().await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        assert_eq!(header(&stream, "access-control-allow-origin").as_deref(), allowed, "{origin}");
+    }
 }
