@@ -152,6 +152,15 @@ async fn cors_answers_allowed_origins_on_ofrep_paths_only_and_never_with_credent
     let header = |response: &reqwest::Response, name: &str| {
         response.headers().get(name).map(|value| value.to_str().unwrap().to_owned())
     };
+    let evaluate_from = |origin: &str| {
+        server
+            .client
+            .post(url(BULK))
+            .header("origin", origin)
+            .bearer_auth(&page)
+            .json(&json!({"context": {"targetingKey": "u1"}}))
+            .send()
+    };
 
     let allowed = preflight(BULK, APP).await.unwrap();
     assert!(allowed.status().is_success());
@@ -173,15 +182,7 @@ async fn cors_answers_allowed_origins_on_ofrep_paths_only_and_never_with_credent
         assert_eq!(header(&refused, "access-control-allow-origin"), None, "{path} from {origin}");
     }
 
-    let answer = server
-        .client
-        .post(url(BULK))
-        .header("origin", APP)
-        .bearer_auth(&page)
-        .json(&json!({"context": {"targetingKey": "u1"}}))
-        .send()
-        .await
-        .unwrap();
+    let answer = evaluate_from(APP).await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(header(&answer, "access-control-allow-origin").as_deref(), Some(APP));
     assert_eq!(header(&answer, "access-control-expose-headers").as_deref(), Some("etag"));
@@ -201,15 +202,7 @@ async fn cors_answers_allowed_origins_on_ofrep_paths_only_and_never_with_credent
     assert_eq!(header(&preflighted, "access-control-allow-origin").as_deref(), Some(staging_app));
     let in_path = preflight(path, staging_app).await.unwrap();
     assert_eq!(header(&in_path, "access-control-allow-origin"), None);
-    let answer = server
-        .client
-        .post(url(BULK))
-        .header("origin", staging_app)
-        .bearer_auth(&page)
-        .json(&json!({"context": {"targetingKey": "u1"}}))
-        .send()
-        .await
-        .unwrap();
+    let answer = evaluate_from(staging_app).await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(header(&answer, "access-control-allow-origin"), None);
     for (origin, allowed) in [(APP, Some(APP)), (staging_app, None)] {
