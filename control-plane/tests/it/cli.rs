@@ -885,6 +885,25 @@ async fn flags_as_code_round_trips_and_applies_with_if_match() {
     }
 }
 
+/// `rollgate import SOURCE FILE --env production`, with `extra` arguments.
+async fn import(
+    server: &Server,
+    config: &Path,
+    source: &str,
+    file: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec!["import", source, file, "--env", "production"];
+    args.extend_from_slice(extra);
+    rollgate(server, Some(ADMIN), config, &args).await
+}
+
+fn assert_lines(output: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(output.contains(line), "{line:?} missing from\n{output}");
+    }
+}
+
 #[tokio::test]
 async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
     let server = start().await;
@@ -892,24 +911,21 @@ async fn import_from_unleash_shows_its_plan_then_imports_all_or_nothing() {
     let config = dir.path().join("config.toml");
     let export =
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/unleash-export.json").to_owned();
-    let run = async |extra: &[&str]| {
-        let mut args = vec!["import", "unleash", export.as_str(), "--env", "production"];
-        args.extend_from_slice(extra);
-        rollgate(&server, Some(ADMIN), &config, &args).await
-    };
+    let run = async |extra: &[&str]| import(&server, &config, "unleash", &export, extra).await;
     let before = server.observable_state().await;
 
     let dry = stdout(&run(&["--dry-run"]).await);
-    for line in [
-        "import  new-checkout  (0 rules)",
-        "import  checkout-banner  (2 rules)",
-        "import  search-beta  (2 rules)",
-        "skip    legacy-pricing  constraint `IN_CIDR` on `remoteAddress`: no Rollgate operator",
-        "3 to import, 1 that cannot be expressed",
-        "dry run: nothing imported",
-    ] {
-        assert!(dry.contains(line), "{line:?} missing from\n{dry}");
-    }
+    assert_lines(
+        &dry,
+        &[
+            "import  new-checkout  (0 rules)",
+            "import  checkout-banner  (2 rules)",
+            "import  search-beta  (2 rules)",
+            "skip    legacy-pricing  constraint `IN_CIDR` on `remoteAddress`: no Rollgate operator",
+            "3 to import, 1 that cannot be expressed",
+            "dry run: nothing imported",
+        ],
+    );
     assert_eq!(server.observable_state().await, before, "a dry run changes nothing");
 
     let (code, message) = failure(&run(&[]).await);
@@ -969,24 +985,21 @@ async fn import_from_flagd_reads_yaml_and_keeps_its_cohorts_through_a_plan() {
     let file = dir.path().join("flags.yaml");
     std::fs::write(&file, yaml_serde::to_string(&json).unwrap()).unwrap();
     let file = file.to_str().unwrap().to_owned();
-    let run = async |extra: &[&str]| {
-        let mut args = vec!["import", "flagd", file.as_str(), "--env", "production"];
-        args.extend_from_slice(extra);
-        rollgate(&server, Some(ADMIN), &config, &args).await
-    };
+    let run = async |extra: &[&str]| import(&server, &config, "flagd", &file, extra).await;
     let before = server.observable_state().await;
 
     let dry = stdout(&run(&["--dry-run"]).await);
-    for line in [
-        "import  new-checkout  (3 rules)",
-        "note: `fractional` is carried as flagd buckets it since April 2026",
-        "leave   holiday-banner  DISABLED in flagd",
-        "skip    flash-sale  condition",
-        "4 to import, 1 that cannot be expressed, 1 left out",
-        "dry run: nothing imported",
-    ] {
-        assert!(dry.contains(line), "{line:?} missing from\n{dry}");
-    }
+    assert_lines(
+        &dry,
+        &[
+            "import  new-checkout  (3 rules)",
+            "note: `fractional` is carried as flagd buckets it since April 2026",
+            "leave   holiday-banner  DISABLED in flagd",
+            "skip    flash-sale  condition",
+            "4 to import, 1 that cannot be expressed, 1 left out",
+            "dry run: nothing imported",
+        ],
+    );
     assert_eq!(server.observable_state().await, before, "a dry run changes nothing");
     let (code, _) = failure(&run(&[]).await);
     assert_eq!(code, 6, "flash-sale cannot be expressed: nothing without --partial");
